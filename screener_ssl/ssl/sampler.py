@@ -1,0 +1,113 @@
+"""Batches of windows for pretraining, gathered on the fly from the window index.
+
+Index-level randomness (which windows, t*, crop lengths) uses a numpy Generator;
+value-level augmentation uses a torch Generator. Both are seeded and their state
+is part of a checkpoint, so a resumed run continues the same stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.ssl.augment import AugmentConfig, augment_view, sample_crop_lengths, sample_decision_offsets
+from screener_ssl.ssl.objectives.base import SSLBatch, View
+
+
+class WindowSampler:
+    """Draws SSL batches from windows ``(ticker_start, decision_row)`` of a feature array."""
+
+    def __init__(
+        self,
+        values: np.ndarray,
+        ticker_start: np.ndarray,
+        decision_row: np.ndarray,
+        spec: WindowSpec,
+        augment: AugmentConfig,
+        n_views: int,
+        batch_size: int,
+        seed: int,
+        neighbors_per_anchor: int = 0,
+        neighbor_radius: int = 0,
+    ) -> None:
+        """values: float32 [N, C]; ticker_start, decision_row: int64 [M] for the candidate windows."""
+        if len(decision_row) == 0:
+            raise ValueError("no windows to sample from (the training split is empty)")
+        assert ticker_start.shape == decision_row.shape
+        self.values = values
+        self.ticker_start = np.asarray(ticker_start, dtype=np.int64)
+        self.decision_row = np.asarray(decision_row, dtype=np.int64)
+        self.spec = spec
+        self.augment = augment
+        self.n_views = n_views
+        self.batch_size = batch_size
+        self.neighbors_per_anchor = neighbors_per_anchor
+        self.neighbor_radius = neighbor_radius
+        self.open_known = spec.open_known_mask
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.gen.set_state(state["gen"])
+
+    def _choose(self) -> np.ndarray:
+        m = len(self.decision_row)
+        if self.neighbors_per_anchor <= 0:
+            return self.rng.integers(0, m, size=self.batch_size)
+        group = self.neighbors_per_anchor + 1
+        n_anchor = max(self.batch_size // group, 1)
+        anchors = self.rng.integers(0, m, size=n_anchor)
+        shifts = self.rng.integers(-self.neighbor_radius, self.neighbor_radius + 1, size=(n_anchor, group - 1))
+        # Neighbours are nearby entries of the (ticker, row)-sorted index: usually the same ticker.
+        neighbors = np.clip(anchors[:, None] + shifts, 0, m - 1)
+        picks = np.concatenate([anchors[:, None], neighbors], axis=1).reshape(-1)
+        return picks[: self.batch_size] if len(picks) >= self.batch_size else np.resize(picks, self.batch_size)
+
+    def sample(self) -> SSLBatch:
+        picks = self._choose()
+        window = self.spec.window_max
+        start = self.ticker_start[picks]
+        drop = sample_decision_offsets(self.rng, len(picks), window, self.augment)
+        decision = np.maximum(self.decision_row[picks] - drop, start)  # t*: bars after it removed
+        keep_whole = self.rng.random(len(picks)) >= self.augment.censor_last_prob
+        crops = [
+            sample_crop_lengths(self.rng, len(picks), window, self.spec.crop_lengths, self.augment)
+            for _ in range(max(self.n_views, 1))
+        ]
+        clean_x, clean_obs = self._gather(start, decision, crops[0], keep_whole)
+        views = []
+        for v in range(self.n_views):
+            if v == 0:
+                x, obs = clean_x, clean_obs
+            else:
+                x, obs = self._gather(start, decision, crops[v], keep_whole)
+            xa, oa = augment_view(torch.from_numpy(x), torch.from_numpy(obs), self.augment, self.gen)
+            views.append(View(xa, oa))
+        return SSLBatch(
+            views=views,
+            clean=View(torch.from_numpy(clean_x), torch.from_numpy(clean_obs)),
+            # A ticker's first feature row identifies it uniquely within the store.
+            ticker_id=torch.from_numpy(start.astype(np.int64)),
+            decision_bar=torch.from_numpy((decision - start).astype(np.int64)),
+        )
+
+    def _gather(self, start, decision, lengths, keep_whole) -> tuple[np.ndarray, np.ndarray]:
+        x, obs = gather_windows(
+            self.values, start, decision, self.spec.window_max, lengths=lengths, open_known=self.open_known
+        )
+        if keep_whole.any():
+            xw, ow = gather_windows(
+                self.values,
+                start[keep_whole],
+                decision[keep_whole],
+                self.spec.window_max,
+                lengths=lengths[keep_whole],
+                open_known=np.ones_like(self.open_known),
+            )
+            x[keep_whole], obs[keep_whole] = xw, ow
+        return x, obs

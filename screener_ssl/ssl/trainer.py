@@ -1,0 +1,166 @@
+"""A seeded, resumable pretraining loop: AdamW, warmup + cosine, gradient clipping, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from screener_ssl.ssl.objectives.base import Objective
+from screener_ssl.ssl.sampler import WindowSampler
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stops instead of writing garbage weights."""
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(300, ge=1, le=1_000_000)
+    batch_size: int = Field(64, ge=2, le=8192)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    warmup_frac: float = Field(0.05, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    seed: int = 0
+    threads: int = Field(2, ge=1, le=256)
+    checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(25, ge=1)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float]
+    seconds: float
+    windows_per_s: float
+    resumed_from_step: int = 0
+    last_logs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_loss(self) -> float:
+        return float(np.mean(self.losses))
+
+    @property
+    def final_loss(self) -> float:
+        # Mean of the last tenth: one step's loss is noisy.
+        tail = max(len(self.losses) // 10, 1)
+        return float(np.mean(self.losses[-tail:]))
+
+    @property
+    def first_loss(self) -> float:
+        head = max(len(self.losses) // 10, 1)
+        return float(np.mean(self.losses[:head]))
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    """Seed python, numpy and torch and pin torch's intra-op threads (recorded with the run)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup then cosine decay to zero."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    objective: Objective,
+    sampler: WindowSampler,
+    config: TrainConfig,
+    checkpoint_path: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Run ``config.steps`` optimizer steps; resumes from ``checkpoint_path`` when it exists."""
+    torch.set_num_threads(config.threads)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = int(config.warmup_frac * config.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, warmup))
+    losses: list[float] = []
+    start_step = 0
+    if checkpoint_path is not None and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=False)
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        losses = list(state["losses"])
+        start_step = int(state["step"])
+        log(f"resumed from checkpoint {checkpoint_path} at step {start_step}/{config.steps}")
+
+    objective.train()
+    logs: dict[str, float] = {}
+    t0 = time.perf_counter()
+    window_count = 0
+    for step in range(start_step, config.steps):
+        batch = sampler.sample()
+        out = objective(batch)
+        loss = out.loss
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"objective {objective.name!r} produced a non-finite loss ({float(loss)}) at step {step}; "
+                f"last logs {logs}. Lower the learning rate or check the inputs for unmasked NaN."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        objective.on_after_step(step + 1, config.steps)
+        losses.append(float(loss.detach()))
+        logs = out.logs
+        window_count += batch.batch_size
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            rate = window_count / max(time.perf_counter() - t0, 1e-9)
+            log(
+                f"step {done}/{config.steps} loss {np.mean(losses[-config.log_every:]):.4f} "
+                f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.0f} windows/s"
+            )
+        if checkpoint_path is not None and (done % config.checkpoint_every == 0) and done < config.steps:
+            _save_checkpoint(
+                checkpoint_path,
+                {
+                    "objective": objective.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "losses": losses,
+                    "step": done,
+                },
+            )
+    seconds = time.perf_counter() - t0
+    objective.eval()
+    return TrainResult(
+        steps=config.steps,
+        losses=losses,
+        seconds=seconds,
+        windows_per_s=window_count / max(seconds, 1e-9),
+        resumed_from_step=start_step,
+        last_logs=logs,
+    )
