@@ -30,6 +30,7 @@ class WindowSampler:
         seed: int,
         neighbors_per_anchor: int = 0,
         neighbor_radius: int = 0,
+        normalize: bool = True,
     ) -> None:
         """values: float32 [N, C]; ticker_start, decision_row: int64 [M] for the candidate windows."""
         if len(decision_row) == 0:
@@ -45,6 +46,7 @@ class WindowSampler:
         self.neighbors_per_anchor = neighbors_per_anchor
         self.neighbor_radius = neighbor_radius
         self.open_known = spec.open_known_mask
+        self.normalize = normalize  # False when values are already causally normalized
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -98,7 +100,8 @@ class WindowSampler:
 
     def _gather(self, start, decision, lengths, keep_whole) -> tuple[np.ndarray, np.ndarray]:
         x, obs = gather_windows(
-            self.values, start, decision, self.spec.window_max, lengths=lengths, open_known=self.open_known
+            self.values, start, decision, self.spec.window_max, lengths=lengths, open_known=self.open_known,
+            normalize=self.normalize,
         )
         if keep_whole.any():
             xw, ow = gather_windows(
@@ -108,6 +111,7 @@ class WindowSampler:
                 self.spec.window_max,
                 lengths=lengths[keep_whole],
                 open_known=np.ones_like(self.open_known),
+                normalize=self.normalize,
             )
             x[keep_whole], obs[keep_whole] = xw, ow
         return x, obs

@@ -122,7 +122,7 @@ def train(
         loss = out.loss
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"objective {objective.name!r} produced a non-finite loss ({float(loss)}) at step {step}; "
+                f"objective {objective.name!r} produced a non-finite loss ({float(loss.detach())}) at step {step}; "
                 f"last logs {logs}. Lower the learning rate or check the inputs for unmasked NaN."
             )
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,142 @@
+"""Partitioned SSL assets: the schema each run is locked to, and the pretrained encoder."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from screener_ssl.data.dataset import load_clean_bars, load_dataset
+from screener_ssl.defs.data.assets import windowed_dataset
+from screener_ssl.defs.partitions import partition_parts
+from screener_ssl.defs.resources import ScreenerSettings, source_version
+from screener_ssl.ssl.checks import no_lookahead_report
+from screener_ssl.ssl.encoder import load_encoder
+from screener_ssl.ssl.objectives.base import build_objective
+from screener_ssl.ssl.backbones.base import build_backbone
+from screener_ssl.ssl.pipeline import build_schema, model_type, pretrain_partition
+from screener_ssl.ssl.schema import SSLSchema, diff_fields
+from screener_ssl.sweep import Sweep
+from screener_ssl.tracking.artifacts import atomic_write_text
+from screener_ssl.tracking.latest import record_partition_run
+
+SSL_CODE_VERSION = source_version(
+    "screener_ssl.ssl.objectives",
+    "screener_ssl.ssl.backbones",
+    "screener_ssl.ssl.trainer",
+    "screener_ssl.ssl.sampler",
+    "screener_ssl.ssl.augment",
+    "screener_ssl.ssl.pipeline",
+)
+
+
+def schema_path(root: Path, objective: str, variant: str) -> Path:
+    return root / "schemas" / f"{objective}__{variant}" / "schema.json"
+
+
+def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> list:
+    @dg.asset(
+        group_name="ssl",
+        partitions_def=partitions,
+        deps=[windowed_dataset],
+        code_version=source_version("screener_ssl.ssl.schema", "screener_ssl.sweep"),
+    )
+    def ssl_schema(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+        """schema.json for one objective x variant: features, windows, censoring, augmentations, objective, encoder."""
+        objective, variant = partition_parts(context)
+        point = settings.load_sweep().point(objective, variant)
+        dataset = load_dataset(settings.root, with_labels=False)
+        # Build the objective once so its config is validated and recorded with every default.
+        obj = build_objective(objective, build_backbone(point.backbone, dataset.spec.n_features), point.objective_config)
+        schema = build_schema(dataset, point, obj.config.model_dump(mode="json"))
+        path = schema_path(settings.root, objective, variant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, schema.to_json())
+        return dg.MaterializeResult(
+            metadata={
+                "fingerprint": schema.fingerprint,
+                "spec_fingerprint": schema.spec_fingerprint,
+                "objective_config": dg.MetadataValue.json(schema.objective_config),
+                "path": dg.MetadataValue.path(str(path)),
+            },
+            data_version=dg.DataVersion(schema.fingerprint),
+        )
+
+    @dg.asset(
+        group_name="ssl",
+        partitions_def=partitions,
+        deps=[ssl_schema, windowed_dataset],
+        code_version=SSL_CODE_VERSION,
+        pool="torch",
+        check_specs=[
+            dg.AssetCheckSpec("no_lookahead", asset="pretrained_encoder",
+                              description="Perturb bars after t* and the decision bar's non-open fields: embedding unchanged"),
+            dg.AssetCheckSpec("no_collapse", asset="pretrained_encoder",
+                              description="Per-dimension std and effective rank of held-out embeddings"),
+            dg.AssetCheckSpec("schema_matches_dataset", asset="pretrained_encoder",
+                              description="Encoder schema fingerprint equals ssl_schema's and the dataset's"),
+        ],
+    )
+    def pretrained_encoder(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+        """Encoder weights + run artifacts for one objective x variant, trained on the train split."""
+        objective, variant = partition_parts(context)
+        point = settings.load_sweep().point(objective, variant)
+        dataset = load_dataset(settings.root, with_labels=False)
+        outcome = pretrain_partition(
+            dataset,
+            point,
+            settings.root,
+            run_context={"dagster_run_id": context.run_id, "dagster_partition": context.partition_key},
+            log=context.log.info,
+        )
+        record_partition_run(settings.root, objective, variant, outcome.run_dir, outcome.data_version)
+
+        encoder = load_encoder(outcome.run_dir)
+        lookahead = no_lookahead_report(encoder, load_clean_bars(settings.root), dataset.spec, seed=point.train.seed)
+        expected = schema_path(settings.root, objective, variant)
+        schema_diffs: list[str] = []
+        if expected.exists():
+            schema_diffs = diff_fields(SSLSchema.from_json(expected.read_text()), outcome.schema)
+        else:
+            schema_diffs = [f"{expected} missing: materialize ssl_schema for {objective}|{variant}"]
+        if outcome.schema.dataset_fingerprint != dataset.dataset_fingerprint:
+            schema_diffs.append("dataset_fingerprint differs from the windowed dataset's")
+        metrics = outcome.result
+        return dg.MaterializeResult(
+            metadata={
+                "run_dir": dg.MetadataValue.path(str(outcome.run_dir)),
+                "model_type": model_type(point),
+                "steps": metrics.steps,
+                "first_loss": metrics.first_loss,
+                "final_loss": metrics.final_loss,
+                "windows_per_s": round(metrics.windows_per_s, 1),
+                "effective_rank": outcome.collapse["effective_rank"],
+                "schema_fingerprint": outcome.schema.fingerprint,
+            },
+            data_version=dg.DataVersion(outcome.data_version),
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="no_lookahead",
+                    passed=lookahead["passed"],
+                    metadata={k: v for k, v in lookahead.items() if k != "passed"},
+                ),
+                dg.AssetCheckResult(
+                    check_name="no_collapse",
+                    passed=not outcome.collapse["collapsed"],
+                    metadata={
+                        "effective_rank": outcome.collapse["effective_rank"],
+                        "std_min": outcome.collapse["std_min"],
+                        "std_mean": outcome.collapse["std_mean"],
+                        "dead_dim_share": outcome.collapse["dead_dim_share"],
+                        "thresholds": dg.MetadataValue.json(outcome.collapse["thresholds"]),
+                    },
+                ),
+                dg.AssetCheckResult(
+                    check_name="schema_matches_dataset",
+                    passed=not schema_diffs,
+                    metadata={"differences": dg.MetadataValue.json(schema_diffs)},
+                ),
+            ],
+        )
+
+    return [ssl_schema, pretrained_encoder]
+

@@ -1,0 +1,99 @@
+"""Health checks on a trained encoder: representation collapse and end-to-end no-lookahead."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from screener_ssl.data.features import compute_shape_features
+from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.ssl.encoder import Encoder
+
+MIN_EFFECTIVE_RANK = 3.0
+MAX_DEAD_DIM_SHARE = 0.5
+DEAD_DIM_STD = 1e-4
+
+
+def effective_rank(embeddings: np.ndarray) -> float:
+    """exp(entropy) of the normalized singular values of centered ``embeddings [N, D]`` (Roy & Vetterli 2007)."""
+    centered = embeddings - embeddings.mean(axis=0, keepdims=True)
+    s = np.linalg.svd(centered.astype(np.float64), compute_uv=False)
+    if s.sum() <= 0:
+        return 0.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def collapse_report(embeddings: np.ndarray) -> dict:
+    """Per-dimension std and effective rank of ``embeddings [N, D]``, with the thresholds used."""
+    std = embeddings.std(axis=0)
+    rank = effective_rank(embeddings)
+    dead_share = float((std < DEAD_DIM_STD).mean())
+    return {
+        "n": int(embeddings.shape[0]),
+        "dim": int(embeddings.shape[1]),
+        "std_min": float(std.min()),
+        "std_mean": float(std.mean()),
+        "std_max": float(std.max()),
+        "dead_dim_share": dead_share,
+        "effective_rank": rank,
+        "thresholds": {
+            "min_effective_rank": MIN_EFFECTIVE_RANK,
+            "max_dead_dim_share": MAX_DEAD_DIM_SHARE,
+            "dead_dim_std": DEAD_DIM_STD,
+        },
+        "collapsed": bool(rank < MIN_EFFECTIVE_RANK or dead_share > MAX_DEAD_DIM_SHARE),
+    }
+
+
+def _perturb_after(bars: pl.DataFrame, decision_pos: int, rng: np.random.Generator) -> pl.DataFrame:
+    """One ticker's bars with every bar after ``decision_pos`` redrawn and the decision bar's H/L/C/V changed."""
+    cols = {c: bars.get_column(c).to_numpy().copy() for c in ("open", "high", "low", "close", "volume")}
+    n = bars.height
+    fut = slice(decision_pos + 1, n)
+    k = n - decision_pos - 1
+    cols["open"][fut] *= np.exp(rng.normal(0, 0.2, k))
+    cols["close"][fut] *= np.exp(rng.normal(0, 0.2, k))
+    cols["high"][fut] = np.maximum(cols["open"][fut], cols["close"][fut]) * 1.05
+    cols["low"][fut] = np.minimum(cols["open"][fut], cols["close"][fut]) * 0.95
+    cols["volume"][fut] *= np.exp(rng.normal(0, 1.0, k))
+    d = decision_pos
+    cols["close"][d] *= float(np.exp(rng.normal(0, 0.2)))
+    cols["high"][d] = max(cols["open"][d], cols["close"][d]) * 1.1
+    cols["low"][d] = min(cols["open"][d], cols["close"][d]) * 0.9
+    cols["volume"][d] *= 5.0
+    return bars.with_columns(**{c: pl.Series(c, v) for c, v in cols.items()})
+
+
+def no_lookahead_report(
+    encoder: Encoder, bars: pl.DataFrame, spec: WindowSpec, n_windows: int = 32, seed: int = 0
+) -> dict:
+    """Perturb bars after each sampled decision bar and its non-open fields; embeddings must not move.
+
+    ``bars``: validated bars (sorted by ticker, date). Goes the whole way: bars -> features -> window -> embedding.
+    """
+    rng = np.random.default_rng(seed)
+    tickers = bars.get_column("ticker").unique(maintain_order=True).to_list()
+    open_known = spec.open_known_mask
+    diffs, checked = [], 0
+    for _ in range(n_windows):
+        ticker = tickers[int(rng.integers(len(tickers)))]
+        sub = bars.filter(pl.col("ticker") == ticker)
+        if sub.height < spec.min_history + 2:
+            continue
+        d = int(rng.integers(spec.min_history - 1, sub.height - 1))
+        base = compute_shape_features(sub, volume_lookback=spec.volume_lookback)
+        pert = compute_shape_features(_perturb_after(sub, d, rng), volume_lookback=spec.volume_lookback)
+        if np.array_equal(np.nan_to_num(base.values[d + 1 :]), np.nan_to_num(pert.values[d + 1 :])):
+            continue  # the perturbation must really change the future for the check to mean anything
+        start = np.zeros(1, dtype=np.int64)
+        row = np.array([d], dtype=np.int64)
+        xa, oa = gather_windows(base.values, start, row, spec.window_max, open_known=open_known)
+        xb, ob = gather_windows(pert.values, start, row, spec.window_max, open_known=open_known)
+        ea = encoder.encode_prepared(xa, oa)
+        eb = encoder.encode_prepared(xb, ob)
+        diffs.append(float(np.abs(ea - eb).max()))
+        checked += 1
+    max_diff = max(diffs) if diffs else float("nan")
+    return {"windows_checked": checked, "max_abs_embedding_change": max_diff, "passed": bool(checked > 0 and max_diff == 0.0)}
