@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from screener_ssl.data.contracts import SPLITS
 from screener_ssl.defs.data.assets import data_summary
 from screener_ssl.defs.resources import ScreenerSettings
 
@@ -20,10 +21,10 @@ def _print_data_summary(settings: ScreenerSettings) -> None:
     summary = data_summary(settings)
     info, labels = summary["dataset"], summary["labels"]
     print(f"\nbars: {info['n_bars']:,} across {info['n_tickers']} tickers")
-    print("windows per split: " + ", ".join(f"{k} {v:,}" for k, v in info["windows"].items()))
-    print("split bounds: " + ", ".join(f"{k} {a}..{b}" for k, (a, b) in info["split_bounds"].items()))
+    print("windows per split: " + ", ".join(f"{s} {info['windows'][s]:,}" for s in SPLITS))
+    print("split bounds: " + ", ".join(f"{s} {info['split_bounds'][s][0]}..{info['split_bounds'][s][1]}" for s in SPLITS))
     print(f"labels: {labels['source']}, {labels['events']} events, horizon {labels['label_horizon']} bars")
-    splits = list(labels["prevalence"])
+    splits = list(SPLITS)
     print(f"  {'pattern':32s}" + "".join(f"{s:>9s}" for s in splits))
     for p in labels["patterns"]:
         print(f"  {p:32s}" + "".join(f"{labels['prevalence'][s][p]:9.4f}" for s in splits))

@@ -1,0 +1,607 @@
+"""Screener metrics for the frozen-encoder probe (DESIGN.md section 6).
+
+Pure functions: numpy arrays in, plain dicts of Python floats/ints/bools out, so
+every result can go straight into ``probe_metrics.json``. Undefined values (no
+positives, no alerts) are ``float("nan")``, never an exception; the JSON writer
+stores them as ``null``.
+
+Conventions:
+- ``y`` is a binary label vector ``[N]`` with values in {0, 1}.
+- ``score`` is a real-valued score ``[N]`` (higher = more likely the pattern);
+  ``prob`` is a score that claims to be a probability, in [0, 1].
+- Thresholds are applied as ``score >= threshold`` everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_curve
+
+PREFIX_FRACS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _binary_labels(y: np.ndarray, name: str) -> np.ndarray:
+    """Return ``y`` as an int8 vector ``[N]``; fail naming ``name`` if it is not binary."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected labels of shape [N], found shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr.astype(np.int8)
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
+        raise ValueError(f"{name}: labels must be 0 or 1, found values {bad.tolist()}")
+    return arr.astype(np.int8)
+
+
+def _scores(score: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
+    """Return ``score`` as a finite float64 vector ``[N]``; fail naming ``name`` otherwise."""
+    arr = np.asarray(score, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected scores of shape [N], found shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} scores to match the labels, found {arr.shape[0]}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: {int((~np.isfinite(arr)).sum())} scores are NaN or inf")
+    return arr
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- AUPRC
+
+
+class _SortedScores:
+    """One score column sorted once, so each bootstrap resample costs O(N), not a sort.
+
+    A resample with replacement is the original rows weighted by how often each
+    was drawn; average precision under those weights equals sklearn's
+    ``average_precision_score(y[idx], score[idx])`` (tests check the equality).
+    """
+
+    def __init__(self, y: np.ndarray, score: np.ndarray):
+        self.order = np.argsort(-score, kind="stable")  # [N] descending score
+        self.y_sorted = y[self.order].astype(np.float64)  # [N]
+        sorted_score = score[self.order]
+        # Last row of each group of tied scores: one threshold per distinct score, as sklearn.
+        self.ends = np.r_[np.flatnonzero(np.diff(sorted_score)), sorted_score.size - 1]
+
+    def average_precision(self, draw_counts: np.ndarray) -> float:
+        """AP of the resample in which row i was drawn ``draw_counts[i]`` times (``[N]``)."""
+        w = draw_counts[self.order].astype(np.float64)
+        tp = np.cumsum(w * self.y_sorted)[self.ends]
+        fp = np.cumsum(w * (1.0 - self.y_sorted))[self.ends]
+        if tp[-1] <= 0:
+            return float("nan")
+        alerts = tp + fp
+        precision = np.divide(tp, alerts, out=np.zeros_like(tp), where=alerts > 0)
+        recall_step = np.diff(tp, prepend=0.0) / tp[-1]
+        return float(np.sum(recall_step * precision))
+
+
+def auprc_with_ci(
+    y: np.ndarray,
+    score: np.ndarray,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Average precision with a percentile bootstrap CI over rows.
+
+    Args:
+        y: labels ``[N]`` in {0, 1}.
+        score: scores ``[N]``.
+        n_boot: bootstrap resamples; a resample without a positive is skipped
+            (AUPRC is undefined there) and ``n_boot_used`` says how many counted.
+        alpha: the CI covers ``1 - alpha``.
+
+    Returns dict(auprc, ci_low, ci_high, prevalence, n_pos, n, n_boot_used,
+    defined, reason). With no positive at all every AUPRC field is NaN,
+    ``defined`` is False and ``reason`` says why.
+    """
+    y = _binary_labels(y, "y")
+    score = _scores(score, "score", y.shape[0])
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), found {alpha}")
+    n = int(y.shape[0])
+    n_pos = int(y.sum())
+    out = {
+        "n": n,
+        "n_pos": n_pos,
+        "prevalence": _ratio(n_pos, n),
+        "auprc": float("nan"),
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "n_boot_used": 0,
+        "defined": False,
+        "reason": None,
+    }
+    if n_pos == 0:
+        out["reason"] = "no positive labels"
+        return out
+    out["auprc"] = float(average_precision_score(y, score))
+    out["defined"] = True
+    sorted_scores = _SortedScores(y, score)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        draws = np.bincount(rng.integers(0, n, size=n), minlength=n)
+        ap = sorted_scores.average_precision(draws)
+        if not math.isnan(ap):  # no positive drawn: AUPRC undefined, resample skipped
+            boot.append(ap)
+    out["n_boot_used"] = len(boot)
+    if boot:
+        out["ci_low"] = float(np.quantile(boot, alpha / 2))
+        out["ci_high"] = float(np.quantile(boot, 1 - alpha / 2))
+    return out
+
+
+def macro_auprc_with_ci(
+    y: np.ndarray,
+    score: np.ndarray,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Macro AUPRC (mean over patterns with positives) with a joint bootstrap CI.
+
+    Args:
+        y: labels ``[N, P]`` (one column per pattern).
+        score: scores ``[N, P]``.
+
+    Each resample draws one set of row indices shared by all patterns, so the CI
+    keeps the correlation between patterns scored on the same windows. Within a
+    resample the mean runs over the patterns that have a positive there.
+    Returns dict(auprc, ci_low, ci_high, n_patterns_used, n_boot_used, defined).
+    """
+    y_arr = np.asarray(y)
+    s_arr = np.asarray(score, dtype=np.float64)
+    if y_arr.ndim != 2 or s_arr.shape != y_arr.shape:
+        raise ValueError(
+            f"macro AUPRC: expected y and score of the same shape [N, P], "
+            f"found {y_arr.shape} and {s_arr.shape}"
+        )
+    cols = [_binary_labels(y_arr[:, p], f"y[:, {p}]") for p in range(y_arr.shape[1])]
+    for p in range(s_arr.shape[1]):
+        _scores(s_arr[:, p], f"score[:, {p}]")
+    used = [p for p, col in enumerate(cols) if col.any()]
+    out = {
+        "auprc": float("nan"),
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "n_patterns_used": len(used),
+        "n_boot_used": 0,
+        "defined": bool(used),
+    }
+    if not used:
+        return out
+    out["auprc"] = float(np.mean([average_precision_score(cols[p], s_arr[:, p]) for p in used]))
+    n = y_arr.shape[0]
+    sorted_scores = [_SortedScores(cols[p], s_arr[:, p]) for p in used]
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        # One draw of rows shared by every pattern.
+        draws = np.bincount(rng.integers(0, n, size=n), minlength=n)
+        aps = [ap for ss in sorted_scores if not math.isnan(ap := ss.average_precision(draws))]
+        if aps:
+            boot.append(float(np.mean(aps)))
+    out["n_boot_used"] = len(boot)
+    if boot:
+        out["ci_low"] = float(np.quantile(boot, alpha / 2))
+        out["ci_high"] = float(np.quantile(boot, 1 - alpha / 2))
+    return out
+
+
+# --------------------------------------------------------------------------- thresholds and alerts
+
+
+def threshold_at_precision(
+    y_val: np.ndarray, score_val: np.ndarray, target_precision: float = 0.8
+) -> dict:
+    """The lowest validation threshold whose precision reaches ``target_precision``.
+
+    Args:
+        y_val: validation labels ``[N]``.
+        score_val: validation scores ``[N]``.
+
+    The lowest such threshold gives the most recall at that precision. When no
+    threshold reaches the target, the threshold of maximum precision is used
+    (lowest one on ties) and ``achievable`` is False. With no validation
+    positive the threshold is NaN (every ``score >= NaN`` is False: no alerts).
+    Returns dict(threshold, achieved_precision, recall, target_precision, achievable).
+    """
+    y_val = _binary_labels(y_val, "y_val")
+    score_val = _scores(score_val, "score_val", y_val.shape[0])
+    if not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target_precision must be in (0, 1], found {target_precision}")
+    out = {
+        "threshold": float("nan"),
+        "achieved_precision": float("nan"),
+        "recall": float("nan"),
+        "target_precision": float(target_precision),
+        "achievable": False,
+    }
+    if not y_val.any():
+        return out
+    precision, recall, thresholds = precision_recall_curve(y_val, score_val)
+    # The last (precision=1, recall=0) point has no threshold: drop it.
+    precision, recall = precision[:-1], recall[:-1]
+    reach = np.flatnonzero(precision >= target_precision)
+    if reach.size:
+        i = int(reach[0])  # thresholds ascend: the first hit is the lowest
+        out["achievable"] = True
+    else:
+        i = int(np.flatnonzero(precision == precision.max())[0])
+    out["threshold"] = float(thresholds[i])
+    out["achieved_precision"] = float(precision[i])
+    out["recall"] = float(recall[i])
+    return out
+
+
+def alerts_at_threshold(
+    y_test: np.ndarray, score_test: np.ndarray, threshold: float, n_ticker_days: int
+) -> dict:
+    """Alert volume and quality of ``score_test >= threshold`` on test.
+
+    Args:
+        y_test: test labels ``[N]``.
+        score_test: test scores ``[N]``.
+        threshold: usually from :func:`threshold_at_precision` on val.
+        n_ticker_days: number of (ticker, decision day) pairs scored, the
+            denominator of alerts/day/ticker.
+
+    Returns dict(alerts, alerts_per_day_per_ticker, precision, recall, true_alerts, n_pos).
+    """
+    y_test = _binary_labels(y_test, "y_test")
+    score_test = _scores(score_test, "score_test", y_test.shape[0])
+    if n_ticker_days <= 0:
+        raise ValueError(f"n_ticker_days must be positive, found {n_ticker_days}")
+    alert = score_test >= threshold
+    alerts = int(alert.sum())
+    true_alerts = int((alert & (y_test == 1)).sum())
+    n_pos = int(y_test.sum())
+    return {
+        "alerts": alerts,
+        "alerts_per_day_per_ticker": alerts / float(n_ticker_days),
+        "precision": _ratio(true_alerts, alerts),
+        "recall": _ratio(true_alerts, n_pos),
+        "true_alerts": true_alerts,
+        "n_pos": n_pos,
+    }
+
+
+# --------------------------------------------------------------------------- earliest detection
+
+
+def prefix_decision_offsets(
+    start_idx: np.ndarray, end_idx: np.ndarray, fracs: Sequence[float] = PREFIX_FRACS
+) -> np.ndarray:
+    """Decision bar index for each event and prefix fraction.
+
+    Args:
+        start_idx: first bar of each event ``[E]`` (int, inclusive).
+        end_idx: last bar of each event ``[E]`` (int, inclusive).
+        fracs: prefix fractions in (0, 1].
+
+    Returns ``[E, F]`` int64 with ``start + round(frac * (end - start + 1))``
+    (halves round up). At that decision bar's open the first ``round(frac * L)``
+    bars of the event are complete; frac 1.0 gives ``end + 1``, the first
+    decision at which the whole pattern is visible. Never beyond ``end + 1``.
+    """
+    start = np.asarray(start_idx)
+    end = np.asarray(end_idx)
+    if start.ndim != 1 or end.shape != start.shape:
+        raise ValueError(
+            f"start_idx and end_idx must both be [E], found {start.shape} and {end.shape}"
+        )
+    integer = np.issubdtype(start.dtype, np.integer) and np.issubdtype(end.dtype, np.integer)
+    if start.size and not integer:
+        raise ValueError(f"start_idx/end_idx must be integers, found {start.dtype}/{end.dtype}")
+    if (end < start).any():
+        bad = int(np.flatnonzero(end < start)[0])
+        raise ValueError(f"event {bad}: end_idx {int(end[bad])} < start_idx {int(start[bad])}")
+    fr = np.asarray(fracs, dtype=np.float64)
+    if fr.ndim != 1 or not ((fr > 0) & (fr <= 1)).all():
+        raise ValueError(f"fracs must be a list of values in (0, 1], found {list(fracs)}")
+    length = (end - start + 1).astype(np.float64)[:, None]  # [E, 1]
+    visible = np.floor(fr[None, :] * length + 0.5).astype(np.int64)  # [E, F]
+    return start.astype(np.int64)[:, None] + visible
+
+
+def earliest_detection_curve(event_scores: Mapping[float, np.ndarray], threshold: float) -> dict:
+    """Recall at ``threshold`` for each prefix fraction.
+
+    Args:
+        event_scores: prefix fraction -> scores ``[n_events]`` of every event
+            decided at that prefix (see :func:`prefix_decision_offsets`).
+        threshold: alert threshold (``score >= threshold`` is a detection).
+
+    Returns dict(frac -> recall), fractions ascending; NaN where no event. A
+    NaN threshold (none could be chosen on val) detects nothing: recall 0.
+    """
+    curve = {}
+    for frac in sorted(event_scores):
+        s = _scores(event_scores[frac], f"event_scores[{frac}]")
+        curve[float(frac)] = float((s >= threshold).mean()) if s.size else float("nan")
+    return curve
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def stability(scores_aug: np.ndarray) -> dict:
+    """Spread of each window's score over K augmentations of it.
+
+    Args:
+        scores_aug: ``[N, K]`` scores, row = window, column = augmentation.
+
+    Returns dict(mean_std, median_std, p90_std, n_windows, n_aug); std is the
+    population std (ddof=0) across the K scores of a window.
+    """
+    arr = np.asarray(scores_aug, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"scores_aug: expected [N, K] with K >= 2, found shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"scores_aug: {int((~np.isfinite(arr)).sum())} scores are NaN or inf")
+    out = {"n_windows": int(arr.shape[0]), "n_aug": int(arr.shape[1])}
+    if arr.shape[0] == 0:
+        return out | {"mean_std": float("nan"), "median_std": float("nan"), "p90_std": float("nan")}
+    std = arr.std(axis=1)
+    return out | {
+        "mean_std": float(std.mean()),
+        "median_std": float(np.median(std)),
+        "p90_std": float(np.quantile(std, 0.9)),
+    }
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibration(y: np.ndarray, prob: np.ndarray, n_bins: int = 15) -> dict:
+    """Expected calibration error, Brier score and reliability bins.
+
+    Args:
+        y: labels ``[N]``.
+        prob: predicted probabilities ``[N]`` in [0, 1].
+        n_bins: equal-width bins on [0, 1] (same edges as sklearn's
+            ``calibration_curve(strategy="uniform")``).
+
+    ECE = sum over bins of (count / N) * |frac_pos - mean_pred|. ``bins`` lists
+    the non-empty bins as dict(lo, hi, count, mean_pred, frac_pos).
+    """
+    y = _binary_labels(y, "y")
+    prob = _scores(prob, "prob", y.shape[0])
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, found {n_bins}")
+    if prob.size and (prob.min() < 0 or prob.max() > 1):
+        raise ValueError(
+            f"prob: probabilities must lie in [0, 1], found range [{prob.min()}, {prob.max()}]"
+        )
+    n = int(y.shape[0])
+    if n == 0:
+        return {"ece": float("nan"), "brier": float("nan"), "n": 0, "n_bins": n_bins, "bins": []}
+    frac_pos, mean_pred = calibration_curve(y, prob, n_bins=n_bins, strategy="uniform")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], prob), minlength=n_bins)
+    nonempty = np.flatnonzero(counts)
+    assert nonempty.size == frac_pos.size, "bin edges disagree with sklearn's calibration_curve"
+    bins = [
+        {
+            "lo": float(edges[b]),
+            "hi": float(edges[b + 1]),
+            "count": int(counts[b]),
+            "mean_pred": float(mp),
+            "frac_pos": float(fp),
+        }
+        for b, mp, fp in zip(nonempty, mean_pred, frac_pos, strict=True)
+    ]
+    ece = float(np.sum(counts[nonempty] / n * np.abs(frac_pos - mean_pred)))
+    return {
+        "ece": ece,
+        "brier": float(brier_score_loss(y, prob)),
+        "n": n,
+        "n_bins": n_bins,
+        "bins": bins,
+    }
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def pattern_report(
+    *,
+    y_val: np.ndarray,
+    score_val: np.ndarray,
+    y_test: np.ndarray,
+    score_test: np.ndarray,
+    n_ticker_days: int,
+    target_precision: float = 0.8,
+    prob_test: np.ndarray | None = None,
+    event_scores: Mapping[float, np.ndarray] | None = None,
+    scores_aug: np.ndarray | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+    n_bins: int = 15,
+) -> dict:
+    """Every screener metric of one pattern: threshold on val, everything else on test.
+
+    Args:
+        y_val, score_val: validation labels/scores ``[Nv]`` (threshold only).
+        y_test, score_test: test labels/scores ``[N]``.
+        n_ticker_days: (ticker, decision day) pairs scored on test.
+        prob_test: test probabilities ``[N]`` for calibration; defaults to
+            ``score_test`` when that lies in [0, 1], else calibration is None.
+        event_scores: prefix fraction -> test event scores ``[n_events]``; the
+            earliest-detection curve is None without it.
+        scores_aug: ``[M, K]`` test scores under K augmentations; stability is
+            None without it.
+
+    Returns dict(auprc, threshold, alerts, earliest_detection, stability, calibration).
+    """
+    auprc = auprc_with_ci(y_test, score_test, n_boot=n_boot, seed=seed, alpha=alpha)
+    thr = threshold_at_precision(y_val, score_val, target_precision)
+    alerts = alerts_at_threshold(y_test, score_test, thr["threshold"], n_ticker_days)
+    if prob_test is None:
+        s = np.asarray(score_test, dtype=np.float64)
+        prob_test = s if s.size and s.min() >= 0 and s.max() <= 1 else None
+    return {
+        "auprc": auprc,
+        "threshold": thr,
+        "alerts": alerts,
+        "earliest_detection": (
+            None
+            if event_scores is None
+            else earliest_detection_curve(event_scores, thr["threshold"])
+        ),
+        "stability": None if scores_aug is None else stability(scores_aug),
+        "calibration": None if prob_test is None else calibration(y_test, prob_test, n_bins),
+    }
+
+
+def _nanmean(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def macro(
+    reports: Mapping[str, dict],
+    y_test: np.ndarray | None = None,
+    score_test: np.ndarray | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Macro averages over the per-pattern reports of :func:`pattern_report`.
+
+    Args:
+        reports: pattern -> pattern report.
+        y_test: ``[N, P]`` test labels, columns in the order of ``reports``;
+            with ``score_test`` it gives the joint bootstrap CI of macro AUPRC.
+        score_test: ``[N, P]`` test scores.
+
+    Macro AUPRC is the mean over patterns with a test positive; the other
+    metrics are NaN-skipping means over patterns (earliest detection per
+    fraction). ``patterns`` lists the patterns whose AUPRC entered the mean.
+    """
+    names = list(reports)
+    used = [p for p in names if reports[p]["auprc"]["defined"]]
+    out: dict = {
+        "patterns": used,
+        "n_patterns": len(names),
+        "auprc": _nanmean([reports[p]["auprc"]["auprc"] for p in used]),
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+    }
+    if y_test is not None and score_test is not None:
+        y_arr, s_arr = np.asarray(y_test), np.asarray(score_test)
+        if y_arr.ndim != 2 or y_arr.shape[1] != len(names):
+            raise ValueError(
+                f"macro: y_test must be [N, P] with P = {len(names)} patterns {names}, "
+                f"found shape {y_arr.shape}"
+            )
+        ci = macro_auprc_with_ci(y_arr, s_arr, n_boot=n_boot, seed=seed, alpha=alpha)
+        out["ci_low"], out["ci_high"] = ci["ci_low"], ci["ci_high"]
+        out["n_boot_used"] = ci["n_boot_used"]
+    for key in ("alerts_per_day_per_ticker", "precision", "recall"):
+        out[key] = _nanmean([reports[p]["alerts"][key] for p in names])
+    out["achievable_share"] = _nanmean(
+        [float(reports[p]["threshold"]["achievable"]) for p in names]
+    )
+    curves = [reports[p]["earliest_detection"] for p in names if reports[p]["earliest_detection"]]
+    fracs = sorted({f for c in curves for f in c})
+    out["earliest_detection"] = (
+        {f: _nanmean([c.get(f, float("nan")) for c in curves]) for f in fracs} if curves else None
+    )
+    stabs = [reports[p]["stability"] for p in names if reports[p]["stability"]]
+    out["stability_mean_std"] = _nanmean([s["mean_std"] for s in stabs])
+    cals = [reports[p]["calibration"] for p in names if reports[p]["calibration"]]
+    out["ece"] = _nanmean([c["ece"] for c in cals])
+    out["brier"] = _nanmean([c["brier"] for c in cals])
+    return out
+
+
+def screener_report(
+    *,
+    patterns: Sequence[str],
+    y_val: np.ndarray,
+    score_val: np.ndarray,
+    y_test: np.ndarray,
+    score_test: np.ndarray,
+    n_ticker_days: int,
+    target_precision: float = 0.8,
+    prob_test: np.ndarray | None = None,
+    event_scores: Mapping[str, Mapping[float, np.ndarray]] | None = None,
+    scores_aug: Mapping[str, np.ndarray] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+    n_bins: int = 15,
+) -> dict:
+    """Per-pattern reports and their macro, ready for ``probe_metrics.json``.
+
+    Args:
+        patterns: names of the P label columns.
+        y_val, score_val: ``[Nv, P]`` validation labels/scores.
+        y_test, score_test: ``[N, P]`` test labels/scores.
+        prob_test: ``[N, P]`` test probabilities, optional (see pattern_report).
+        event_scores: pattern -> (prefix fraction -> scores ``[n_events]``).
+        scores_aug: pattern -> ``[M, K]`` scores under K augmentations.
+
+    Returns dict(per_pattern={pattern: report}, macro=..., config=...).
+    """
+    patterns = list(patterns)
+    arrays = {"y_val": y_val, "score_val": score_val, "y_test": y_test, "score_test": score_test}
+    if prob_test is not None:
+        arrays["prob_test"] = prob_test
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for key, arr in arrays.items():
+        if arr.ndim != 2 or arr.shape[1] != len(patterns):
+            raise ValueError(
+                f"{key}: expected [N, {len(patterns)}] for patterns {patterns}, found {arr.shape}"
+            )
+    per_pattern = {}
+    for p, name in enumerate(patterns):
+        per_pattern[name] = pattern_report(
+            y_val=arrays["y_val"][:, p],
+            score_val=arrays["score_val"][:, p],
+            y_test=arrays["y_test"][:, p],
+            score_test=arrays["score_test"][:, p],
+            n_ticker_days=n_ticker_days,
+            target_precision=target_precision,
+            prob_test=None if prob_test is None else arrays["prob_test"][:, p],
+            event_scores=None if event_scores is None else event_scores.get(name),
+            scores_aug=None if scores_aug is None else scores_aug.get(name),
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+            n_bins=n_bins,
+        )
+    return {
+        "per_pattern": per_pattern,
+        "macro": macro(
+            per_pattern,
+            arrays["y_test"],
+            arrays["score_test"],
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+        ),
+        "config": {
+            "target_precision": float(target_precision),
+            "n_boot": int(n_boot),
+            "seed": int(seed),
+            "alpha": float(alpha),
+            "n_bins": int(n_bins),
+            "n_ticker_days": int(n_ticker_days),
+        },
+    }

@@ -1,0 +1,176 @@
+"""The experiment index: one row per run, JSON artifacts flattened to dotted columns.
+
+Layout read: ``<models_root>/<model_type>/_pretrain/<run_id>/`` with at least
+``run_meta.json``. Directories whose names start with ``.`` or ``tmp`` are
+in-progress atomic writes (see :func:`screener_ssl.tracking.artifacts.atomic_dir`)
+and are skipped. Written: ``<models_root>/_index.csv`` and ``_index.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from screener_ssl.tracking.artifacts import (
+    RUN_SUBDIR,
+    atomic_write_parquet,
+    atomic_write_text,
+    to_jsonable,
+)
+
+# Files flattened into the index, each under its stem ("probe_metrics.macro.auprc").
+RUN_JSON_FILES: tuple[str, ...] = (
+    "run_meta.json",
+    "experiment.json",
+    "schema.json",
+    "pretrain_config.json",
+    "probe_metrics.json",
+)
+ID_COLUMNS: tuple[str, ...] = ("model_type", "run_id", "run_dir")
+INDEX_CSV = "_index.csv"
+INDEX_PARQUET = "_index.parquet"
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON-scalar value as the index stores it: numpy unwrapped, NaN/inf as None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def flatten(obj: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to one level with dotted keys.
+
+    Scalars stay scalars; lists (of scalars or of dicts) become a JSON string in
+    one column; an empty dict becomes the string ``"{}"`` so its key stays visible.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            if value:
+                flat.update(flatten(value, name))
+            else:
+                flat[name] = "{}"
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            flat[name] = json.dumps(to_jsonable(value), sort_keys=True, allow_nan=False)
+        else:
+            flat[name] = _scalar(value)
+    return flat
+
+
+def _is_in_progress(name: str) -> bool:
+    return name.startswith(".") or name.lower().startswith("tmp")
+
+
+def iter_run_dirs(models_root: str | Path) -> Iterator[tuple[str, str, Path]]:
+    """(model_type, run_id, run_dir) of every complete run, in sorted order."""
+    root = Path(models_root)
+    if not root.is_dir():
+        return
+    for type_dir in sorted(root.iterdir()):
+        if not type_dir.is_dir() or _is_in_progress(type_dir.name):
+            continue
+        pretrain = type_dir / RUN_SUBDIR
+        if not pretrain.is_dir():
+            continue
+        for run in sorted(pretrain.iterdir()):
+            if run.is_dir() and not _is_in_progress(run.name) and (run / "run_meta.json").is_file():
+                yield type_dir.name, run.name, run
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"index: cannot read run artifact {path}: {err}") from err
+
+
+def scan_runs(models_root: str | Path) -> list[dict[str, Any]]:
+    """One flat dict per complete run under ``models_root``.
+
+    Columns: model_type, run_id, run_dir, then ``<file stem>.<dotted key>`` for
+    each JSON of :data:`RUN_JSON_FILES` present in the run dir. A JSON whose
+    top level is not an object is stored whole as a JSON string under its stem.
+    """
+    rows = []
+    for model_type, run_id, path in iter_run_dirs(models_root):
+        row: dict[str, Any] = {"model_type": model_type, "run_id": run_id, "run_dir": str(path)}
+        for file_name in RUN_JSON_FILES:
+            file = path / file_name
+            if not file.is_file():
+                continue
+            stem = file_name.removesuffix(".json")
+            content = _read_json(file)
+            if isinstance(content, Mapping):
+                row.update(flatten(content, stem))
+            else:
+                row[stem] = json.dumps(content, sort_keys=True)
+        rows.append(row)
+    return rows
+
+
+def _column(name: str, values: list[Any]) -> pl.Series:
+    """One typed column; mixed types (other than int with float) become strings."""
+    present = [v for v in values if v is not None]
+    kinds = {type(v) for v in present}
+    if not present or kinds == {str}:
+        return pl.Series(name, values, dtype=pl.String)
+    if kinds == {bool}:
+        return pl.Series(name, values, dtype=pl.Boolean)
+    if kinds == {int}:
+        return pl.Series(name, values, dtype=pl.Int64)
+    if kinds <= {int, float}:
+        return pl.Series(name, [None if v is None else float(v) for v in values], dtype=pl.Float64)
+    as_text = [
+        None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values
+    ]
+    return pl.Series(name, as_text, dtype=pl.String)
+
+
+def build_index(models_root: str | Path) -> pl.DataFrame:
+    """The index table: one row per run, the union of all runs' columns (missing = null).
+
+    Column order: model_type, run_id, run_dir, then the rest sorted. Rows are
+    sorted by (model_type, run_id); run ids sort by creation time.
+    """
+    rows = scan_runs(models_root)
+    keys = sorted({k for row in rows for k in row} - set(ID_COLUMNS))
+    columns = list(ID_COLUMNS) + keys
+    return pl.DataFrame([_column(c, [row.get(c) for row in rows]) for c in columns])
+
+
+def write_index(df: pl.DataFrame, models_root: str | Path) -> dict[str, Path]:
+    """Write ``_index.csv`` and ``_index.parquet`` under ``models_root`` atomically."""
+    root = Path(models_root)
+    csv_path = atomic_write_text(root / INDEX_CSV, df.write_csv())
+    parquet_path = atomic_write_parquet(root / INDEX_PARQUET, df)
+    return {"csv": csv_path, "parquet": parquet_path}
+
+
+def index_fingerprint(models_root: str | Path) -> str:
+    """sha256 over the runs the index covers and the content of their JSON files.
+
+    Changes when a run is added or removed, or any of its indexed JSON files
+    changes; in-progress dirs do not count. Usable as the index's data version.
+    """
+    digest = hashlib.sha256()
+    for model_type, run_id, path in iter_run_dirs(models_root):
+        digest.update(f"run\0{model_type}\0{run_id}\n".encode())
+        for file_name in RUN_JSON_FILES:
+            file = path / file_name
+            if file.is_file():
+                content = hashlib.sha256(file.read_bytes()).hexdigest()
+                digest.update(f"file\0{file_name}\0{content}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,342 @@
+"""Screener metrics on synthetic scores with known answers, and the probe plots."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss
+
+from screener_ssl.probe import metrics as m
+from screener_ssl.probe import plots
+
+
+def _labels(n: int, prevalence: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random(n) < prevalence).astype(np.int8)
+
+
+# --------------------------------------------------------------------------- AUPRC
+
+
+def test_perfect_random_and_inverted_scores_bracket_auprc():
+    y = _labels(4000, 0.1, seed=1)
+    rng = np.random.default_rng(2)
+    perfect = m.auprc_with_ci(y, y + 0.01 * rng.random(y.size), n_boot=50)
+    random = m.auprc_with_ci(y, rng.random(y.size), n_boot=50)
+    inverted = m.auprc_with_ci(y, -(y + 0.01 * rng.random(y.size)), n_boot=50)
+    prevalence = y.mean()
+    assert perfect["auprc"] == pytest.approx(1.0)
+    assert random["prevalence"] == pytest.approx(prevalence)
+    assert abs(random["auprc"] - prevalence) < 0.03
+    # Inverted: every negative ranks above every positive.
+    assert inverted["auprc"] < prevalence
+    assert perfect["n_pos"] == int(y.sum())
+
+
+def test_auprc_agrees_with_sklearn_and_ci_brackets_it():
+    y = _labels(1500, 0.2, seed=3)
+    rng = np.random.default_rng(4)
+    score = y * 0.8 + rng.normal(size=y.size)
+    out = m.auprc_with_ci(y, score, n_boot=100, seed=0)
+    assert out["auprc"] == pytest.approx(average_precision_score(y, score), abs=1e-12)
+    assert out["ci_low"] < out["auprc"] < out["ci_high"]
+    assert out["n_boot_used"] == 100
+    json.dumps(out)  # plain Python types only
+
+
+def test_bootstrap_resample_ap_equals_sklearn_on_the_resample():
+    # Rounded scores make many ties: the weighted fast path must collapse them as sklearn does.
+    y = _labels(700, 0.1, seed=30)
+    score = np.round(y + np.random.default_rng(31).normal(size=700), 1)
+    sorted_scores = m._SortedScores(y, score)
+    rng = np.random.default_rng(32)
+    for _ in range(20):
+        idx = rng.integers(0, 700, size=700)
+        fast = sorted_scores.average_precision(np.bincount(idx, minlength=700))
+        assert fast == pytest.approx(average_precision_score(y[idx], score[idx]), abs=1e-12)
+    assert math.isnan(sorted_scores.average_precision(np.where(y == 1, 0, 1)))
+
+
+def test_bootstrap_ci_narrows_with_more_data():
+    widths = []
+    for n in (400, 6400):
+        y = _labels(n, 0.15, seed=5)
+        score = y * 1.0 + np.random.default_rng(6).normal(size=n)
+        out = m.auprc_with_ci(y, score, n_boot=100, seed=1)
+        widths.append(out["ci_high"] - out["ci_low"])
+    assert widths[1] < 0.5 * widths[0]
+
+
+def test_bootstrap_is_seeded():
+    y = _labels(500, 0.2, seed=7)
+    score = np.random.default_rng(8).random(500) + y
+    a = m.auprc_with_ci(y, score, n_boot=40, seed=3)
+    b = m.auprc_with_ci(y, score, n_boot=40, seed=3)
+    c = m.auprc_with_ci(y, score, n_boot=40, seed=4)
+    assert a == b
+    assert (a["ci_low"], a["ci_high"]) != (c["ci_low"], c["ci_high"])
+
+
+def test_no_positives_gives_nan_not_exception_and_resamples_without_positives_are_skipped():
+    out = m.auprc_with_ci(np.zeros(50, int), np.arange(50.0), n_boot=10)
+    assert math.isnan(out["auprc"]) and out["defined"] is False
+    assert out["reason"] == "no positive labels"
+    # One positive in 30 rows: about (29/30)^30 = 36% of resamples have none.
+    y = np.zeros(30, int)
+    y[5] = 1
+    sparse = m.auprc_with_ci(y, np.arange(30.0), n_boot=100, seed=0)
+    assert 0 < sparse["n_boot_used"] < 100
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        m.auprc_with_ci(np.array([0, 2, 1]), np.zeros(3))
+    with pytest.raises(ValueError, match="score: expected 3 scores"):
+        m.auprc_with_ci(np.array([0, 1, 1]), np.zeros(4))
+    with pytest.raises(ValueError, match=r"shape \[N\], found shape \(2, 2\)"):
+        m.auprc_with_ci(np.zeros((2, 2)), np.zeros(4))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m.auprc_with_ci(np.array([0, 1]), np.array([0.1, np.nan]))
+
+
+def test_macro_ci_uses_joint_resamples_and_skips_patterns_without_positives():
+    rng = np.random.default_rng(9)
+    y = np.stack([_labels(800, 0.2, 10), _labels(800, 0.1, 11), np.zeros(800, int)], axis=1)
+    score = y + rng.normal(size=y.shape)
+    out = m.macro_auprc_with_ci(y, score, n_boot=60, seed=0)
+    expected = np.mean([average_precision_score(y[:, p], score[:, p]) for p in (0, 1)])
+    assert out["auprc"] == pytest.approx(expected)
+    assert out["n_patterns_used"] == 2
+    assert out["ci_low"] < out["auprc"] < out["ci_high"]
+    # Joint resampling of two identical columns: the macro CI equals the single CI.
+    twin = np.stack([y[:, 0], y[:, 0]], axis=1)
+    twin_score = np.stack([score[:, 0], score[:, 0]], axis=1)
+    single = m.auprc_with_ci(y[:, 0], score[:, 0], n_boot=60, seed=0)
+    joint = m.macro_auprc_with_ci(twin, twin_score, n_boot=60, seed=0)
+    assert joint["ci_low"] == pytest.approx(single["ci_low"])
+    assert joint["ci_high"] == pytest.approx(single["ci_high"])
+
+
+# --------------------------------------------------------------------------- threshold and alerts
+
+
+def test_threshold_at_precision_reaches_target_on_val_and_is_lowest():
+    y = _labels(3000, 0.2, seed=12)
+    score = y * 1.5 + np.random.default_rng(13).normal(size=y.size)
+    out = m.threshold_at_precision(y, score, 0.8)
+    assert out["achievable"] is True
+    alert = score >= out["threshold"]
+    precision = y[alert].mean()
+    assert precision >= 0.8
+    assert precision == pytest.approx(out["achieved_precision"])
+    assert out["recall"] == pytest.approx(y[alert].sum() / y.sum())
+    # Every lower candidate threshold misses the target.
+    lower = np.unique(score[score < out["threshold"]])
+    assert all(y[score >= t].mean() < 0.8 for t in lower[-50:])
+
+
+def test_threshold_falls_back_to_max_precision_when_target_unreachable():
+    y = np.array([1, 0, 1, 1, 0, 0])
+    score = np.array([0.9, 0.95, 0.8, 0.7, 0.6, 0.1])  # precision 0, 1/2, 2/3, 3/4, 3/5, 1/2
+    out = m.threshold_at_precision(y, score, 0.9)
+    assert out["achievable"] is False
+    assert out["threshold"] == 0.7
+    assert out["achieved_precision"] == pytest.approx(3 / 4)
+    assert math.isnan(m.threshold_at_precision(np.zeros(4, int), np.arange(4.0))["threshold"])
+
+
+def test_perfect_scores_recall_one_at_threshold():
+    y = _labels(1000, 0.1, seed=14)
+    score = y.astype(float)
+    thr = m.threshold_at_precision(y, score, 0.8)
+    alerts = m.alerts_at_threshold(y, score, thr["threshold"], n_ticker_days=1000)
+    assert alerts["recall"] == 1.0 and alerts["precision"] == 1.0
+    assert alerts["alerts"] == int(y.sum())
+    assert alerts["alerts_per_day_per_ticker"] == pytest.approx(y.sum() / 1000)
+
+
+def test_alerts_at_threshold_counts():
+    y = np.array([1, 1, 0, 0, 1, 0])
+    score = np.array([0.9, 0.2, 0.8, 0.1, 0.7, 0.3])
+    out = m.alerts_at_threshold(y, score, 0.5, n_ticker_days=3)
+    assert out == {
+        "alerts": 3,
+        "alerts_per_day_per_ticker": 1.0,
+        "precision": pytest.approx(2 / 3),
+        "recall": pytest.approx(2 / 3),
+        "true_alerts": 2,
+        "n_pos": 3,
+    }
+    none = m.alerts_at_threshold(y, score, 2.0, n_ticker_days=3)
+    assert none["alerts"] == 0 and math.isnan(none["precision"]) and none["recall"] == 0.0
+    with pytest.raises(ValueError, match="n_ticker_days"):
+        m.alerts_at_threshold(y, score, 0.5, n_ticker_days=0)
+
+
+# --------------------------------------------------------------------------- earliest detection
+
+
+def test_prefix_decision_offsets_values():
+    start = np.array([10, 100, 0])
+    end = np.array([19, 129, 0])  # lengths 10, 30, 1
+    got = m.prefix_decision_offsets(start, end)
+    expected = np.array(
+        [
+            [12, 14, 16, 18, 20],  # 10 + round(f * 10)
+            [106, 112, 118, 124, 130],  # 100 + round(f * 30)
+            [0, 0, 1, 1, 1],  # 0 + round(f * 1), halves round up
+        ]
+    )
+    np.testing.assert_array_equal(got, expected)
+    assert (got[:, -1] == end + 1).all()
+    assert (got <= (end + 1)[:, None]).all()
+    assert (np.diff(got, axis=1) >= 0).all()
+
+
+def test_prefix_decision_offsets_rejects_bad_events():
+    with pytest.raises(ValueError, match="event 1: end_idx 3 < start_idx 5"):
+        m.prefix_decision_offsets(np.array([0, 5]), np.array([4, 3]))
+    with pytest.raises(ValueError, match="fracs"):
+        m.prefix_decision_offsets(np.array([0]), np.array([4]), fracs=(0.0, 1.0))
+
+
+def test_earliest_detection_curve_recall():
+    event_scores = {
+        1.0: np.array([0.9, 0.8, 0.7, 0.6]),
+        0.2: np.array([0.1, 0.6, 0.2, 0.3]),
+        0.6: np.array([0.5, 0.7, 0.4, 0.55]),
+    }
+    curve = m.earliest_detection_curve(event_scores, threshold=0.5)
+    assert list(curve) == [0.2, 0.6, 1.0]
+    assert curve == {0.2: 0.25, 0.6: 0.75, 1.0: 1.0}
+    assert math.isnan(m.earliest_detection_curve({0.2: np.array([])}, 0.5)[0.2])
+
+
+# --------------------------------------------------------------------------- stability, calibration
+
+
+def test_stability_spread():
+    scores = np.array([[0.5, 0.5, 0.5], [0.0, 1.0, 0.5], [0.2, 0.4, 0.3]])
+    out = m.stability(scores)
+    stds = scores.std(axis=1)
+    assert out["mean_std"] == pytest.approx(stds.mean())
+    assert out["median_std"] == pytest.approx(np.median(stds))
+    assert out["p90_std"] == pytest.approx(np.quantile(stds, 0.9))
+    assert out["n_windows"] == 3 and out["n_aug"] == 3
+    with pytest.raises(ValueError, match=r"\[N, K\] with K >= 2"):
+        m.stability(np.zeros((4, 1)))
+
+
+def test_ece_small_when_calibrated_and_large_when_not():
+    rng = np.random.default_rng(15)
+    prob = rng.random(20000)
+    y = (rng.random(prob.size) < prob).astype(int)
+    good = m.calibration(y, prob)
+    overconfident = m.calibration(y, np.clip((prob - 0.5) * 3 + 0.5, 0, 1) ** 2)
+    assert good["ece"] < 0.02
+    assert overconfident["ece"] > 0.1
+    assert good["brier"] == pytest.approx(brier_score_loss(y, prob))
+    assert sum(b["count"] for b in good["bins"]) == y.size
+    assert len(good["bins"]) == 15
+    assert all(b["lo"] <= b["mean_pred"] <= b["hi"] for b in good["bins"])
+    json.dumps(good)
+
+
+def test_calibration_known_bins_and_range_check():
+    y = np.array([0, 1, 1, 1])
+    prob = np.array([0.1, 0.1, 0.9, 0.9])
+    out = m.calibration(y, prob, n_bins=2)
+    assert [b["count"] for b in out["bins"]] == [2, 2]
+    # Bin 1: predicted 0.1, observed 0.5; bin 2: predicted 0.9, observed 1.0.
+    assert out["ece"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.1)
+    with pytest.raises(ValueError, match=r"prob: probabilities must lie in \[0, 1\]"):
+        m.calibration(y, prob + 0.5)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def test_screener_report_assembles_per_pattern_and_macro():
+    patterns = ["double_top", "bull_flag", "cup_and_handle"]
+    rng = np.random.default_rng(16)
+    y_val = np.stack([_labels(600, 0.2, 20), _labels(600, 0.2, 21), _labels(600, 0.2, 22)], axis=1)
+    y_test = np.stack([_labels(600, 0.2, 23), _labels(600, 0.2, 24), np.zeros(600, int)], axis=1)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    score_val = sig(2 * y_val + rng.normal(size=y_val.shape) - 1)
+    score_test = sig(2 * y_test + rng.normal(size=y_test.shape) - 1)
+    event_scores = {"double_top": {0.2: rng.random(10), 1.0: rng.random(10) + 0.5}}
+    scores_aug = {"bull_flag": rng.random((20, 4))}
+    report = m.screener_report(
+        patterns=patterns,
+        y_val=y_val,
+        score_val=score_val,
+        y_test=y_test,
+        score_test=score_test,
+        n_ticker_days=600,
+        event_scores=event_scores,
+        scores_aug=scores_aug,
+        n_boot=30,
+    )
+    per = report["per_pattern"]
+    assert set(per) == set(patterns)
+    assert per["cup_and_handle"]["auprc"]["defined"] is False
+    assert per["double_top"]["calibration"] is not None  # scores in [0, 1] double as probs
+    assert per["bull_flag"]["earliest_detection"] is None
+    mac = report["macro"]
+    assert mac["patterns"] == ["double_top", "bull_flag"]
+    assert mac["auprc"] == pytest.approx(
+        np.mean([per[p]["auprc"]["auprc"] for p in ("double_top", "bull_flag")])
+    )
+    assert mac["ci_low"] < mac["auprc"] < mac["ci_high"]
+    assert mac["earliest_detection"] == per["double_top"]["earliest_detection"]
+    assert mac["stability_mean_std"] == per["bull_flag"]["stability"]["mean_std"]
+    json.dumps(report)
+    with pytest.raises(ValueError, match=r"y_test: expected \[N, 3\]"):
+        m.screener_report(
+            patterns=patterns,
+            y_val=y_val,
+            score_val=score_val,
+            y_test=y_test[:, :2],
+            score_test=score_test,
+            n_ticker_days=600,
+        )
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _is_png(data: bytes) -> bool:
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+
+
+def test_plots_return_png_bytes_and_write_files(tmp_path):
+    rng = np.random.default_rng(17)
+    y = _labels(300, 0.2, 25)
+    score = y + rng.normal(size=300)
+    cal = m.calibration(y, 1 / (1 + np.exp(-score)))
+    pngs = {
+        "pr": plots.pr_curves_png(
+            {"double_top": (y, score), "empty": (np.zeros(5, int), np.zeros(5))}
+        ),
+        "early": plots.earliest_detection_png({"vicreg": {0.2: 0.1, 0.6: 0.4, 1.0: float("nan")}}),
+        "rel": plots.reliability_png({"double_top": cal, "bull_flag": cal["bins"]}),
+        "bar": plots.auprc_bar_png(
+            [
+                {"label": "a", "auprc": 0.3, "ci_low": 0.25, "ci_high": 0.35},
+                {"label": "b", "auprc": math.nan, "ci_low": math.nan, "ci_high": math.nan},
+                {"label": "c", "auprc": 0.5, "ci_low": 0.4, "ci_high": 0.6},
+            ],
+            path=tmp_path / "plots" / "bar.png",
+        ),
+    }
+    assert all(_is_png(p) for p in pngs.values()), {k: p[:8] for k, p in pngs.items()}
+    assert (tmp_path / "plots" / "bar.png").read_bytes() == pngs["bar"]
+    md = plots.png_markdown(pngs["bar"], "leaderboard")
+    assert md.startswith("![leaderboard](data:image/png;base64,iVBORw0KGgo")
+    with pytest.raises(ValueError, match="not a PNG"):
+        plots.png_markdown(b"GIF89a", "x")
+    with pytest.raises(ValueError, match="row 0 lacks keys"):
+        plots.auprc_bar_png([{"label": "a", "auprc": 0.1}])
