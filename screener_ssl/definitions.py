@@ -1,22 +1,37 @@
-"""The one Definitions object: data assets, partitioned SSL assets, resources."""
+"""The one Definitions object: data assets, partitioned SSL and probe assets, jobs, schedule, resources."""
 
-from __future__ import annotations
+import os
 
 import dagster as dg
 
 from screener_ssl.defs.data.assets import ohlcv_bars, pattern_labels, shape_features, windowed_dataset
 from screener_ssl.defs.partitions import sweep_partitions
+from screener_ssl.defs.probe.assets import build_probe_assets
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.schedules import build_nightly_schedule, build_sweep_jobs
 from screener_ssl.defs.ssl.assets import build_ssl_assets
 
+NIGHTLY_CRON = "0 2 * * *"
 
-def build_definitions(settings: ScreenerSettings) -> dg.Definitions:
+
+def build_definitions(
+    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None
+) -> dg.Definitions:
     sweep = settings.load_sweep()
     partitions = sweep_partitions(sweep)
+    ssl_schema, pretrained_encoder = build_ssl_assets(sweep, partitions)
+    probe_assets = build_probe_assets(partitions, pretrained_encoder)
+    sweep_job, index_job = build_sweep_jobs(partitions)
     return dg.Definitions(
-        assets=[ohlcv_bars, shape_features, windowed_dataset, pattern_labels, *build_ssl_assets(sweep, partitions)],
+        assets=[ohlcv_bars, shape_features, windowed_dataset, pattern_labels, ssl_schema, pretrained_encoder, *probe_assets],
+        jobs=[sweep_job, index_job],
+        schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
         resources={"settings": settings},
     )
 
 
-defs = build_definitions(ScreenerSettings.from_env())
+defs = build_definitions(
+    ScreenerSettings.from_env(),
+    nightly_cron=os.environ.get("SCREENER_SSL_NIGHTLY_CRON", NIGHTLY_CRON),
+    nightly_variants=[v for v in os.environ.get("SCREENER_SSL_NIGHTLY_VARIANTS", "full").split(",") if v] or None,
+)

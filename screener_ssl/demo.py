@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.defs.data.assets import data_summary
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.tracking.index import build_index
+from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 
@@ -39,6 +42,8 @@ def _run(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str
         instance=instance,
         resources=defs.resources,
         raise_on_error=True,
+        # INFO keeps training progress (step, loss, windows/s) and drops Dagster's step bookkeeping.
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     if not result.success:
         raise SystemExit(f"materialization of {selection} ({partition}) failed")
@@ -48,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variant", default="base", help="sweep variant to run for every objective")
     parser.add_argument("--data-only", action="store_true", help="materialize only the data assets")
+    parser.add_argument(
+        "--finetune", nargs="*", default=["masked_recon|base"],
+        help="partitions whose encoder is also finetuned end to end (finetuned_classifier)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DAGSTER_HOME", str(Path.cwd()))
@@ -65,8 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nsweep {sweep.source}: {len(keys)} partitions for variant {args.variant!r}")
         for i, key in enumerate(keys, 1):
             t0 = time.perf_counter()
-            _run(defs, instance, ["ssl_schema", "pretrained_encoder"], key)
-            print(f"[{i}/{len(keys)}] {key} done in {time.perf_counter() - t0:.0f}s")
+            _run(defs, instance, ["ssl_schema", "pretrained_encoder", "probe_metrics"], key)
+            print(f"[{i}/{len(keys)}] {key} done in {time.perf_counter() - t0:.0f}s", flush=True)
+        for key in args.finetune:
+            t0 = time.perf_counter()
+            _run(defs, instance, ["finetuned_classifier"], key)
+            print(f"finetuned {key} in {time.perf_counter() - t0:.0f}s", flush=True)
+        _run(defs, instance, ["experiment_index"], None)
+        board = leaderboard(build_index(settings.root / "models"))
+        board = board.filter(pl.col("variant") == args.variant)
+        print(f"\nleaderboard (test split, variant {args.variant!r}; index in {settings.root / 'models'}/_index.parquet)")
+        print(format_leaderboard(board))
     print(f"\ntotal time {time.perf_counter() - started:.0f}s")
     return 0
 

@@ -38,10 +38,44 @@ from screener_ssl.tracking.artifacts import (
 )
 
 COLLAPSE_SAMPLE = 1024
+# Reference rows probed by the same code as the objectives: an untrained encoder, the censored
+# features themselves (a parameter-free causal backbone), and the backbone trained on the labels.
+BASELINES = ("random_init", "raw_features", "supervised")
+
+
+def resolve_point(point: SweepPoint) -> SweepPoint:
+    """The raw_features baseline swaps in the parameter-free raw_window backbone."""
+    if point.objective == "raw_features":
+        return point.model_copy(update={"backbone": point.backbone.model_copy(update={"kind": "raw_window"})})
+    return point
 
 
 def model_type(point: SweepPoint) -> str:
+    point = resolve_point(point)
     return f"ssl_{point.backbone.kind}_{point.objective}"
+
+
+def resolved_objective_config(point: SweepPoint, n_channels: int) -> dict[str, Any]:
+    """The objective's config with every default filled in (validated by building it)."""
+    if point.objective in ("random_init", "raw_features"):
+        if point.objective_config:
+            raise ValueError(f"baseline {point.objective!r} takes no objective settings, got {point.objective_config}")
+        return {}
+    if point.objective == "supervised":
+        return _supervised_config(point).model_dump(mode="json")
+    backbone = build_backbone(point.backbone, n_channels)
+    return build_objective(point.objective, backbone, point.objective_config).config.model_dump(mode="json")
+
+
+def _supervised_config(point: SweepPoint):
+    from screener_ssl.ssl.finetune import FinetuneConfig
+
+    train = point.train
+    return FinetuneConfig(
+        steps=train.steps, batch_size=train.batch_size, lr=train.lr, weight_decay=train.weight_decay,
+        warmup_frac=train.warmup_frac, grad_clip=train.grad_clip, seed=train.seed, threads=train.threads,
+        log_every=train.log_every, **point.objective_config,
+    )
 
 
 def build_schema(dataset: Dataset, point: SweepPoint, objective_config: dict[str, Any]) -> SSLSchema:
@@ -92,38 +126,57 @@ def pretrain_partition(
 ) -> PretrainOutcome:
     """Train ``point`` on the train split, check collapse on val, write the run dir; return where it went."""
     started = time.time()
+    point = resolve_point(point)
     seed_everything(point.train.seed, point.train.threads)
     n_channels = dataset.spec.n_features
-    backbone = build_backbone(point.backbone, n_channels)
-    objective = build_objective(point.objective, backbone, point.objective_config)
-    objective_config = objective.config.model_dump(mode="json")
+    objective_config = resolved_objective_config(point, n_channels)
     schema = build_schema(dataset, point, objective_config)
-
     train_pos = dataset.index.rows_of("train")
-    expansion = int(objective_config.get("positive_expansion_k", 0) or 0)
-    sampler = WindowSampler(
-        values=dataset.store.values,
-        ticker_start=dataset.ticker_start(train_pos),
-        decision_row=dataset.index.decision_row[train_pos],
-        spec=dataset.spec,
-        augment=point.augment,
-        n_views=type(objective).n_views,
-        batch_size=point.train.batch_size,
-        seed=point.train.seed,
-        neighbors_per_anchor=1 if expansion > 0 else 0,
-        neighbor_radius=expansion,
-    )
     checkpoint_dir = data_root / "checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     run_key = fingerprint(point.model_dump(mode="json"), schema.fingerprint)[:16]
     checkpoint = checkpoint_dir / f"{model_type(point)}__{point.variant}__{run_key}.pt"
-    log(
-        f"pretraining {point.partition_key} ({model_type(point)}): {point.train.steps} steps x "
-        f"{point.train.batch_size} windows from {len(train_pos)} train windows"
-    )
-    result = train(objective, sampler, point.train, checkpoint_path=checkpoint, log=log)
+    seed_everything(point.train.seed, point.train.threads)  # weights start from the same state for every path
+    backbone = build_backbone(point.backbone, n_channels)
 
-    encoder = Encoder(objective.backbone, normalization="none", meta={"objective": point.objective})
+    if point.objective in ("random_init", "raw_features"):
+        log(f"{point.partition_key}: baseline without training ({model_type(point)})")
+        result = TrainResult(steps=0, losses=[], seconds=0.0, windows_per_s=float("nan"))
+    elif point.objective == "supervised":
+        from screener_ssl.ssl.finetune import train_classifier
+
+        if dataset.labels is None:
+            raise ValueError("the supervised baseline needs pattern labels; load the dataset with labels")
+        log(f"{point.partition_key}: training the backbone from scratch on the pattern labels")
+        fitted = train_classifier(backbone, dataset, _supervised_config(point), log=log)
+        backbone = fitted.classifier.backbone
+        result = TrainResult(
+            steps=len(fitted.losses), losses=list(fitted.losses), seconds=fitted.seconds,
+            windows_per_s=fitted.windows_per_s, last_logs={"val_loss": fitted.val_loss},
+        )
+    else:
+        objective = build_objective(point.objective, backbone, point.objective_config)
+        expansion = int(objective_config.get("positive_expansion_k", 0) or 0)
+        sampler = WindowSampler(
+            values=dataset.store.values,
+            ticker_start=dataset.ticker_start(train_pos),
+            decision_row=dataset.index.decision_row[train_pos],
+            spec=dataset.spec,
+            augment=point.augment,
+            n_views=type(objective).n_views,
+            batch_size=point.train.batch_size,
+            seed=point.train.seed,
+            neighbors_per_anchor=1 if expansion > 0 else 0,
+            neighbor_radius=expansion,
+        )
+        log(
+            f"pretraining {point.partition_key} ({model_type(point)}): {point.train.steps} steps x "
+            f"{point.train.batch_size} windows from {len(train_pos)} train windows"
+        )
+        result = train(objective, sampler, point.train, checkpoint_path=checkpoint, log=log)
+        backbone = objective.backbone
+
+    encoder = Encoder(backbone, normalization="none", meta={"objective": point.objective})
     rng = np.random.default_rng(point.train.seed)
     val_pos = dataset.index.rows_of("val")
     sample = rng.choice(val_pos, size=min(COLLAPSE_SAMPLE, len(val_pos)), replace=False)

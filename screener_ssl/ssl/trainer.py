@@ -48,18 +48,18 @@ class TrainResult:
 
     @property
     def mean_loss(self) -> float:
-        return float(np.mean(self.losses))
+        return float(np.mean(self.losses)) if self.losses else float("nan")
 
     @property
     def final_loss(self) -> float:
         # Mean of the last tenth: one step's loss is noisy.
         tail = max(len(self.losses) // 10, 1)
-        return float(np.mean(self.losses[-tail:]))
+        return float(np.mean(self.losses[-tail:])) if self.losses else float("nan")
 
     @property
     def first_loss(self) -> float:
         head = max(len(self.losses) // 10, 1)
-        return float(np.mean(self.losses[:head]))
+        return float(np.mean(self.losses[:head])) if self.losses else float("nan")
 
 
 def seed_everything(seed: int, threads: int) -> None:

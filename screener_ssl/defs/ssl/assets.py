@@ -6,14 +6,18 @@ from pathlib import Path
 import dagster as dg
 
 from screener_ssl.data.dataset import load_clean_bars, load_dataset
-from screener_ssl.defs.data.assets import windowed_dataset
+from screener_ssl.defs.data.assets import pattern_labels, windowed_dataset
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.ssl.checks import no_lookahead_report
 from screener_ssl.ssl.encoder import load_encoder
-from screener_ssl.ssl.objectives.base import build_objective
-from screener_ssl.ssl.backbones.base import build_backbone
-from screener_ssl.ssl.pipeline import build_schema, model_type, pretrain_partition
+from screener_ssl.ssl.pipeline import (
+    build_schema,
+    model_type,
+    pretrain_partition,
+    resolve_point,
+    resolved_objective_config,
+)
 from screener_ssl.ssl.schema import SSLSchema, diff_fields
 from screener_ssl.sweep import Sweep
 from screener_ssl.tracking.artifacts import atomic_write_text
@@ -45,9 +49,9 @@ def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> 
         objective, variant = partition_parts(context)
         point = settings.load_sweep().point(objective, variant)
         dataset = load_dataset(settings.root, with_labels=False)
-        # Build the objective once so its config is validated and recorded with every default.
-        obj = build_objective(objective, build_backbone(point.backbone, dataset.spec.n_features), point.objective_config)
-        schema = build_schema(dataset, point, obj.config.model_dump(mode="json"))
+        # Resolve the objective's config so it is validated and recorded with every default.
+        point = resolve_point(point)
+        schema = build_schema(dataset, point, resolved_objective_config(point, dataset.spec.n_features))
         path = schema_path(settings.root, objective, variant)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, schema.to_json())
@@ -64,7 +68,9 @@ def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> 
     @dg.asset(
         group_name="ssl",
         partitions_def=partitions,
-        deps=[ssl_schema, windowed_dataset],
+        # pattern_labels: only the supervised baseline reads them, but a dep is per asset, and
+        # over-reporting staleness is safer than missing it.
+        deps=[ssl_schema, windowed_dataset, pattern_labels],
         code_version=SSL_CODE_VERSION,
         pool="torch",
         check_specs=[
@@ -80,7 +86,7 @@ def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> 
         """Encoder weights + run artifacts for one objective x variant, trained on the train split."""
         objective, variant = partition_parts(context)
         point = settings.load_sweep().point(objective, variant)
-        dataset = load_dataset(settings.root, with_labels=False)
+        dataset = load_dataset(settings.root, with_labels=objective == "supervised")
         outcome = pretrain_partition(
             dataset,
             point,

@@ -1,0 +1,190 @@
+"""Probe metrics per partition, the finetuned classifier, and the consolidated experiment index."""
+
+
+import dagster as dg
+
+from screener_ssl.data.dataset import WAREHOUSE, load_dataset, write_duckdb_tables
+from screener_ssl.defs.data.assets import pattern_labels
+from screener_ssl.defs.partitions import partition_parts
+from screener_ssl.defs.resources import ScreenerSettings, source_version
+from screener_ssl.fingerprint import fingerprint
+from screener_ssl.probe.plots import auprc_bar_png, png_markdown
+from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.ssl.encoder import load_encoder
+from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
+from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
+from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
+from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_markdown
+
+PROBE_CODE_VERSION = source_version("screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics")
+
+
+def _num(value, spec: str = ".4f") -> str:
+    """Format a metric that may be missing (None) or undefined (NaN)."""
+    if value is None or value != value:
+        return "n/a"
+    return format(value, spec)
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> dg.MaterializeResult:
+    """Probe the encoder in ``run_dir`` and describe the outcome; shared by both probed assets."""
+    objective, variant = partition_parts(context)
+    point = settings.load_sweep().point(objective, variant)
+    dataset = load_dataset(settings.root)
+    try:
+        schema = load_schema(run_dir / "schema.json", dataset.spec)
+    except SchemaMismatchError as exc:
+        raise dg.Failure(description=f"{stage} for {objective}|{variant}: {exc}") from exc
+    encoder = load_encoder(run_dir)
+    result = run_probe(encoder, dataset, ProbeConfig(**point.probe), augment=point.augment, log=context.log.info)
+    write_probe_artifacts(result, run_dir)
+    m = result.metrics["macro"]
+    context.log.info(
+        f"{objective}|{variant}: macro AUPRC {_num(m['auprc'])} [{_num(m['ci_low'])}, {_num(m['ci_high'])}]"
+    )
+    per_pattern = result.metrics["per_pattern"]
+    table = ["| pattern | AUPRC | 95% CI | prevalence | alerts/day/ticker | precision | recall | ECE |", "|---|---|---|---|---|---|---|---|"]
+    for name, rep in per_pattern.items():
+        a, al = rep["auprc"], rep["alerts"]
+        ece = rep["calibration"]["ece"] if rep.get("calibration") else None
+        table.append(
+            f"| {name} | {_num(a['auprc'])} | [{_num(a['ci_low'])}, {_num(a['ci_high'])}] | {_num(a['prevalence'])} | "
+            f"{_num(al['alerts_per_day_per_ticker'])} | {_num(al['precision'], '.3f')} | {_num(al['recall'], '.3f')} | "
+            f"{_num(ece, '.3f')} |"
+        )
+    earliest = m.get("earliest_detection") or {}
+    return dg.MaterializeResult(
+        metadata={
+            "run_dir": dg.MetadataValue.path(str(run_dir)),
+            "macro_auprc": _float(m["auprc"]),
+            "macro_auprc_ci": dg.MetadataValue.json([m["ci_low"], m["ci_high"]]),
+            "alerts_per_day_per_ticker": _float(m["alerts_per_day_per_ticker"]),
+            "recall_at_60pct_span": _float(earliest.get("0.6", earliest.get(0.6))),
+            "ece": _float(m["ece"]),
+            "per_pattern": dg.MetadataValue.md("\n".join(table)),
+            "pr_curves": dg.MetadataValue.md(png_markdown(result.plots["pr_curves"], "PR curves (test)")),
+            "earliest_detection": dg.MetadataValue.md(
+                png_markdown(result.plots["earliest_detection"], "Earliest-detection curve")
+            ),
+            "reliability": dg.MetadataValue.md(png_markdown(result.plots["reliability"], "Reliability diagram")),
+        },
+        data_version=dg.DataVersion(fingerprint({"run": str(run_dir), "schema": schema.fingerprint, "macro": m})),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="schema_matches",
+                passed=schema.dataset_fingerprint == dataset.dataset_fingerprint,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "encoder_dataset_fingerprint": schema.dataset_fingerprint,
+                    "dataset_fingerprint": dataset.dataset_fingerprint,
+                    "spec_fingerprint": schema.spec_fingerprint,
+                },
+            )
+        ],
+    )
+
+
+def build_probe_assets(partitions: dg.MultiPartitionsDefinition, pretrained_encoder) -> list:
+    @dg.asset(
+        group_name="probe",
+        partitions_def=partitions,
+        deps=[pretrained_encoder, pattern_labels],
+        code_version=PROBE_CODE_VERSION,
+        pool="torch",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "schema_matches", asset="probe_metrics",
+                description="The probed encoder was trained on the windowed dataset being probed (fingerprints)",
+            )
+        ],
+    )
+    def probe_metrics(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+        """Frozen encoder -> one-vs-rest head per pattern; test AUPRC (CI), alerts/day, earliest detection, stability, calibration."""
+        objective, variant = partition_parts(context)
+        return probe_run_dir(context, settings, latest_partition_run(settings.root, objective, variant), "probe_metrics")
+
+    @dg.asset(
+        group_name="probe",
+        partitions_def=partitions,
+        deps=[pretrained_encoder, pattern_labels],
+        code_version=source_version("screener_ssl.ssl.finetune") + PROBE_CODE_VERSION,
+        pool="torch",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "schema_matches", asset="finetuned_classifier",
+                description="The finetuned encoder was trained on the windowed dataset being probed",
+            )
+        ],
+    )
+    def finetuned_classifier(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+        """The pretrained encoder finetuned end to end with a pattern head (schema-locked), then probed and indexed."""
+        from screener_ssl.ssl.finetune import FinetuneConfig, load_pretrained_backbone, train_classifier, write_classifier_run
+
+        objective, variant = partition_parts(context)
+        if objective == "raw_features":
+            raise dg.Failure(description="raw_features has no weights to finetune; finetune an encoder partition")
+        point = settings.load_sweep().point(objective, variant)
+        source = latest_partition_run(settings.root, objective, variant)
+        dataset = load_dataset(settings.root)
+        try:
+            backbone, schema = load_pretrained_backbone(source, dataset.spec)
+        except SchemaMismatchError as exc:
+            raise dg.Failure(description=f"cannot finetune {source}: {exc}") from exc
+        train = point.train
+        config = FinetuneConfig(
+            steps=train.steps, batch_size=train.batch_size, lr=train.lr, encoder_lr_scale=0.1,
+            seed=train.seed, threads=train.threads, log_every=train.log_every,
+        )
+        fitted = train_classifier(backbone, dataset, config, log=context.log.info)
+        run_dir, version = write_classifier_run(
+            fitted, dataset, settings.root, f"ssl_{schema.encoder.kind}_classifier", variant,
+            source={"kind": "finetune", "from_run_dir": str(source), "objective": objective},
+            config=config, backbone_config=schema.encoder, schema=schema,
+            run_context={"dagster_run_id": context.run_id, "dagster_partition": context.partition_key},
+        )
+        record_partition_run(settings.root, f"finetuned_{objective}", variant, run_dir, version)
+        result = probe_run_dir(context, settings, run_dir, "finetuned_classifier")
+        result.metadata["source_run_dir"] = dg.MetadataValue.path(str(source))
+        return result
+
+    @dg.asset(
+        group_name="probe",
+        deps=[probe_metrics, finetuned_classifier],
+        code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
+        pool="duckdb",
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+        """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
+        models_root = settings.root / "models"
+        index = build_index(models_root)
+        paths = write_index(index, models_root)
+        if index.height:
+            write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
+        board = leaderboard(index)
+        rows = [
+            {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+            for r in board.iter_rows(named=True)
+        ]
+        metadata = {
+            "runs": index.height,
+            "columns": index.width,
+            "csv": dg.MetadataValue.path(str(paths["csv"])),
+            "parquet": dg.MetadataValue.path(str(paths["parquet"])),
+            "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+        }
+        if rows:
+            metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
+                png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
+            )
+        context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index_fingerprint(models_root)))
+
+    return [probe_metrics, finetuned_classifier, experiment_index]
+
+
+__all__ = ["build_probe_assets"]

@@ -1,0 +1,48 @@
+"""The nightly sweep: one run per objective x variant partition, then the index."""
+
+import dagster as dg
+
+from screener_ssl.sweep import Sweep
+
+SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
+
+
+def build_sweep_jobs(partitions: dg.MultiPartitionsDefinition) -> tuple:
+    sweep_job = dg.define_asset_job(
+        "sweep_partition_job",
+        selection=dg.AssetSelection.assets(*SWEEP_ASSETS),
+        partitions_def=partitions,
+        description="Schema, pretraining and probe for one objective|variant partition.",
+    )
+    index_job = dg.define_asset_job(
+        "experiment_index_job", selection=dg.AssetSelection.assets("experiment_index"),
+        description="Rebuild the consolidated index and leaderboard.",
+    )
+    return sweep_job, index_job
+
+
+def build_nightly_schedule(sweep: Sweep, cron: str, variants: list[str] | None):
+    """Static x static partitions can't use build_schedule_from_partitioned_job, so the requests are explicit."""
+
+    @dg.schedule(
+        name="nightly_sweep",
+        cron_schedule=cron,
+        target=dg.AssetSelection.assets(*SWEEP_ASSETS, "experiment_index"),
+        execution_timezone="UTC",
+        description=f"Every partition of variants {variants or 'all'} from {sweep.source}, then the index.",
+    )
+    def nightly_sweep(context: dg.ScheduleEvaluationContext):
+        stamp = context.scheduled_execution_time.strftime("%Y%m%d")
+        keys = [k for v in (variants or [None]) for k in sweep.partition_keys(v)]
+        for key in keys:
+            yield dg.RunRequest(
+                run_key=f"{stamp}:{key}", partition_key=key, tags={"sweep": stamp},
+                asset_selection=[dg.AssetKey(a) for a in SWEEP_ASSETS],
+            )
+        # Lowest priority: the queue launches it after the partition runs ahead of it.
+        yield dg.RunRequest(
+            run_key=f"{stamp}:index", asset_selection=[dg.AssetKey("experiment_index")],
+            tags={"sweep": stamp, "dagster/priority": "-1"},
+        )
+
+    return nightly_sweep
