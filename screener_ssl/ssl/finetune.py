@@ -1,0 +1,587 @@
+"""Supervised training of a backbone + linear head on the pattern labels.
+
+Two uses, one loop: the ``supervised`` baseline (a backbone trained from scratch
+on the labels the probe scores) and the finetune of a pretrained encoder
+(load it from its run dir, schema-checked against the dataset's window spec,
+then train encoder + head end to end).
+
+Windows come from the train split only and are gathered at their own decision
+bar (open-only, nothing after it): the label of a window belongs to that
+decision. Labels are rare (about 1 % per pattern), so each batch mixes windows
+with any positive label and uniformly drawn windows; after training the head's
+bias is shifted back to the train prevalence (case-control prior correction),
+so the predicted probabilities are calibrated to the data, not to the batches.
+
+A run is written like a pretraining run
+(``<data root>/models/<model_type>/_pretrain/<run_id>/``): encoder.pt +
+encoder.json (loadable with :func:`load_encoder`), classifier_head.pt,
+schema.json, pretrain_config.json, experiment.json, run_meta.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from screener_ssl.data.contracts import SPLITS
+from screener_ssl.data.dataset import Dataset
+from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.fingerprint import fingerprint
+from screener_ssl.ssl.augment import AugmentConfig, jitter
+from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
+from screener_ssl.ssl.encoder import Encoder, load_encoder
+from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
+from screener_ssl.ssl.trainer import NonFiniteLossError, lr_factor, seed_everything
+from screener_ssl.tracking.artifacts import (
+    atomic_dir,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    git_sha,
+    host_info,
+    new_run_id,
+    run_dir,
+    thread_env,
+)
+
+SUPERVISED_OBJECTIVE = "supervised"
+HEAD_FILE = "classifier_head.pt"
+VAL_SAMPLE_MAX = 4096
+TRAIN_SPLIT = SPLITS.index("train")
+
+
+class FinetuneConfig(BaseModel):
+    """Hyperparameters of supervised training; recorded in pretrain_config.json."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(300, ge=1, le=1_000_000)
+    batch_size: int = Field(64, ge=2, le=8192)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    # Backbone lr = lr * encoder_lr_scale: ~0.1 to finetune a pretrained encoder, 1.0 from scratch, 0 freezes it.
+    encoder_lr_scale: float = Field(1.0, ge=0.0, le=10.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    warmup_frac: float = Field(0.05, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    # Share of each batch drawn from train windows with any positive label (the rest uniformly).
+    positive_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # Shift the head's bias after training so probabilities match the train prevalence, not the batch mix.
+    prior_correction: bool = True
+    jitter_sigma: float = Field(0.0, ge=0.0, le=1.0)  # Gaussian noise on observed cells, z-score units
+    val_windows: int = Field(VAL_SAMPLE_MAX, ge=1, le=1_000_000)  # seeded val sample for val_loss
+    seed: int = 0
+    threads: int = Field(2, ge=1, le=256)
+    checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(50, ge=1)
+
+
+class PatternClassifier(nn.Module):
+    """Backbone + ``Linear(D, P)`` on the embedding at the decision bar; ``forward -> logits [B, P]``."""
+
+    def __init__(self, backbone: SSLBackbone, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        if not patterns:
+            raise ValueError("a pattern classifier needs at least one pattern")
+        self.backbone = backbone
+        self.patterns = tuple(patterns)
+        self.head = nn.Linear(backbone.embed_dim, len(self.patterns))
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """x float32 [B, T, C], observed bool [B, T, C] (decision bar last) -> logits [B, P]."""
+        return self.head(self.backbone.pooled(x, observed))
+
+
+@dataclass
+class ClassifierResult:
+    classifier: PatternClassifier
+    losses: list[float]  # per-step train BCE on the positive-enriched batches
+    val_loss: float  # mean BCE on the val sample, after the prior correction
+    val_baseline_loss: float  # the same for a constant predictor of the train prevalence
+    windows_per_s: float
+    seconds: float
+    train_windows: int
+    positive_windows: int  # train windows with any positive label
+    prior_shift: list[float]  # per pattern, subtracted from the head's bias (0 without correction)
+    resumed_from_step: int = 0
+    val_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def mean_loss(self) -> float:
+        return float(np.mean(self.losses))
+
+    @property
+    def first_loss(self) -> float:
+        # Mean of the first tenth: one step's loss is noisy.
+        head = max(len(self.losses) // 10, 1)
+        return float(np.mean(self.losses[:head]))
+
+    @property
+    def final_loss(self) -> float:
+        tail = max(len(self.losses) // 10, 1)
+        return float(np.mean(self.losses[-tail:]))
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def require_labels(dataset: Dataset) -> np.ndarray:
+    """uint8 [M, P] label matrix of the dataset, or a clear error when it was loaded without labels."""
+    if dataset.labels is None or not dataset.patterns:
+        raise ValueError("the dataset has no pattern labels; load it with labels (materialize pattern_labels)")
+    return dataset.labels
+
+
+class ClassifierBatchSampler:
+    """Positions (into the window index) of train windows, positives mixed in at ``positive_fraction``.
+
+    Each batch holds ``round(positive_fraction * B)`` windows drawn uniformly from the train windows
+    with any positive label, and the rest drawn uniformly from all train windows.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, positive_fraction: float, seed: int) -> None:
+        labels = require_labels(dataset)
+        self.train_positions = dataset.index.rows_of("train")
+        if len(self.train_positions) == 0:
+            raise ValueError("the train split has no windows")
+        self.positive_positions = self.train_positions[labels[self.train_positions].any(axis=1)]
+        self.batch_size = batch_size
+        self.n_positive = int(round(positive_fraction * batch_size))
+        if self.n_positive > 0 and len(self.positive_positions) == 0:
+            raise ValueError(
+                f"the train split has no window with a positive label for any of {list(dataset.patterns)}; "
+                "a supervised classifier has nothing to learn (set positive_fraction=0 to train anyway)"
+            )
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def effective_positive_fraction(self) -> float:
+        return self.n_positive / self.batch_size
+
+    def sample(self) -> np.ndarray:
+        """int64 [B] positions into the window index, all in the train split."""
+        positives = self.rng.choice(self.positive_positions, size=self.n_positive) if self.n_positive else []
+        uniform = self.rng.choice(self.train_positions, size=self.batch_size - self.n_positive)
+        return np.concatenate([np.asarray(positives, dtype=np.int64), uniform.astype(np.int64)])
+
+    def sampled_prevalence(self, labels: np.ndarray) -> np.ndarray:
+        """float64 [P]: expected per-pattern label rate in a batch (what the head's bias learns)."""
+        y = labels[self.train_positions].astype(np.float64)
+        weight = np.full(len(self.train_positions), (1.0 - self.effective_positive_fraction) / len(y))
+        if len(self.positive_positions):
+            is_positive = y.any(axis=1)
+            weight[is_positive] += self.effective_positive_fraction / is_positive.sum()
+        return weight @ y
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+def gather_positions(dataset: Dataset, positions: np.ndarray, values: np.ndarray | None = None):
+    """Censored windows ``x float32 [n, W, C], observed bool [n, W, C]`` at the decision bar of each position.
+
+    ``values`` replaces the feature array (same layout; the causality test perturbs a copy).
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    return gather_windows(
+        dataset.store.values if values is None else values,
+        dataset.ticker_start(positions),
+        dataset.index.decision_row[positions],
+        dataset.spec.window_max,
+        open_known=dataset.spec.open_known_mask,
+    )
+
+
+@torch.inference_mode()
+def predict_positions(
+    classifier: PatternClassifier,
+    dataset: Dataset,
+    positions: np.ndarray,
+    values: np.ndarray | None = None,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """Logits float32 [n, P] of the windows at ``positions`` in the index (classifier left in eval mode)."""
+    classifier.eval()
+    out = np.zeros((len(positions), len(classifier.patterns)), dtype=np.float32)
+    for i in range(0, len(positions), batch_size):
+        x, observed = gather_positions(dataset, positions[i : i + batch_size], values)
+        out[i : i + len(x)] = classifier(torch.from_numpy(x), torch.from_numpy(observed)).numpy()
+    return out
+
+
+def _logit(p: np.ndarray, n: int) -> np.ndarray:
+    # Clip to half a window's worth so a pattern absent from train gives a finite logit.
+    eps = 0.5 / max(n, 1)
+    p = np.clip(p, eps, 1.0 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def constant_bce(prevalence: np.ndarray, labels: np.ndarray, n_reference: int) -> float:
+    """Mean BCE on ``labels [n, P]`` of predicting ``prevalence [P]`` (clipped as :func:`_logit` does)."""
+    logits = torch.from_numpy(np.broadcast_to(_logit(prevalence, n_reference), labels.shape).copy())
+    return float(nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels.astype(np.float64))))
+
+
+def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(
+        nn.functional.binary_cross_entropy_with_logits(
+            torch.from_numpy(logits.astype(np.float64)), torch.from_numpy(labels.astype(np.float64))
+        )
+    )
+
+
+def val_sample(dataset: Dataset, size: int, seed: int) -> np.ndarray:
+    """Sorted int64 positions of a seeded sample of at most ``size`` val windows."""
+    val_pos = dataset.index.rows_of("val")
+    if len(val_pos) == 0:
+        raise ValueError("the val split has no windows; val_loss cannot be measured")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(val_pos, size=min(size, len(val_pos)), replace=False))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def scratch_backbone(config: BackboneConfig, n_channels: int, seed: int) -> SSLBackbone:
+    """A freshly initialised backbone; the same seed gives the same initial weights."""
+    torch.manual_seed(seed)
+    return build_backbone(config, n_channels)
+
+
+def train_classifier(
+    backbone: SSLBackbone,
+    dataset: Dataset,
+    config: FinetuneConfig,
+    log: Callable[[str], None] = print,
+    checkpoint_path: Path | None = None,
+) -> ClassifierResult:
+    """Train a copy of ``backbone`` + a linear head on the train split's labels; score BCE on val.
+
+    The caller's backbone is not modified. Same seed and threads give bit-identical weights;
+    with ``checkpoint_path`` a killed run resumes where its last checkpoint left off.
+    """
+    labels = require_labels(dataset)
+    if backbone.input_channels != dataset.spec.n_features:
+        raise ValueError(
+            f"backbone takes {backbone.input_channels} channels but the dataset's windows have "
+            f"{dataset.spec.n_features} ({list(dataset.spec.feature_names)})"
+        )
+    seed_everything(config.seed, config.threads)
+    classifier = PatternClassifier(copy.deepcopy(backbone), dataset.patterns)
+    sampler = ClassifierBatchSampler(dataset, config.batch_size, config.positive_fraction, config.seed)
+    jitter_gen = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(classifier.backbone.parameters()), "lr": config.lr * config.encoder_lr_scale},
+            {"params": list(classifier.head.parameters()), "lr": config.lr},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    warmup = int(config.warmup_frac * config.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, warmup))
+    loss_fn = nn.BCEWithLogitsLoss()
+    losses: list[float] = []
+    start_step = 0
+    if checkpoint_path is not None and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=False)
+        differing = diff_fields(config, state["config"])
+        if differing:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} was written with another FinetuneConfig; differing fields:\n  "
+                + "\n  ".join(differing)
+            )
+        classifier.load_state_dict(state["classifier"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        jitter_gen.set_state(state["jitter_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        losses = list(state["losses"])
+        start_step = int(state["step"])
+        log(f"resumed classifier training from {checkpoint_path} at step {start_step}/{config.steps}")
+
+    params = list(classifier.parameters())
+    classifier.train()
+    t0 = time.perf_counter()
+    window_count = 0
+    for step in range(start_step, config.steps):
+        positions = sampler.sample()
+        x_np, observed_np = gather_positions(dataset, positions)
+        x, observed = torch.from_numpy(x_np), torch.from_numpy(observed_np)
+        if config.jitter_sigma > 0:
+            x = jitter(x, observed, config.jitter_sigma, jitter_gen)
+        target = torch.from_numpy(labels[positions].astype(np.float32))  # [B, P]
+        loss = loss_fn(classifier(x, observed), target)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"supervised classifier produced a non-finite loss ({float(loss.detach())}) at step {step}; "
+                f"lower the learning rate or check the backbone weights and inputs for NaN"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        window_count += len(positions)
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            rate = window_count / max(time.perf_counter() - t0, 1e-9)
+            log(
+                f"step {done}/{config.steps} bce {np.mean(losses[-config.log_every:]):.4f} "
+                f"lr {scheduler.get_last_lr()[-1]:.2e} {rate:.0f} windows/s"
+            )
+        if checkpoint_path is not None and done % config.checkpoint_every == 0 and done < config.steps:
+            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(
+                checkpoint_path,
+                {
+                    "classifier": classifier.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.state_dict(),
+                    "jitter_gen": jitter_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "losses": losses,
+                    "step": done,
+                    "config": config.model_dump(mode="json"),
+                },
+            )
+    seconds = time.perf_counter() - t0
+    classifier.eval()
+
+    train_labels = labels[sampler.train_positions]
+    n_train = len(sampler.train_positions)
+    prevalence = train_labels.mean(axis=0)
+    shift = np.zeros(len(dataset.patterns))
+    if config.prior_correction:
+        shift = _logit(sampler.sampled_prevalence(labels), n_train) - _logit(prevalence, n_train)
+        with torch.no_grad():
+            classifier.head.bias -= torch.from_numpy(shift.astype(np.float32))
+
+    val_pos = val_sample(dataset, config.val_windows, config.seed)
+    val_labels = labels[val_pos]
+    val_loss = _bce(predict_positions(classifier, dataset, val_pos), val_labels)
+    baseline = constant_bce(prevalence, val_labels, n_train)
+    log(
+        f"classifier val BCE {val_loss:.4f} vs {baseline:.4f} for the train prevalence "
+        f"({len(val_pos)} val windows)"
+    )
+    if checkpoint_path is not None:
+        checkpoint_path.unlink(missing_ok=True)
+    trained = config.steps - start_step
+    return ClassifierResult(
+        classifier=classifier,
+        losses=losses,
+        val_loss=val_loss,
+        val_baseline_loss=baseline,
+        windows_per_s=window_count / max(seconds, 1e-9) if trained else 0.0,
+        seconds=seconds,
+        train_windows=n_train,
+        positive_windows=int(len(sampler.positive_positions)),
+        prior_shift=[float(s) for s in shift],
+        resumed_from_step=start_step,
+        val_positions=val_pos,
+    )
+
+
+# --------------------------------------------------------------------------- loading and writing runs
+
+
+def load_pretrained_backbone(run_dir: Path, expected_spec: WindowSpec) -> tuple[SSLBackbone, SSLSchema]:
+    """The backbone of a pretraining run and its schema; refuses a run built for another window spec."""
+    run_dir = Path(run_dir)
+    schema = load_schema(run_dir / "schema.json", expected_spec)
+    encoder = load_encoder(run_dir)
+    if encoder.normalization != "none":
+        raise SchemaMismatchError(
+            f"the encoder at {run_dir} expects {encoder.normalization!r} inputs; the windowed dataset feeds "
+            f"per-window z-scored windows (normalization 'none' in encoder.json)"
+        )
+    differing = diff_fields(schema.encoder, encoder.backbone.config)
+    if differing:
+        raise SchemaMismatchError(
+            f"{run_dir}: encoder.json does not match schema.json's encoder; differing fields:\n  "
+            + "\n  ".join(differing)
+        )
+    if encoder.input_channels != expected_spec.n_features:
+        raise SchemaMismatchError(
+            f"the encoder at {run_dir} takes {encoder.input_channels} channels, the window spec has "
+            f"{expected_spec.n_features}"
+        )
+    return encoder.backbone, schema
+
+
+def supervised_schema(dataset: Dataset, config: FinetuneConfig, backbone_config: BackboneConfig) -> SSLSchema:
+    """Schema of a backbone trained from scratch on the labels: no SSL views, t* is the decision bar."""
+    no_views = AugmentConfig(
+        decision_min_frac=1.0,
+        censor_last_prob=1.0,
+        crop=False,
+        jitter_sigma=config.jitter_sigma,
+        scale_global=(1.0, 1.0),
+        scale_per_feature=(1.0, 1.0),
+        channel_dropout_p=0.0,
+        time_warp_max=0.0,
+    )
+    return SSLSchema(
+        window_spec=dataset.spec,
+        spec_fingerprint=dataset.spec.fingerprint(),
+        dataset_fingerprint=dataset.dataset_fingerprint,
+        augmentation=no_views,
+        objective=SUPERVISED_OBJECTIVE,
+        objective_config={"patterns": list(dataset.patterns), "finetune": config.model_dump(mode="json")},
+        encoder=backbone_config,
+    )
+
+
+def load_classifier(run_dir: Path) -> PatternClassifier:
+    """Rebuild the classifier of a run written by :func:`write_classifier_run`."""
+    run_dir = Path(run_dir)
+    path = run_dir / HEAD_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no classifier head at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    classifier = PatternClassifier(load_encoder(run_dir).backbone, tuple(state["patterns"]))
+    classifier.head.load_state_dict(state["head"])
+    return classifier.eval()
+
+
+def write_classifier_run(
+    result: ClassifierResult,
+    dataset: Dataset,
+    data_root: Path,
+    model_type: str,
+    variant: str,
+    source: dict[str, Any],
+    config: FinetuneConfig,
+    backbone_config: BackboneConfig,
+    schema: SSLSchema | None,
+    run_context: dict[str, Any] | None = None,
+) -> tuple[Path, str]:
+    """Write ``<data_root>/models/<model_type>/_pretrain/<run_id>/`` atomically; return (run dir, data version).
+
+    ``schema`` is the source encoder's for a finetune, None for a backbone trained from scratch
+    (a ``supervised`` schema is built). The data version fingerprints the encoder weights and the schema.
+    """
+    started = time.time() - result.seconds
+    classifier = result.classifier
+    if classifier.backbone.config != backbone_config:
+        raise ValueError(
+            "backbone_config differs from the trained backbone's; differing fields:\n  "
+            + "\n  ".join(diff_fields(backbone_config, classifier.backbone.config))
+        )
+    if schema is None:
+        schema = supervised_schema(dataset, config, backbone_config)
+    else:
+        require_spec(dataset.spec, schema.window_spec, "the source encoder's schema")
+    objective = schema.objective
+    run_id = new_run_id()
+    final_dir = run_dir(data_root, model_type, run_id)
+    metrics = {
+        "steps": result.steps,
+        "mean_loss": result.mean_loss,
+        "first_loss": result.first_loss,
+        "final_loss": result.final_loss,
+        "val_loss": result.val_loss,
+        "val_baseline_loss": result.val_baseline_loss,
+        "windows_per_s": result.windows_per_s,
+        "train_seconds": result.seconds,
+        "resumed_from_step": result.resumed_from_step,
+        "train_windows": result.train_windows,
+        "positive_windows": result.positive_windows,
+        "val_windows": int(len(result.val_positions)),
+        "prior_shift": dict(zip(dataset.patterns, result.prior_shift)),
+    }
+    context = dict(run_context or {})
+    partition = context.get("partition", f"{objective}|{variant}")
+    with atomic_dir(final_dir) as tmp:
+        encoder = Encoder(classifier.backbone, normalization="none", meta={"objective": objective, "source": source})
+        encoder.save(tmp)
+        atomic_torch_save(
+            tmp / HEAD_FILE,
+            {
+                "head": classifier.head.state_dict(),
+                "patterns": list(classifier.patterns),
+                "prior_shift": result.prior_shift,
+            },
+        )
+        atomic_write_text(tmp / "schema.json", schema.to_json())
+        atomic_write_json(
+            tmp / "pretrain_config.json",
+            {
+                "objective": objective,
+                "variant": variant,
+                "backbone": backbone_config.model_dump(mode="json"),
+                "finetune": config.model_dump(mode="json"),
+                "patterns": list(dataset.patterns),
+                "source": source,
+                "metrics": metrics,
+                "loss_curve": result.losses,
+            },
+        )
+        atomic_write_json(
+            tmp / "experiment.json",
+            {
+                "model_type": model_type,
+                "objective": objective,
+                "variant": variant,
+                "partition": partition,
+                "training": source.get("kind"),
+                "backbone": backbone_config.kind,
+                "dataset_fingerprint": dataset.dataset_fingerprint,
+                "spec_fingerprint": schema.spec_fingerprint,
+                "schema_fingerprint": schema.fingerprint,
+                "train_windows": result.train_windows,
+            },
+        )
+        finished = time.time()
+        atomic_write_json(
+            tmp / "run_meta.json",
+            {
+                "run_id": run_id,
+                **context,
+                "partition": partition,
+                "git_sha": git_sha(),
+                "seed": config.seed,
+                "threads": thread_env(),
+                "host": host_info(),
+                "timings": {"started": started, "finished": finished, "seconds": finished - started},
+            },
+        )
+        weights_hash = hashlib.sha256((tmp / "encoder.pt").read_bytes()).hexdigest()
+    data_version = fingerprint({"weights": weights_hash, "schema": schema.fingerprint})
+    return final_dir, data_version
+
+
+__all__ = [
+    "ClassifierBatchSampler",
+    "ClassifierResult",
+    "FinetuneConfig",
+    "PatternClassifier",
+    "constant_bce",
+    "gather_positions",
+    "load_classifier",
+    "load_pretrained_backbone",
+    "predict_positions",
+    "scratch_backbone",
+    "supervised_schema",
+    "train_classifier",
+    "val_sample",
+    "write_classifier_run",
+]
