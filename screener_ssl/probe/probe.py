@@ -1,0 +1,436 @@
+"""The frozen-encoder probe (DESIGN.md section 6): embed, fit a head on train, threshold on val, score test.
+
+Procedure, all deterministic given ``ProbeConfig.seed``:
+
+1. Embeddings at the decision bar of a seeded random subsample of train windows
+   (natural prevalence, never rebalanced: calibration is part of the report).
+2. One-vs-rest head per pattern (:func:`screener_ssl.probe.head.fit_probe_head`).
+3. Probabilities on (a subsample of) val; per pattern, the lowest val threshold
+   reaching ``target_precision`` (NaN in the head where none does: no alerts).
+4. Probabilities on every (or ``max_test_windows``) test window, plus
+   - earliest detection: each test event scored at the decisions where 20/40/
+     60/80/100 % of its span is complete (only events whose prefix decisions all
+     fall on test-split days of the event's own ticker);
+   - stability: ``stability_windows`` test windows, each scored under
+     ``stability_augs`` seeded augmentations.
+5. :func:`screener_ssl.probe.metrics.screener_report` turns these into AUPRC
+   with bootstrap CIs, alerts/day/ticker, earliest-detection curves, stability
+   and calibration, per pattern and macro.
+
+Every window is gathered with :func:`gather_windows` (decision bar open-only,
+nothing after it), so the probe sees exactly what a screener would at the open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from screener_ssl.data.contracts import SPLITS
+from screener_ssl.data.dataset import Dataset
+from screener_ssl.data.windows import gather_windows, split_calendar_positions
+from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
+from screener_ssl.probe.metrics import PREFIX_FRACS, prefix_decision_offsets, screener_report, threshold_at_precision
+from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
+from screener_ssl.ssl.augment import AugmentConfig, augment_view
+from screener_ssl.ssl.encoder import Encoder
+from screener_ssl.tracking.artifacts import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    to_jsonable,
+)
+
+METRICS_FILE = "probe_metrics.json"
+PREDICTIONS_FILE = "probe_predictions.parquet"
+PLOT_FILES = {
+    "pr_curves": "probe_pr_curves.png",
+    "earliest_detection": "probe_earliest_detection.png",
+    "reliability": "probe_reliability.png",
+}
+TEST_SPLIT = SPLITS.index("test")
+
+
+class ProbeConfig(BaseModel):
+    """How the probe samples, fits and scores; recorded verbatim in ``probe_metrics.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    head: Literal["logistic", "mlp"] = "logistic"
+    C: float = Field(1.0, gt=0.0)  # inverse L2 strength of the logistic head
+    mlp_hidden: int = Field(64, ge=1, le=4096)
+    max_train_windows: int = Field(40_000, ge=10)
+    max_val_windows: int = Field(40_000, ge=10)
+    max_test_windows: int | None = Field(None, ge=1)  # None = every test window
+    target_precision: float = Field(0.8, gt=0.0, le=1.0)
+    n_boot: int = Field(200, ge=0, le=100_000)
+    stability_windows: int = Field(256, ge=0)  # 0 = no stability measurement
+    stability_augs: int = Field(8, ge=2, le=256)
+    prefix_fracs: tuple[float, ...] = PREFIX_FRACS
+    batch_size: int = Field(1024, ge=1, le=65_536)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("prefix_fracs")
+    @classmethod
+    def _check_fracs(cls, fracs: tuple[float, ...]) -> tuple[float, ...]:
+        if not fracs or any(not 0.0 < f <= 1.0 for f in fracs) or list(fracs) != sorted(set(fracs)):
+            raise ValueError(f"prefix_fracs must be distinct, ascending values in (0, 1], found {list(fracs)}")
+        return fracs
+
+
+@dataclass
+class ProbeResult:
+    """Everything one probe run produces; :func:`write_probe_artifacts` puts it on disk."""
+
+    metrics: dict  # JSON-ready: config, per_pattern, macro, n_windows, timings, head, events
+    predictions: pl.DataFrame  # one row per scored val/test window
+    head: ProbeHead
+    plots: dict[str, bytes]  # PNG bytes: "pr_curves", "earliest_detection", "reliability"
+
+
+@dataclass(frozen=True)
+class EventDecisions:
+    """Test events and the decision rows at which each prefix of them is scored."""
+
+    ticker_id: np.ndarray  # int64 [E]
+    pattern_id: np.ndarray  # int64 [E]
+    start_row: np.ndarray  # int64 [E], global row of the event's first bar
+    end_row: np.ndarray  # int64 [E], global row of the event's last bar
+    decision_row: np.ndarray  # int64 [E, F], global decision row per prefix fraction
+    fracs: tuple[float, ...]
+    n_candidates: int  # events before the test-split filter
+
+
+# --------------------------------------------------------------------------- window selection and embedding
+
+
+def _subsample(positions: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted seeded subsample of ``positions`` of size ``<= limit`` (all when limit is None)."""
+    if limit is None or positions.shape[0] <= limit:
+        return positions
+    return np.sort(rng.choice(positions, size=limit, replace=False))
+
+
+def gather_decisions(
+    dataset: Dataset, decision_row: np.ndarray, ticker_start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Censored windows ``x, observed [n, window_max, C]`` ending at global ``decision_row [n]``."""
+    return gather_windows(
+        dataset.store.values,
+        ticker_start,
+        decision_row,
+        dataset.spec.window_max,
+        open_known=dataset.spec.open_known_mask,
+    )
+
+
+def embed_decisions(
+    encoder: Encoder, dataset: Dataset, decision_row: np.ndarray, ticker_start: np.ndarray, batch_size: int = 1024
+) -> np.ndarray:
+    """Embeddings ``[n, D]`` float32 at global ``decision_row [n]`` (first row of each ticker: ``ticker_start [n]``)."""
+    decision_row = np.asarray(decision_row, dtype=np.int64)
+    ticker_start = np.asarray(ticker_start, dtype=np.int64)
+    out = np.empty((decision_row.shape[0], encoder.embed_dim), dtype=np.float32)
+    for i in range(0, decision_row.shape[0], batch_size):
+        sl = slice(i, i + batch_size)
+        x, observed = gather_decisions(dataset, decision_row[sl], ticker_start[sl])
+        out[sl] = encoder.encode_prepared(x, observed, batch_size=batch_size)
+    return out
+
+
+def _embed_positions(encoder: Encoder, dataset: Dataset, positions: np.ndarray, batch_size: int) -> np.ndarray:
+    return embed_decisions(
+        encoder, dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions), batch_size
+    )
+
+
+def event_prefix_decisions(dataset: Dataset, fracs: tuple[float, ...] = PREFIX_FRACS) -> EventDecisions:
+    """Test events with their prefix decision rows (see :func:`prefix_decision_offsets`).
+
+    An event is kept when every prefix decision row lies inside its own ticker
+    (``end_row + 1`` must exist), has ``min_history`` bars behind it, and falls
+    on a test-split calendar day; so the train/val embargo also guards these.
+    """
+    if dataset.events is None:
+        raise ValueError("the dataset has no label events; load it with labels (materialize pattern_labels)")
+    ev = dataset.events.events
+    store, spec, index = dataset.store, dataset.spec, dataset.index
+    tid = ev.get_column("ticker_id").to_numpy().astype(np.int64)
+    pid = ev.get_column("pattern_id").to_numpy().astype(np.int64)
+    start = ev.get_column("start_row").to_numpy().astype(np.int64)
+    end = ev.get_column("end_row").to_numpy().astype(np.int64)
+    rows = prefix_decision_offsets(start, end, fracs)  # [E, F]
+    lo = store.offsets[:-1][tid][:, None]  # [E, 1] first row of the event's ticker
+    hi = store.offsets[1:][tid][:, None]  # [E, 1] one past its last row
+    inside = (rows < hi) & (rows - lo >= spec.min_history - 1)
+    day_split = split_calendar_positions(index.calendar.shape[0], spec)
+    safe_rows = np.where(inside, rows, lo)  # index dates only where the row exists
+    on_test = day_split[np.searchsorted(index.calendar, store.dates[safe_rows])] == TEST_SPLIT
+    keep = (inside & on_test).all(axis=1)
+    return EventDecisions(
+        ticker_id=tid[keep],
+        pattern_id=pid[keep],
+        start_row=start[keep],
+        end_row=end[keep],
+        decision_row=rows[keep],
+        fracs=tuple(float(f) for f in fracs),
+        n_candidates=int(tid.shape[0]),
+    )
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+def _thresholds(
+    patterns: tuple[str, ...], y_val: np.ndarray, prob_val: np.ndarray, target_precision: float
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """Head thresholds (NaN where the target is unreachable on val) and the full val threshold reports."""
+    head_thr, reports = {}, {}
+    for p, name in enumerate(patterns):
+        rep = threshold_at_precision(y_val[:, p], prob_val[:, p], target_precision)
+        reports[name] = rep
+        head_thr[name] = rep["threshold"] if rep["achievable"] else float("nan")
+    return head_thr, reports
+
+
+def _predictions_frame(
+    dataset: Dataset, positions: np.ndarray, probs: np.ndarray, patterns: tuple[str, ...]
+) -> pl.DataFrame:
+    index, store = dataset.index, dataset.store
+    rows = index.decision_row[positions]
+    columns: dict[str, pl.Series] = {
+        "ticker": pl.Series(
+            "ticker", np.asarray(store.tickers, dtype=object)[index.ticker_id[positions]], dtype=pl.String
+        ),
+        "date": pl.Series("date", store.dates[rows].astype("datetime64[D]")).cast(pl.Date),
+        "split": pl.Series("split", np.asarray(SPLITS, dtype=object)[index.split[positions]], dtype=pl.String),
+        "decision_row": pl.Series("decision_row", rows.astype(np.int64)),
+    }
+    labels = dataset.labels[positions]
+    for p, name in enumerate(patterns):
+        columns[f"label_{name}"] = pl.Series(f"label_{name}", labels[:, p].astype(np.uint8))
+        columns[f"score_{name}"] = pl.Series(f"score_{name}", probs[:, p].astype(np.float64))
+    return pl.DataFrame(list(columns.values()))
+
+
+def _stability_scores(
+    encoder: Encoder,
+    head: ProbeHead,
+    dataset: Dataset,
+    positions: np.ndarray,
+    augment: AugmentConfig,
+    n_augs: int,
+    seed: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Probabilities ``[M, K, P]`` of M windows under K seeded augmentations each."""
+    x, observed = gather_decisions(dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions))
+    gen = torch.Generator().manual_seed(seed)
+    xt, ot = torch.from_numpy(x), torch.from_numpy(observed)
+    out = np.empty((positions.shape[0], n_augs, len(head.patterns)), dtype=np.float64)
+    for k in range(n_augs):
+        xa, oa = augment_view(xt, ot, augment, gen)
+        emb = encoder.encode_prepared(xa.numpy(), oa.numpy(), batch_size=batch_size)
+        out[:, k] = head.predict_proba(emb)
+    return out
+
+
+def run_probe(
+    encoder: Encoder,
+    dataset: Dataset,
+    config: ProbeConfig,
+    augment: AugmentConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> ProbeResult:
+    """Fit the probe head on train, threshold on val, report every screener metric on test."""
+    if dataset.labels is None or not dataset.patterns:
+        raise ValueError("run_probe needs a dataset with labels; load it with labels (materialize pattern_labels)")
+    if encoder.input_channels != dataset.spec.n_features:
+        raise ValueError(
+            f"encoder expects {encoder.input_channels} input channels, the dataset has "
+            f"{dataset.spec.n_features} features {dataset.spec.feature_names}"
+        )
+    augment = augment or AugmentConfig()
+    patterns = tuple(dataset.patterns)
+    timings: dict[str, float] = {}
+    started = clock = time.perf_counter()
+
+    def lap(stage: str) -> float:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+        return timings[stage]
+
+    # Independent streams: changing one sample size leaves the other samples as they were.
+    rng_train, rng_val, rng_test, rng_stab = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(4)
+    )
+    index = dataset.index
+    available = index.counts()
+    train_pos = _subsample(index.rows_of("train"), config.max_train_windows, rng_train)
+    val_pos = _subsample(index.rows_of("val"), config.max_val_windows, rng_val)
+    test_pos = _subsample(index.rows_of("test"), config.max_test_windows, rng_test)
+    for split, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos)):
+        if pos.shape[0] == 0:
+            raise ValueError(f"the {split} split has no windows; the probe needs train, val and test windows")
+    y_train, y_val, y_test = dataset.labels[train_pos], dataset.labels[val_pos], dataset.labels[test_pos]
+
+    emb_train = _embed_positions(encoder, dataset, train_pos, config.batch_size)
+    log(
+        f"probe: embedded {len(train_pos)} of {available['train']} train windows "
+        f"(D={encoder.embed_dim}) in {lap('embed_train'):.1f}s"
+    )
+    head = fit_probe_head(
+        emb_train, y_train, patterns, kind=config.head, C=config.C, mlp_hidden=config.mlp_hidden, seed=config.seed
+    )
+    constant = head.fit_info.get("constant_patterns", [])
+    log(
+        f"probe: fitted {config.head} head on {len(patterns)} patterns in {lap('fit_head'):.1f}s"
+        + (f"; constant (no train positive): {constant}" if constant else "")
+    )
+
+    prob_val = head.predict_proba(_embed_positions(encoder, dataset, val_pos, config.batch_size))
+    head_thresholds, val_threshold_reports = _thresholds(patterns, y_val, prob_val, config.target_precision)
+    head.set_thresholds(head_thresholds, config.target_precision)
+    unreachable = [p for p in patterns if np.isnan(head_thresholds[p])]
+    log(
+        f"probe: scored {len(val_pos)} val windows, thresholds at precision {config.target_precision} "
+        f"in {lap('val'):.1f}s" + (f"; unreachable for {unreachable}" if unreachable else "")
+    )
+
+    prob_test = head.predict_proba(_embed_positions(encoder, dataset, test_pos, config.batch_size))
+    log(f"probe: scored {len(test_pos)} of {available['test']} test windows in {lap('test'):.1f}s")
+
+    events = event_prefix_decisions(dataset, config.prefix_fracs)
+    n_events, n_fracs = events.decision_row.shape
+    event_probs = head.predict_proba(
+        embed_decisions(
+            encoder,
+            dataset,
+            events.decision_row.reshape(-1),
+            np.repeat(dataset.store.offsets[:-1][events.ticker_id], n_fracs),
+            config.batch_size,
+        )
+    ).reshape(n_events, n_fracs, len(patterns))  # [E, F, P]
+    event_scores = {
+        name: {frac: event_probs[events.pattern_id == p, f, p] for f, frac in enumerate(events.fracs)}
+        for p, name in enumerate(patterns)
+    }
+    events_per_pattern = {name: int((events.pattern_id == p).sum()) for p, name in enumerate(patterns)}
+    log(f"probe: scored {n_events} test events x {n_fracs} prefixes in {lap('events'):.1f}s")
+
+    scores_aug = None
+    if config.stability_windows > 0:
+        stab_pos = _subsample(test_pos, config.stability_windows, rng_stab)
+        aug_probs = _stability_scores(
+            encoder, head, dataset, stab_pos, augment, config.stability_augs, config.seed, config.batch_size
+        )  # [M, K, P]
+        scores_aug = {name: aug_probs[:, :, p] for p, name in enumerate(patterns)}
+        log(
+            f"probe: stability of {len(stab_pos)} test windows x {config.stability_augs} augmentations "
+            f"in {lap('stability'):.1f}s"
+        )
+
+    report = screener_report(
+        patterns=patterns,
+        y_val=y_val,
+        score_val=prob_val,
+        y_test=y_test,
+        score_test=prob_test,
+        n_ticker_days=int(len(test_pos)),
+        target_precision=config.target_precision,
+        prob_test=prob_test,
+        event_scores=event_scores,
+        scores_aug=scores_aug,
+        n_boot=config.n_boot,
+        seed=config.seed,
+    )
+    log(f"probe: metrics with {config.n_boot} bootstrap resamples in {lap('report'):.1f}s")
+
+    plots = {
+        "pr_curves": pr_curves_png({name: (y_test[:, p], prob_test[:, p]) for p, name in enumerate(patterns)}),
+        "earliest_detection": earliest_detection_png(
+            {name: rep["earliest_detection"] for name, rep in report["per_pattern"].items()}
+            | ({"macro": report["macro"]["earliest_detection"]} if report["macro"]["earliest_detection"] else {})
+        ),
+        "reliability": reliability_png({name: rep["calibration"] for name, rep in report["per_pattern"].items()}),
+    }
+    val_pred = _predictions_frame(dataset, val_pos, prob_val, patterns)
+    test_pred = _predictions_frame(dataset, test_pos, prob_test, patterns)
+    predictions = pl.concat([val_pred, test_pred], how="vertical")
+    lap("plots")
+    timings["total"] = time.perf_counter() - started
+
+    metrics = to_jsonable(
+        {
+            "config": {
+                "probe": config.model_dump(mode="json"),
+                "report": report["config"],
+                "augment": augment.model_dump(mode="json"),
+                "encoder": {
+                    "embed_dim": encoder.embed_dim,
+                    "input_channels": encoder.input_channels,
+                    "normalization": encoder.normalization,
+                    "backbone": encoder.backbone.config.model_dump(mode="json"),
+                    "meta": encoder.meta,
+                },
+                "spec_fingerprint": dataset.spec.fingerprint(),
+                "dataset_fingerprint": dataset.info.get("dataset_fingerprint"),
+            },
+            "patterns": list(patterns),
+            "per_pattern": report["per_pattern"],
+            "macro": report["macro"],
+            "n_windows": {"train": len(train_pos), "val": len(val_pos), "test": len(test_pos)},
+            "windows_available": available,
+            "prevalence": {
+                split: {name: float(y[:, p].mean()) for p, name in enumerate(patterns)}
+                for split, y in (("train", y_train), ("val", y_val), ("test", y_test))
+            },
+            "events": {
+                "candidates": events.n_candidates,
+                "test": n_events,
+                "per_pattern": events_per_pattern,
+                "prefix_fracs": list(events.fracs),
+            },
+            "head": {
+                "kind": head.kind,
+                "thresholds": head.thresholds,
+                "target_precision": head.target_precision,
+                "constant_patterns": constant,
+                "val_thresholds": val_threshold_reports,
+                "fit_info": head.fit_info,
+            },
+            "timings": timings,
+        }
+    )
+    macro = report["macro"]
+    log(
+        f"probe: macro AUPRC {macro['auprc']:.4f} [{macro['ci_low']:.4f}, {macro['ci_high']:.4f}] "
+        f"on {len(test_pos)} test windows; total {timings['total']:.1f}s"
+    )
+    return ProbeResult(metrics=metrics, predictions=predictions, head=head, plots=plots)
+
+
+def write_probe_artifacts(result: ProbeResult, run_dir: Path) -> dict[str, Path]:
+    """Write the probe's files into ``run_dir``, each atomically; returns file name -> path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        METRICS_FILE: atomic_write_json(run_dir / METRICS_FILE, result.metrics),
+        PREDICTIONS_FILE: atomic_write_parquet(run_dir / PREDICTIONS_FILE, result.predictions),
+        HEAD_FILE: result.head.save(run_dir),
+    }
+    for key, name in PLOT_FILES.items():
+        if key not in result.plots:
+            raise KeyError(f"write_probe_artifacts: the result has no {key!r} plot (plots: {sorted(result.plots)})")
+        paths[name] = atomic_write_bytes(run_dir / name, result.plots[key])
+    return paths
