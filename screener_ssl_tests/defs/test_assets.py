@@ -96,6 +96,10 @@ def test_one_partition_end_to_end_through_probe_and_index(tiny_env):
     assert {"probe_metrics.macro.auprc", "pretrain_config.metrics.final_loss", "schema.window_spec.window_max"} <= set(index.columns)
     board = index_result.asset_materializations_for_node("experiment_index")[0].metadata["leaderboard"].value
     assert "masked_recon" in board and "raw_features" in board
+    scan = _materialize(defs, instance, ["market_scan"]).asset_materializations_for_node("market_scan")[0].metadata
+    assert scan["tickers_scored"].value == 10 and scan["skipped"].value == 0
+    scores = pl.read_parquet(Path(tiny_env["SCREENER_SSL_DATA_DIR"]) / "scans" / "market_scan_latest.parquet")
+    assert scores.height == 10 * 7 and set(scores.columns) >= {"ticker", "date", "pattern", "score", "alert"}
 
 
 def test_undefined_variant_fails_with_a_clear_error(tiny_env):

@@ -1,0 +1,459 @@
+"""The market-wide scan: score every ticker's latest decision window with a probed encoder.
+
+A scored model is a run dir holding ``encoder.pt``/``encoder.json``, ``schema.json``
+and ``probe_head.json``. :func:`scan_market` loads it, reads only the recent bars
+each ticker's window needs (``window_max + volume_lookback + 1`` per ticker, up to
+``as_of``), computes the shape features on that small frame, gathers the window
+that ends at each ticker's bar on ``as_of`` (open-only, exactly as in training and
+probing), embeds them in cache-sized chunks and returns per-pattern scores, alerts
+and ranks.
+
+No lookahead: bars after ``as_of`` are filtered out before anything is computed,
+and on the ``as_of`` bar only the open is read (its high/low/close/volume are
+overwritten with placeholders before the features are computed; the decision bar
+is the last row of its ticker, so nothing else reads them). Tickers that cannot be
+scored are listed in ``ScanResult.skipped`` with the reason, never dropped silently.
+The market on ``as_of`` is every ticker with a bar among its last K trading dates
+(K = ``bars_needed(spec)``); a ticker silent for longer has left it and is not listed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from screener_ssl.data.contracts import BAR_COLUMNS
+from screener_ssl.data.features import compute_shape_features
+from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.probe.head import HEAD_FILE, ProbeHead
+from screener_ssl.ssl.encoder import Encoder, load_encoder
+from screener_ssl.ssl.schema import load_schema
+
+AUPRC_COLUMN = "probe_metrics.macro.auprc"
+SCORE_COLUMNS: dict[str, pl.DataType] = {
+    "ticker": pl.String(),
+    "date": pl.Date(),
+    "pattern": pl.String(),
+    "score": pl.Float64(),
+    "alert": pl.Boolean(),
+    "rank": pl.Int64(),
+}
+SKIPPED_COLUMNS: dict[str, pl.DataType] = {"ticker": pl.String(), "reason": pl.String()}
+TIMING_KEYS: tuple[str, ...] = ("model", "load", "features", "gather", "forward", "head", "rank", "total")
+_PRICE_FIELDS = ("open", "high", "low", "close")
+_CENSORED_BAR_FIELDS = ("high", "low", "close", "volume")  # unknown at the decision bar's open
+
+
+class ScanConfig(BaseModel):
+    """How a market scan runs; none of it changes a score."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_size: int = Field(512, ge=1, le=65_536)  # windows per forward; ~cache-sized on CPU
+    threads: int = Field(2, ge=1, le=256)  # torch intra-op and DuckDB threads
+    as_of: dt.date | None = None  # decision date; None = the latest date in the bars
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+@dataclass
+class ScanResult:
+    """Scores of one scan. ``scores``: one row per ticker x pattern, sorted by (pattern, rank)."""
+
+    scores: pl.DataFrame  # ticker, date, pattern, score, alert (bool), rank (1 = highest score of that pattern)
+    skipped: pl.DataFrame  # ticker, reason
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (TIMING_KEYS)
+    as_of: dt.date | None = None
+    run_dir: Path | None = None
+
+
+def bars_needed(spec: WindowSpec) -> int:
+    """Bars per ticker the latest window needs: the window, the volume baseline before it, one previous close."""
+    return spec.window_max + spec.volume_lookback + 1
+
+
+# --------------------------------------------------------------------------- loading bars
+
+
+def _quote_identifier(name: str) -> str:
+    if not name or '"' in name:
+        raise ValueError(f"invalid DuckDB table name {name!r}")
+    return f'"{name}"'
+
+
+def _connect_read_only(db_path: Path, threads: int | None):
+    import duckdb
+
+    if not Path(db_path).exists():
+        raise FileNotFoundError(f"no DuckDB warehouse at {db_path}; materialize ohlcv_bars first")
+    config = {"threads": int(threads)} if threads else {}
+    try:
+        return duckdb.connect(str(db_path), read_only=True, config=config)
+    except duckdb.IOException as err:
+        raise RuntimeError(f"cannot open {db_path} read-only ({err}); is a writer holding it?") from err
+
+
+def load_latest_bars(
+    db_path: Path,
+    spec: WindowSpec,
+    as_of: dt.date | None,
+    table: str = "bars",
+    threads: int | None = None,
+) -> pl.DataFrame:
+    """The last ``K = bars_needed(spec)`` bars up to ``as_of`` of every ticker trading in the last K dates.
+
+    Read-only; sorted by (ticker, date); ``as_of`` None = the latest date in the table.
+    The main query reads only the last K distinct trading dates up to ``as_of`` (a
+    ticker has at most K bars there, so it needs no window function). A ticker with
+    fewer than K bars in that range (a halt, a late listing) is completed by a second
+    query over those tickers alone, ``QUALIFY row_number() OVER (PARTITION BY ticker
+    ORDER BY date DESC) <= K``. A ticker with no bar at all in the last K trading
+    dates is not part of the market on ``as_of`` and is not returned.
+    """
+    import duckdb
+
+    k = bars_needed(spec)
+    name = _quote_identifier(table)
+    columns = ", ".join(BAR_COLUMNS)
+    with _connect_read_only(db_path, threads) as con:
+        try:
+            present = {row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()}
+        except duckdb.CatalogException as err:
+            raise ValueError(f"{db_path}: no table {table!r} ({err})") from err
+        missing = [c for c in BAR_COLUMNS if c not in present]
+        if missing:
+            raise ValueError(f"{db_path}: table {table!r} lacks bar columns {missing}")
+        if as_of is None:
+            as_of = con.execute(f"SELECT max(date) FROM {name}").fetchone()[0]
+            if as_of is None:
+                raise ValueError(f"{db_path}: table {table!r} is empty")
+        cutoff = _kth_latest_date(con, name, as_of, k)
+        # No ORDER BY: the scan keeps the table's (usually sorted) order; sorting costs more than checking.
+        recent = con.execute(
+            f"SELECT {columns} FROM {name} WHERE date >= $cutoff AND date <= $as_of",
+            {"cutoff": cutoff, "as_of": as_of},
+        ).pl()
+        short = recent.group_by("ticker").len().filter(pl.col("len") < k).select("ticker")
+        if short.height:
+            short_arrow = short.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
+            completed = con.execute(
+                f"SELECT {columns} FROM {name} "
+                f"WHERE date <= $as_of AND ticker IN (SELECT ticker FROM short_arrow) "
+                f"QUALIFY row_number() OVER (PARTITION BY ticker ORDER BY date DESC) <= {k}",
+                {"as_of": as_of},
+            ).pl()
+            recent = pl.concat([recent.join(short, on="ticker", how="anti"), completed.cast(recent.schema)])
+    return recent if _is_sorted_by_ticker_date(recent) else recent.sort("ticker", "date")
+
+
+def _kth_latest_date(con, name: str, as_of: dt.date, k: int) -> dt.date:
+    """The K-th most recent trading date up to ``as_of`` (``date.min`` when there are fewer than K).
+
+    Bars older than it cannot be among any ticker's last K. Searched first within a
+    calendar span that holds K trading days with room to spare, then in all history.
+    """
+    query = (
+        f"SELECT date FROM (SELECT DISTINCT date FROM {name} WHERE date <= $as_of AND date >= $since) "
+        f"ORDER BY date DESC LIMIT 1 OFFSET {k - 1}"
+    )
+    span = dt.timedelta(days=2 * k + 60)  # K business days are ~1.4 K calendar days, plus holidays
+    for since in (as_of - span, dt.date.min):
+        row = con.execute(query, {"as_of": as_of, "since": since}).fetchone()
+        if row is not None:
+            return row[0]
+    return dt.date.min
+
+
+def _is_sorted_by_ticker_date(bars: pl.DataFrame) -> bool:
+    """True when rows are in strictly increasing (ticker, date) order."""
+    if bars.height < 2:
+        return True
+    ticker, date = pl.col("ticker"), pl.col("date")
+    ordered = (ticker > ticker.shift()) | ((ticker == ticker.shift()) & (date > date.shift()))
+    return bool(bars.select(ordered.slice(1).all()).item())
+
+
+def latest_bars_from_frame(bars: pl.DataFrame, spec: WindowSpec, as_of: dt.date) -> pl.DataFrame:
+    """The same rows :func:`load_latest_bars` returns, from an in-memory bar frame (any history length)."""
+    _check_bar_frame(bars, "bars")
+    k = bars_needed(spec)
+    recent = bars.select(BAR_COLUMNS).filter(pl.col("date") <= as_of)
+    if not _is_sorted_by_ticker_date(recent):
+        recent = recent.sort("ticker", "date")
+    recent = recent.group_by("ticker", maintain_order=True).tail(k)
+    dates = recent.get_column("date").unique().sort(descending=True)
+    if dates.len() >= k:  # tickers without a bar in the last K trading dates are not in the market
+        recent = recent.filter((pl.col("date").max().over("ticker") >= dates[k - 1]))
+    return recent
+
+
+def _check_bar_frame(bars: pl.DataFrame, what: str) -> None:
+    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+    if missing:
+        raise ValueError(f"{what} lack bar columns {missing}; expected {BAR_COLUMNS}")
+    if bars.schema["date"] != pl.Date:
+        raise ValueError(f"{what}: column 'date' must be pl.Date, found {bars.schema['date']}")
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def _usable(column: str) -> pl.Expr:
+    """A bar field that is present, finite and (prices) positive / (volume) non-negative."""
+    col = pl.col(column).cast(pl.Float64)
+    ok = col.is_not_null() & col.is_finite()
+    return ok & ((col >= 0) if column == "volume" else (col > 0))
+
+
+def latest_windows(
+    bars: pl.DataFrame, spec: WindowSpec, as_of: dt.date, timings: dict[str, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str], pl.DataFrame]:
+    """Censored, normalized windows ending at each ticker's bar on ``as_of``.
+
+    ``bars``: sorted by (ticker, date); any history length (the last
+    ``bars_needed(spec)`` bars per ticker give the same features as the full history).
+    Returns x float32 [n, window_max, C], observed bool [n, window_max, C], the n
+    tickers (sorted) and the skipped tickers with their reason. Vectorized over tickers.
+    ``timings``, when given, receives the seconds spent on "features" and "gather".
+    """
+    t_start = time.perf_counter()
+    _check_bar_frame(bars, "bars")
+    bars = bars.select(BAR_COLUMNS)
+    if bars.height and bars.get_column("date").max() > as_of:
+        bars = bars.filter(pl.col("date") <= as_of)  # nothing after the decision date exists
+    is_decision = pl.col("date") == as_of  # dates are unique per ticker: this is its last row
+    # A history bar must be fully valid (a NaN volume would poison every later trailing mean);
+    # on the decision bar only the open is read.
+    row_ok = pl.when(is_decision).then(_usable("open")).otherwise(
+        pl.all_horizontal([_usable(c) for c in (*_PRICE_FIELDS, "volume")])
+    )
+    bad = bars.filter(~row_ok)
+    skipped_rows: list[dict] = []
+    if bad.height:
+        bad_summary = bad.group_by("ticker").agg(
+            pl.len().alias("n_bad"), (pl.col("date") == as_of).any().alias("decision_bad")
+        )
+        for row in bad_summary.sort("ticker").iter_rows(named=True):
+            if row["decision_bad"] and row["n_bad"] == 1:
+                reason = f"no usable open on as_of date {as_of}"
+            else:
+                reason = f"invalid bars up to as_of: {row['n_bad']} rows with missing or non-positive values"
+            skipped_rows.append({"ticker": row["ticker"], "reason": reason})
+        bars = bars.join(bad_summary.select("ticker"), on="ticker", how="anti")
+    # Placeholders for the decision bar's unknown fields: finite, so no NaN spreads, and never read.
+    placeholder = {"high": pl.col("open"), "low": pl.col("open"), "close": pl.col("open"), "volume": pl.lit(0.0)}
+    bars = bars.with_columns(
+        [pl.when(is_decision).then(placeholder[c]).otherwise(pl.col(c)).alias(c) for c in _CENSORED_BAR_FIELDS]
+    )
+    n_channels = spec.n_features
+    empty_x = np.zeros((0, spec.window_max, n_channels), dtype=np.float32)
+    if bars.height == 0:
+        return empty_x, empty_x.astype(bool), [], _skipped_frame(skipped_rows)
+
+    if not _is_sorted_by_ticker_date(bars):
+        bars = bars.sort("ticker", "date")
+    # Integer ticker codes in the same order: the feature step then compares ints, not Python strings.
+    store = compute_shape_features(
+        bars.with_columns(pl.col("ticker").rle_id()), volume_lookback=spec.volume_lookback
+    )
+    if tuple(store.feature_names) != tuple(spec.feature_names):
+        raise ValueError(f"shape features are {store.feature_names}, the window spec expects {spec.feature_names}")
+    starts, ends = store.offsets[:-1], store.offsets[1:]
+    ticker_names = bars.get_column("ticker").gather(starts).to_list()
+    n_bars = ends - starts
+    last_date = store.dates[ends - 1]
+    has_bar = last_date == np.datetime64(as_of, "D")
+    enough = n_bars >= spec.min_history
+    scorable = has_bar & enough
+    for i in np.flatnonzero(~scorable):  # the few unscorable tickers only
+        if not has_bar[i]:
+            reason = f"no bar on as_of date {as_of} (last bar {last_date[i]})"
+        else:
+            reason = f"insufficient_history: {int(n_bars[i])} bars < min_history {spec.min_history}"
+        skipped_rows.append({"ticker": ticker_names[i], "reason": reason})
+    tickers = [ticker_names[i] for i in np.flatnonzero(scorable)]
+    if not tickers:
+        return empty_x, empty_x.astype(bool), [], _skipped_frame(skipped_rows)
+    t_gather = time.perf_counter()
+    x, observed = gather_windows(
+        store.values,
+        starts[scorable],
+        ends[scorable] - 1,
+        spec.window_max,
+        open_known=spec.open_known_mask,
+    )
+    if timings is not None:
+        timings["features"] = t_gather - t_start
+        timings["gather"] = time.perf_counter() - t_gather
+    return x, observed, tickers, _skipped_frame(skipped_rows)
+
+
+def _skipped_frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SKIPPED_COLUMNS).sort("ticker")
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def batched_embeddings(
+    backbone: torch.nn.Module,
+    x: np.ndarray,
+    observed: np.ndarray,
+    chunk_size: int,
+    device: str = "cpu",
+) -> np.ndarray:
+    """``x, observed [n, W, C]`` -> embeddings at the decision bar ``[n, D]`` float32, in chunks."""
+    n = x.shape[0]
+    out = np.empty((n, backbone.embed_dim), dtype=np.float32)
+    with torch.inference_mode():
+        for begin in range(0, n, chunk_size):
+            xb = torch.from_numpy(x[begin : begin + chunk_size]).to(device, non_blocking=True)
+            ob = torch.from_numpy(observed[begin : begin + chunk_size]).to(device, non_blocking=True)
+            out[begin : begin + chunk_size] = backbone(xb, ob)[:, -1].float().cpu().numpy()
+    return out
+
+
+def _ranked_scores(
+    tickers: list[str], as_of: dt.date, probs: np.ndarray, alerts: np.ndarray, patterns: tuple[str, ...]
+) -> pl.DataFrame:
+    """Long table, sorted by (pattern, rank); ties in score rank by ticker."""
+    n, n_patterns = probs.shape
+    if n == 0:
+        return pl.DataFrame(schema=SCORE_COLUMNS)
+    # Tickers arrive sorted, so a stable sort on -score breaks ties by ticker.
+    order = np.argsort(-probs, axis=0, kind="stable")  # [n, P]
+    ticker_idx = order.T.reshape(-1)  # pattern-major
+    pattern_idx = np.repeat(np.arange(n_patterns), n)
+    return pl.DataFrame(
+        {
+            "ticker": pl.Series(tickers, dtype=pl.String).gather(ticker_idx),
+            "date": pl.Series([as_of], dtype=pl.Date).gather(np.zeros(n * n_patterns, dtype=np.int64)),
+            "pattern": pl.Series(list(patterns), dtype=pl.String).gather(pattern_idx),
+            "score": probs[ticker_idx, pattern_idx],
+            "alert": alerts[ticker_idx, pattern_idx],
+            "rank": np.tile(np.arange(1, n + 1, dtype=np.int64), n_patterns),
+        },
+        schema=SCORE_COLUMNS,
+    )
+
+
+def _load_model(run_dir: Path, spec: WindowSpec) -> tuple[Encoder, ProbeHead]:
+    """The run's encoder and probe head, checked against each other and the schema's spec."""
+    encoder = load_encoder(run_dir)
+    head = ProbeHead.load(run_dir)
+    if encoder.input_channels != spec.n_features:
+        raise ValueError(
+            f"{run_dir}/encoder.json expects {encoder.input_channels} channels, "
+            f"schema.json lists {spec.n_features} features"
+        )
+    if head.embed_dim != encoder.embed_dim:
+        raise ValueError(
+            f"{run_dir}/{HEAD_FILE} was fitted on embeddings of width {head.embed_dim}, "
+            f"the encoder produces {encoder.embed_dim}"
+        )
+    return encoder, head
+
+
+def scan_market(
+    run_dir: Path,
+    bars: pl.DataFrame | None = None,
+    db_path: Path | None = None,
+    spec: WindowSpec | None = None,
+    config: ScanConfig = ScanConfig(),
+) -> ScanResult:
+    """Score every ticker's window ending on ``config.as_of`` with the model in ``run_dir``.
+
+    Bars come from ``bars`` (an in-memory frame) or ``db_path`` (DuckDB, table ``bars``),
+    exactly one. ``spec``: the window spec the caller's data is built with; when given
+    and different from the one the model was trained on -> SchemaMismatchError naming
+    the differing fields. Windows are always built with the model's spec.
+    """
+    t_start = time.perf_counter()
+    if (bars is None) == (db_path is None):
+        raise ValueError("scan_market needs exactly one of bars= or db_path=")
+    run_dir = Path(run_dir)
+    model_spec = load_schema(run_dir / "schema.json", expected_spec=spec).window_spec
+    timings: dict[str, float] = {"features": 0.0, "gather": 0.0}
+
+    def load_bars() -> tuple[pl.DataFrame, dt.date]:
+        t = time.perf_counter()
+        if db_path is not None:
+            recent = load_latest_bars(Path(db_path), model_spec, config.as_of, threads=config.threads)
+            if config.as_of is None and recent.height == 0:
+                raise ValueError(f"{db_path}: no bars to scan")
+            as_of = config.as_of or recent.get_column("date").max()
+        else:
+            _check_bar_frame(bars, "bars")
+            if config.as_of is None and bars.height == 0:
+                raise ValueError("scan_market: the bar frame is empty")
+            as_of = config.as_of or bars.get_column("date").max()
+            recent = latest_bars_from_frame(bars, model_spec, as_of)
+        timings["load"] = time.perf_counter() - t
+        return recent, as_of
+
+    # The bar query (DuckDB and polars release the GIL) overlaps the model load.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-bars") as pool:
+        pending = pool.submit(load_bars)
+        t = time.perf_counter()
+        encoder, head = _load_model(run_dir, model_spec)
+        timings["model"] = time.perf_counter() - t
+        recent, as_of = pending.result()
+
+    x, observed, tickers, skipped = latest_windows(recent, model_spec, as_of, timings=timings)
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        backbone = encoder.backbone.to(config.device)
+        t = time.perf_counter()
+        embeddings = batched_embeddings(backbone, x, observed, config.chunk_size, config.device)
+        timings["forward"] = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    t = time.perf_counter()
+    probs = head.predict_proba(embeddings) if embeddings.shape[0] else np.zeros((0, len(head.patterns)))
+    alerts = head.alerts(probs)
+    timings["head"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    scores = _ranked_scores(tickers, as_of, probs, alerts, head.patterns)
+    timings["rank"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    return ScanResult(scores=scores, skipped=skipped, timings=timings, as_of=as_of, run_dir=run_dir)
+
+
+# --------------------------------------------------------------------------- choosing a model
+
+
+def select_best_run(index: pl.DataFrame) -> Path:
+    """The ``run_dir`` of the run with the highest macro AUPRC among runs that have a ``probe_head.json``."""
+    for column in ("run_dir", AUPRC_COLUMN):
+        if column not in index.columns:
+            raise ValueError(f"the experiment index has no column {column!r}; run the probe and rebuild the index")
+    rows = index.select(
+        pl.col("run_dir").cast(pl.String),
+        pl.col(AUPRC_COLUMN).cast(pl.Float64, strict=False).alias("auprc"),
+        *([pl.col("run_id").cast(pl.String)] if "run_id" in index.columns else [pl.lit("").alias("run_id")]),
+    ).filter(pl.col("auprc").is_not_null() & pl.col("auprc").is_not_nan() & pl.col("run_dir").is_not_null())
+    candidates = [
+        (auprc, run_id, run_dir)
+        for run_dir, auprc, run_id in rows.iter_rows()
+        if (Path(run_dir) / HEAD_FILE).is_file()
+    ]
+    if not candidates:
+        raise FileNotFoundError(
+            f"no run in the experiment index has both a finite {AUPRC_COLUMN} and a {HEAD_FILE} "
+            f"({index.height} rows, {rows.height} with an AUPRC); run probe_metrics first"
+        )
+    # Highest AUPRC; among equals the latest run id (ids sort by creation time).
+    best = max(candidates, key=lambda c: (c[0], c[1]))
+    return Path(best[2])
