@@ -148,27 +148,68 @@ def split_calendar_positions(n_days: int, spec: WindowSpec) -> np.ndarray:
     return out
 
 
+INDEX_BLOCK_ROWS = 1 << 18  # feature rows per block while building the index: temporaries stay a few MB
+_CALENDAR_TABLE_MAX_DAYS = 1 << 22  # date spans up to ~11,000 years use a day lookup table instead of a sort
+
+
+def _trading_calendar(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(calendar, day_table, first_day): the sorted unique dates and, when cheap, a day -> position table.
+
+    ``calendar`` equals ``np.unique(dates)``. For ``datetime64[D]`` dates spanning a moderate
+    range, presence is marked in a table indexed by day number (linear time, no sorted copy
+    of the N dates); ``day_table[day - first_day]`` is then a date's calendar position.
+    """
+    if dates.dtype == np.dtype("datetime64[D]") and dates.shape[0] > 0:
+        days = dates.view(np.int64)
+        first, last = int(days.min()), int(days.max())
+        nat = np.iinfo(np.int64).min  # NaT's physical value; keep the exact np.unique semantics for it
+        if first != nat and last - first < _CALENDAR_TABLE_MAX_DAYS:
+            present = np.zeros(last - first + 1, dtype=bool)
+            for a in range(0, days.shape[0], INDEX_BLOCK_ROWS):
+                present[days[a : a + INDEX_BLOCK_ROWS] - first] = True
+            calendar = (np.flatnonzero(present) + first).astype("datetime64[D]")
+            day_table = np.cumsum(present, dtype=np.int64) - 1
+            return calendar, day_table, first
+    return np.unique(dates), None, 0
+
+
 def build_window_index(store: FeatureStore, spec: WindowSpec) -> WindowIndex:
-    """Every ``stride``-th bar of every ticker with ``min_history`` bars behind it, outside the embargoes."""
+    """Every ``stride``-th bar of every ticker with ``min_history`` bars behind it, outside the embargoes.
+
+    Rows are scanned in blocks of ``INDEX_BLOCK_ROWS``, so memory beyond the store is the
+    index itself plus a few MB.
+    """
     if tuple(store.feature_names) != tuple(spec.feature_names):
         raise ValueError(f"feature store has {store.feature_names}, spec expects {spec.feature_names}")
-    calendar = np.unique(store.dates)
+    calendar, day_table, first_day = _trading_calendar(store.dates)
     day_split = split_calendar_positions(calendar.shape[0], spec)
     n = store.values.shape[0]
-    row_ticker = store.ticker_of_row
-    pos_in_ticker = np.arange(n, dtype=np.int64) - store.offsets[:-1][row_ticker]
-    day_pos = np.searchsorted(calendar, store.dates)
-    split_of_row = day_split[day_pos]
-    keep = (pos_in_ticker >= spec.min_history - 1) & (pos_in_ticker % spec.stride == 0) & (split_of_row >= 0)
-    rows = np.flatnonzero(keep).astype(np.int64)
+    ticker_starts = store.offsets[:-1]
+    ticker_ids, decision_rows, splits = [], [], []
+    for a in range(0, n, INDEX_BLOCK_ROWS):
+        b = min(a + INDEX_BLOCK_ROWS, n)
+        row = np.arange(a, b, dtype=np.int64)
+        # Ticker of each row: the last ticker whose first row is <= row (empty tickers are skipped).
+        row_ticker = (np.searchsorted(store.offsets, row, side="right") - 1).astype(np.int32)
+        pos_in_ticker = row - ticker_starts[row_ticker]
+        dates = store.dates[a:b]
+        if day_table is not None:
+            day_pos = day_table[dates.view(np.int64) - first_day]
+        else:
+            day_pos = np.searchsorted(calendar, dates)
+        split_of_row = day_split[day_pos]
+        keep = (pos_in_ticker >= spec.min_history - 1) & (pos_in_ticker % spec.stride == 0) & (split_of_row >= 0)
+        ticker_ids.append(row_ticker[keep])
+        decision_rows.append(row[keep])
+        splits.append(split_of_row[keep])
     bounds = {}
     for i, name in enumerate(SPLITS):
         days = calendar[day_split == i]
         bounds[name] = (str(days[0]), str(days[-1]))
     return WindowIndex(
-        ticker_id=row_ticker[rows],
-        decision_row=rows,
-        split=split_of_row[rows],
+        ticker_id=np.concatenate(ticker_ids) if ticker_ids else np.zeros(0, dtype=np.int32),
+        decision_row=np.concatenate(decision_rows) if decision_rows else np.zeros(0, dtype=np.int64),
+        split=np.concatenate(splits) if splits else np.zeros(0, dtype=np.int8),
         calendar=calendar,
         split_bounds=bounds,
     )

@@ -90,7 +90,10 @@ def time_warp_source(batch: int, length: int, max_warp: float, gen: torch.Genera
     # phi[t] = (T - 1) - sum_{u > t} speeds[u]
     suffix = torch.flip(torch.cumsum(torch.flip(speeds, [1]), 1), [1]) - speeds
     phi = (length - 1) - suffix
-    source = torch.floor(phi + 1e-6).to(torch.long)
+    shifted = phi + 1e-6
+    # floor(): truncation equals floor for shifted >= 0, and every negative floor ends as -1 below.
+    # (torch.floor enters a parallel region even for [B, T]; on an oversubscribed host it waited ~15 ms a call.)
+    source = torch.where(shifted < 0, -1, shifted.to(torch.long))
     # Floor of a value < t+1 stays <= t; the clamp only guards rounding at the anchor.
     source = torch.minimum(source, torch.arange(length).expand(batch, length))
     return torch.where(source < 0, torch.full_like(source, -1), source)
