@@ -39,6 +39,12 @@ def leaderboard(index: pl.DataFrame) -> pl.DataFrame:
                "windows_per_s", "final_loss"]
     table = table.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric])
     table = table.filter(pl.col("auprc").is_not_null())
+    # A finetuned classifier shares its source objective's name; say which row is which.
+    table = table.with_columns(
+        objective=pl.when(pl.col("model_type").cast(pl.String).str.ends_with("_classifier"))
+        .then(pl.col("objective").cast(pl.String) + " (finetuned)")
+        .otherwise(pl.col("objective").cast(pl.String))
+    )
     latest = table.sort("run_id").group_by(["objective", "variant", "backbone", "model_type"]).last()
     return latest.sort("auprc", descending=True, nulls_last=True)
 
@@ -52,14 +58,14 @@ def _fmt(value, spec: str) -> str:
 def format_leaderboard(board: pl.DataFrame) -> str:
     """A fixed-width table for the terminal."""
     header = (
-        f"{'#':>2} {'objective':18s} {'variant':10s} {'backbone':17s} {'macro AUPRC [95% CI]':24s} "
+        f"{'#':>2} {'objective':24s} {'variant':10s} {'backbone':17s} {'macro AUPRC [95% CI]':24s} "
         f"{'alerts/day/tkr':>14s} {'recall@60%':>10s} {'ECE':>6s} {'win/s':>7s}"
     )
     lines = [header, "-" * len(header)]
     for i, row in enumerate(board.iter_rows(named=True), 1):
         auprc = f"{_fmt(row['auprc'], '.3f')} [{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}]"
         lines.append(
-            f"{i:>2} {str(row['objective'])[:18]:18s} {str(row['variant'])[:10]:10s} {str(row['backbone'])[:17]:17s} "
+            f"{i:>2} {str(row['objective'])[:24]:24s} {str(row['variant'])[:10]:10s} {str(row['backbone'])[:17]:17s} "
             f"{auprc:24s} {_fmt(row['alerts_per_day'], '.4f'):>14s} {_fmt(row['recall_at_60pct'], '.3f'):>10s} "
             f"{_fmt(row['ece'], '.3f'):>6s} {_fmt(row['windows_per_s'], '.0f'):>7s}"
         )
