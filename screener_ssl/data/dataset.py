@@ -132,11 +132,12 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
     if spec.volume_lookback != json.loads((data_root / FEATURES_DIR / "version.json").read_text())["volume_lookback"]:
         raise ValueError("shape_features were computed with another volume_lookback than the window spec; rebuild them")
     index = build_window_index(store, spec)
+    bars_hash = bars_report(data_root)["content_hash"]
     info = {
         "spec": spec.model_dump(mode="json"),
         "spec_fingerprint": spec.fingerprint(),
-        "bars_hash": bars_report(data_root)["content_hash"],
-        "dataset_fingerprint": dataset_fingerprint(spec, bars_report(data_root)["content_hash"]),
+        "bars_hash": bars_hash,
+        "dataset_fingerprint": dataset_fingerprint(spec, bars_hash),
         "windows": index.counts(),
         "split_bounds": index.split_bounds,
         "n_tickers": store.n_tickers,
