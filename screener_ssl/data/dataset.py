@@ -27,6 +27,7 @@ from screener_ssl.data.contracts import PATTERNS
 from screener_ssl.data.features import FeatureStore, compute_shape_features
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
+from screener_ssl.data.warehouse import LockRetry, publish_dir_and_tables, write_tables
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.tracking.artifacts import atomic_dir, atomic_write_json
@@ -38,17 +39,9 @@ BARS_DIR = Path("bars")
 WAREHOUSE = "warehouse.duckdb"
 
 
-def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame]) -> None:
-    """Replace each table in one transaction (DuckDB allows one writer process at a time)."""
-    import duckdb
-
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(db_path)) as con:
-        con.execute("BEGIN TRANSACTION")
-        for name, frame in tables.items():
-            arrow = frame.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
-            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM arrow')
-        con.execute("COMMIT")
+def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame], retry: LockRetry | None = None) -> None:
+    """Replace each table in one transaction (DuckDB allows one writer process; a lock is retried)."""
+    write_tables(db_path, tables, retry)
 
 
 # --------------------------------------------------------------------------- bars
@@ -64,8 +57,18 @@ class BarsReport:
     source: str
 
 
-def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) -> BarsReport:
-    """Read bars from ``source`` ('synthetic' or a Parquet/CSV file or folder), validate, write."""
+def ingest_bars(
+    data_root: Path,
+    source: str,
+    synthetic: SyntheticMarketConfig,
+    date_format: str | None = None,
+    retry: LockRetry | None = None,
+) -> BarsReport:
+    """Read bars from ``source`` ('synthetic' or a Parquet/CSV file or folder), validate, write.
+
+    ``bars/`` and the warehouse tables ``bars``/``bars_quarantine`` change together or not at
+    all (a locked warehouse is retried per ``retry``, then nothing changes).
+    """
     if source == "synthetic":
         market = generate_market(synthetic)
         raw, events = market.bars, market.events
@@ -73,7 +76,7 @@ def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) 
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"SCREENER_SSL_BARS points at {path}, which does not exist")
-        raw, events = read_bars(path), None
+        raw, events = read_bars(path, date_format=date_format), None
     result = validate_bars(raw)
     if result.clean.height == 0:
         raise ValueError(f"every bar from {source} was rejected: {result.counts}")
@@ -86,14 +89,20 @@ def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) 
         last_date=str(result.clean.get_column("date").max()),
         source=source if source != "synthetic" else f"synthetic:{synthetic.model_dump_json()}",
     )
-    with atomic_dir(data_root / BARS_DIR, overwrite=True) as tmp:
+
+    def write_files(tmp: Path) -> None:
         result.clean.write_parquet(tmp / "bars.parquet")
         result.quarantine.write_parquet(tmp / "quarantine.parquet")
         if events is not None:
             events.write_parquet(tmp / "source_events.parquet")
         atomic_write_json(tmp / "bars.json", report.__dict__)
-    write_duckdb_tables(
-        data_root / WAREHOUSE, {"bars": result.clean, "bars_quarantine": result.quarantine}
+
+    publish_dir_and_tables(
+        data_root / BARS_DIR,
+        write_files,
+        data_root / WAREHOUSE,
+        {"bars": result.clean, "bars_quarantine": result.quarantine},
+        retry,
     )
     return report
 
@@ -113,13 +122,42 @@ def bars_report(data_root: Path) -> dict:
 
 
 def build_features(data_root: Path, volume_lookback: int) -> tuple[FeatureStore, str]:
+    """Shape features of the validated bars; their version is the hash of the very bars read.
+
+    The hash is recomputed from the frame in hand, not read from ``bars.json``: an ingest
+    swapping ``bars/`` between two reads cannot give features another market's version.
+    """
     bars = load_clean_bars(data_root)
+    bars_hash = bars_content_hash(bars)
     store = compute_shape_features(bars, volume_lookback=volume_lookback)
-    version = fingerprint({"bars": bars_report(data_root)["content_hash"], "volume_lookback": volume_lookback})
+    version = fingerprint({"bars": bars_hash, "volume_lookback": volume_lookback})
     with atomic_dir(data_root / FEATURES_DIR, overwrite=True) as tmp:
         store.save(tmp)
-        atomic_write_json(tmp / "version.json", {"data_version": version, "volume_lookback": volume_lookback})
+        atomic_write_json(
+            tmp / "version.json",
+            {"data_version": version, "volume_lookback": volume_lookback, "bars_hash": bars_hash},
+        )
     return store, version
+
+
+def load_features_consistently(data_root: Path) -> tuple[FeatureStore, dict]:
+    """The feature store and its ``version.json``, from one and the same build.
+
+    The directory is swapped atomically, but a store is several files: the version is read
+    before and after loading and must not change in between.
+    """
+    version_path = data_root / FEATURES_DIR / "version.json"
+    for _ in range(3):
+        if not version_path.exists():
+            raise FileNotFoundError(f"no shape features at {version_path.parent}; materialize shape_features first")
+        before = version_path.read_text()
+        store = FeatureStore.load(data_root / FEATURES_DIR)
+        if version_path.read_text() == before:
+            version = json.loads(before)
+            if "bars_hash" not in version:
+                raise ValueError(f"{version_path} predates bar versioning; materialize shape_features again")
+            return store, version
+    raise RuntimeError(f"shape features under {version_path.parent} kept changing while being read; retry")
 
 
 def dataset_fingerprint(spec: WindowSpec, bars_hash: str) -> str:
@@ -128,11 +166,12 @@ def dataset_fingerprint(spec: WindowSpec, bars_hash: str) -> str:
 
 
 def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowIndex, dict]:
-    store = FeatureStore.load(data_root / FEATURES_DIR)
-    if spec.volume_lookback != json.loads((data_root / FEATURES_DIR / "version.json").read_text())["volume_lookback"]:
+    store, feature_version = load_features_consistently(data_root)
+    if spec.volume_lookback != feature_version["volume_lookback"]:
         raise ValueError("shape_features were computed with another volume_lookback than the window spec; rebuild them")
     index = build_window_index(store, spec)
-    bars_hash = bars_report(data_root)["content_hash"]
+    # The bars the features were computed from, not whatever bars.json says now.
+    bars_hash = feature_version["bars_hash"]
     info = {
         "spec": spec.model_dump(mode="json"),
         "spec_fingerprint": spec.fingerprint(),
@@ -172,7 +211,9 @@ def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tu
     return events, tuple(sorted(events.get_column("pattern").unique().to_list())), f"label file {source}"
 
 
-def build_labels(data_root: Path, source: str, spec: WindowSpec) -> dict:
+def build_labels(data_root: Path, source: str, spec: WindowSpec, retry: LockRetry | None = None) -> dict:
+    """Label events and the per-window label matrix; ``datasets/labels/`` and the warehouse's
+    ``label_events`` change together or not at all."""
     store = FeatureStore.load(data_root / FEATURES_DIR)
     index = WindowIndex.load(data_root / WINDOWED_DIR)
     events, patterns, description = resolve_label_events(data_root, source)
@@ -194,12 +235,15 @@ def build_labels(data_root: Path, source: str, spec: WindowSpec) -> dict:
              "events": int(events.hash_rows().sum()) if events.height else 0, "source": source}
         ),
     }
-    with atomic_dir(data_root / LABELS_DIR, overwrite=True) as tmp:
+
+    def write_files(tmp: Path) -> None:
         np.save(tmp / "labels.npy", labels)
         located.events.write_parquet(tmp / "events.parquet")
         located.unmatched.write_parquet(tmp / "unmatched.parquet")
         atomic_write_json(tmp / "labels.json", info)
-    write_duckdb_tables(data_root / WAREHOUSE, {"label_events": located.events})
+
+    publish_dir_and_tables(data_root / LABELS_DIR, write_files, data_root / WAREHOUSE,
+                           {"label_events": located.events}, retry)
     return info
 
 

@@ -23,7 +23,9 @@ def ohlcv_bars(context: dg.AssetExecutionContext, settings: ScreenerSettings) ->
     """Validated daily bars (DuckDB table `bars` + Parquet); rejected rows kept in `bars_quarantine`."""
     sweep = settings.load_sweep()
     context.log.info(f"reading bars from {settings.bars}")
-    report = ds.ingest_bars(settings.root, settings.bars, sweep.spec.dataset.synthetic)
+    report = ds.ingest_bars(
+        settings.root, settings.bars, sweep.spec.dataset.synthetic, date_format=settings.bars_date_format or None
+    )
     counts = report.counts
     rejected = sum(counts[r] for r in REJECT_REASONS)
     share = rejected / max(counts["input_rows"], 1)
@@ -60,6 +62,8 @@ def ohlcv_bars(context: dg.AssetExecutionContext, settings: ScreenerSettings) ->
     group_name="data",
     deps=[ohlcv_bars],
     code_version=source_version("screener_ssl.data.features"),
+    # Reads what ohlcv_bars writes: sharing its pool keeps a feature build off a half-done ingest.
+    pool="duckdb",
 )
 def shape_features(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
     """Per-ticker contiguous float32 arrays of scale-free shape features (bars <= t only)."""
