@@ -21,6 +21,7 @@ from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.trainer import TrainConfig
+from screener_ssl.sweep_checks import check_names, describe_validation_error, validate_point
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "sweeps" / "default.yaml"
 SECTIONS = ("backbone", "train", "augment", "objective", "probe")
@@ -112,18 +113,22 @@ class Sweep:
                         f"expected {SECTIONS}"
                     )
                 merged = {s: _merge(spec.defaults.get(s, {}), overrides.get(s, {})) for s in SECTIONS}
-                try:
+                problems = check_names(source, objective, variant)
+                sections = {}
+                for section, model in (("backbone", BackboneConfig), ("train", TrainConfig), ("augment", AugmentConfig)):
+                    try:
+                        sections[section] = model.model_validate(merged[section])
+                    except ValidationError as exc:
+                        problems.append(describe_validation_error(exc, source, objective, variant, section))
+                if not problems:
                     point = SweepPoint(
-                        objective=objective,
-                        variant=variant,
-                        backbone=BackboneConfig.model_validate(merged["backbone"]),
-                        train=TrainConfig.model_validate(merged["train"]),
-                        augment=AugmentConfig.model_validate(merged["augment"]),
-                        objective_config=merged["objective"],
-                        probe=merged["probe"],
+                        objective=objective, variant=variant, **sections,
+                        objective_config=merged["objective"], probe=merged["probe"],
                     )
-                except ValidationError as exc:
-                    raise SweepError(f"{source}: objectives.{objective}, variant {variant!r}: {exc}") from exc
+                    # Objective, its config and the probe config: checked now, not when the asset runs.
+                    problems = validate_point(point, source)
+                if problems:
+                    raise SweepError("\n".join(problems))
                 self.points[(objective, variant)] = point
 
     @property

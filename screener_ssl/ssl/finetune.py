@@ -78,7 +78,7 @@ class FinetuneConfig(BaseModel):
     prior_correction: bool = True
     jitter_sigma: float = Field(0.0, ge=0.0, le=1.0)  # Gaussian noise on observed cells, z-score units
     val_windows: int = Field(VAL_SAMPLE_MAX, ge=1, le=1_000_000)  # seeded val sample for val_loss
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     threads: int = Field(2, ge=1, le=256)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(50, ge=1)

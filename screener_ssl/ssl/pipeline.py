@@ -26,6 +26,7 @@ from screener_ssl.ssl.sampler import WindowSampler
 from screener_ssl.ssl.schema import SSLSchema
 from screener_ssl.ssl.trainer import TrainResult, seed_everything, train
 from screener_ssl.sweep import SweepPoint
+from screener_ssl.tracking.names import check_name
 from screener_ssl.tracking.artifacts import (
     atomic_dir,
     atomic_write_json,
@@ -135,7 +136,7 @@ def pretrain_partition(
     checkpoint_dir = data_root / "checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     run_key = fingerprint(point.model_dump(mode="json"), schema.fingerprint)[:16]
-    checkpoint = checkpoint_dir / f"{model_type(point)}__{point.variant}__{run_key}.pt"
+    checkpoint = checkpoint_dir / f"{check_name(model_type(point), 'model type')}__{check_name(point.variant, 'variant')}__{run_key}.pt"
     seed_everything(point.train.seed, point.train.threads)  # weights start from the same state for every path
     backbone = build_backbone(point.backbone, n_channels)
 

@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
     warmup_frac: float = Field(0.05, ge=0.0, lt=1.0)
     grad_clip: float = Field(1.0, gt=0.0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # torch and numpy take non-negative seeds
     threads: int = Field(2, ge=1, le=256)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(25, ge=1)
