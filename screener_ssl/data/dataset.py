@@ -165,6 +165,20 @@ def dataset_fingerprint(spec: WindowSpec, bars_hash: str) -> str:
     return fingerprint({"spec": spec.model_dump(mode="json"), "bars": bars_hash})
 
 
+def tickers_without_windows(store: FeatureStore, index: WindowIndex, spec: WindowSpec) -> dict:
+    """Tickers that end no window (too few bars for ``min_history``, or all inside embargoes)."""
+    has_window = np.zeros(store.n_tickers, dtype=bool)
+    has_window[np.unique(index.ticker_id)] = True
+    missing = np.flatnonzero(~has_window)
+    bars = np.diff(store.offsets)
+    return {
+        "count": int(len(missing)),
+        "min_history": spec.min_history,
+        # The first few by name with their bar counts: enough to see what is wrong.
+        "examples": {store.tickers[i]: int(bars[i]) for i in missing[:20]},
+    }
+
+
 def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowIndex, dict]:
     store, feature_version = load_features_consistently(data_root)
     if spec.volume_lookback != feature_version["volume_lookback"]:
@@ -181,6 +195,7 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
         "split_bounds": index.split_bounds,
         "n_tickers": store.n_tickers,
         "n_bars": int(store.values.shape[0]),
+        "tickers_without_windows": tickers_without_windows(store, index, spec),
     }
     with atomic_dir(data_root / WINDOWED_DIR, overwrite=True) as tmp:
         index.save(tmp)

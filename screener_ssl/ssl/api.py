@@ -19,6 +19,31 @@ _AUGMENT_KEYS = set(AugmentConfig.model_fields)
 _BACKBONE_KEYS = set(BackboneConfig.model_fields) - {"kind"}
 
 
+def checked_input(X: Any) -> np.ndarray:
+    """``X`` as float32 ``[N, T, C]``; NaN marks missing values, anything else non-finite is an error."""
+    raw = np.asarray(X)
+    if raw.ndim != 3:
+        raise ValueError(f"X must be [N, T, C], found shape {raw.shape}")
+    if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
+        raise ValueError(f"X must hold numbers, found dtype {raw.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = raw.astype(np.float32)
+    infinite = np.isinf(values)
+    if infinite.any():
+        where = tuple(int(i) for i in np.argwhere(infinite)[0])
+        raise ValueError(
+            f"X holds {int(infinite.sum())} infinite value(s) or values beyond float32's range (+-3.4e38), "
+            f"first at [n, t, c] = {list(where)} (value {raw[where]!r}); mark missing values with NaN"
+        )
+    observed = ~np.isnan(values)
+    if not observed.any():
+        raise ValueError(f"X {raw.shape} is all NaN: there is nothing to learn from")
+    empty_channels = np.flatnonzero(~observed.any(axis=(0, 1)))
+    if len(empty_channels):
+        raise ValueError(f"X channel(s) {empty_channels.tolist()} are NaN everywhere; drop them")
+    return values
+
+
 def pretrain(
     X: np.ndarray,
     objective: str = "masked_recon",
@@ -34,9 +59,7 @@ def pretrain(
     (steps, batch_size, lr, seed, ...), the augmentations (jitter_sigma, ...),
     the backbone (embed_dim, n_layers, ...) or, for any other key, the objective.
     """
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 3:
-        raise ValueError(f"X must be [N, T, C], found shape {X.shape}")
+    X = checked_input(X)
     n_series, length, channels = X.shape
     window = min(length, 64) if window is None else int(window)
     if not 2 <= window <= length:

@@ -38,6 +38,7 @@ from screener_ssl.data.windows import WindowSpec, gather_windows
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
+from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
 from screener_ssl.ssl.trainer import NonFiniteLossError, lr_factor, seed_everything
@@ -298,7 +299,7 @@ def train_classifier(
     losses: list[float] = []
     start_step = 0
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = load_checkpoint(checkpoint_path)
         differing = diff_fields(config, state["config"])
         if differing:
             raise ValueError(
@@ -347,8 +348,7 @@ def train_classifier(
                 f"lr {scheduler.get_last_lr()[-1]:.2e} {rate:.0f} windows/s"
             )
         if checkpoint_path is not None and done % config.checkpoint_every == 0 and done < config.steps:
-            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_torch_save(
+            save_checkpoint(
                 checkpoint_path,
                 {
                     "classifier": classifier.state_dict(),

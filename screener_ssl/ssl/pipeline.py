@@ -206,6 +206,7 @@ def pretrain_partition(
                     "windows_per_s": result.windows_per_s,
                     "train_seconds": result.seconds,
                     "resumed_from_step": result.resumed_from_step,
+                    "diverged_at_step": result.diverged_at_step,
                     "last_logs": result.last_logs,
                     "collapse": collapse,
                 },

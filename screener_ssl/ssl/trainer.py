@@ -6,6 +6,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
 from screener_ssl.ssl.objectives.base import Objective
 from screener_ssl.ssl.sampler import WindowSampler
 
@@ -45,6 +47,7 @@ class TrainResult:
     windows_per_s: float
     resumed_from_step: int = 0
     last_logs: dict[str, float] = field(default_factory=dict)
+    diverged_at_step: int | None = None  # first logged step at which the loss was diverging
 
     @property
     def mean_loss(self) -> float:
@@ -80,10 +83,27 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+# A loss this many times its start (in magnitude) is diverging, not exploring.
+DIVERGENCE_FACTOR = 100.0
+
+
+class DivergingLossWarning(UserWarning):
+    """The training loss grew far above where it started: the learning rate is likely too high."""
+
+
+def divergence_message(losses: list[float], window: int, step: int, lr: float) -> str | None:
+    """A warning text when the mean of the last ``window`` losses is ``DIVERGENCE_FACTOR`` x the first's."""
+    if len(losses) < 2 * window:
+        return None
+    first = float(np.mean(losses[:window]))
+    recent = float(np.mean(losses[-window:]))
+    if recent > first and abs(recent) > DIVERGENCE_FACTOR * max(abs(first), 1e-3):
+        return (
+            f"loss is diverging: mean {recent:.4g} over the last {window} steps at step {step}, "
+            f"{abs(recent) / max(abs(first), 1e-3):.0f}x its start ({first:.4g}); lower the learning rate "
+            f"(lr={lr:g})"
+        )
+    return None
 
 
 def train(
@@ -102,7 +122,7 @@ def train(
     losses: list[float] = []
     start_step = 0
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = load_checkpoint(checkpoint_path)
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -114,6 +134,7 @@ def train(
 
     objective.train()
     logs: dict[str, float] = {}
+    diverged_at: int | None = None
     t0 = time.perf_counter()
     window_count = 0
     for step in range(start_step, config.steps):
@@ -141,8 +162,13 @@ def train(
                 f"step {done}/{config.steps} loss {np.mean(losses[-config.log_every:]):.4f} "
                 f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.0f} windows/s"
             )
+            diverging = divergence_message(losses, config.log_every, done, config.lr)
+            if diverging and diverged_at is None:
+                diverged_at = done
+                log(f"WARNING: {diverging}")
+                warnings.warn(f"objective {objective.name!r}: {diverging}", DivergingLossWarning, stacklevel=2)
         if checkpoint_path is not None and (done % config.checkpoint_every == 0) and done < config.steps:
-            _save_checkpoint(
+            save_checkpoint(
                 checkpoint_path,
                 {
                     "objective": objective.state_dict(),
@@ -163,4 +189,5 @@ def train(
         windows_per_s=window_count / max(seconds, 1e-9),
         resumed_from_step=start_step,
         last_logs=logs,
+        diverged_at_step=diverged_at,
     )

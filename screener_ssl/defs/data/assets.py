@@ -92,8 +92,12 @@ def windowed_dataset(context: dg.AssetExecutionContext, settings: ScreenerSettin
     spec = settings.load_sweep().spec.dataset.window
     _, info = ds.build_windowed_dataset(settings.root, spec)
     context.log.info(f"windows per split {info['windows']}, fingerprint {info['dataset_fingerprint'][:12]}")
+    short = info["tickers_without_windows"]
+    if short["count"]:
+        context.log.warning(f"{short['count']} tickers end no window (min_history {short['min_history']}): {short['examples']}")
     return dg.MaterializeResult(
         metadata={
+            "tickers_without_windows": dg.MetadataValue.json(short),
             "windows": dg.MetadataValue.json(info["windows"]),
             "split_bounds": dg.MetadataValue.json(info["split_bounds"]),
             "spec": dg.MetadataValue.json(info["spec"]),

@@ -12,6 +12,7 @@ from screener_ssl.probe.plots import auprc_bar_png, png_markdown
 from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
+from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
 from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_markdown
@@ -157,11 +158,19 @@ def build_probe_assets(partitions: dg.MultiPartitionsDefinition, pretrained_enco
         code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
         pool="duckdb",
         automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[
+            dg.AssetCheckSpec("runs_readable", asset="experiment_index",
+                              description="Every run dir's JSON artifacts parse; unreadable runs are left out"),
+        ],
     )
     def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
         models_root = settings.root / "models"
-        index = build_index(models_root)
+        cleaned = clean_data_root(settings.root)
+        problems: list[dict[str, str]] = []
+        index = build_index(models_root, problems)
+        for problem in problems:
+            context.log.warning(f"left out of the index: {problem['error']}")
         paths = write_index(index, models_root)
         if index.height:
             write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
@@ -181,8 +190,19 @@ def build_probe_assets(partitions: dg.MultiPartitionsDefinition, pretrained_enco
             metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
                 png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
             )
+        metadata["cleaned"] = dg.MetadataValue.json(cleaned)
         context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index_fingerprint(models_root)))
+        return dg.MaterializeResult(
+            metadata=metadata,
+            data_version=dg.DataVersion(index_fingerprint(models_root)),
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="runs_readable",
+                    passed=not problems,
+                    metadata={"unreadable_runs": len(problems), "problems": dg.MetadataValue.json(problems)},
+                )
+            ],
+        )
 
     return [probe_metrics, finetuned_classifier, experiment_index]
 
