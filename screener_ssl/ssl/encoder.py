@@ -103,8 +103,16 @@ def load_encoder(directory: str | Path) -> Encoder:
     spec_path = directory / "encoder.json"
     if not spec_path.exists():
         raise FileNotFoundError(f"no encoder at {directory} (missing encoder.json)")
-    spec = json.loads(spec_path.read_text())
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"encoder spec {spec_path} is corrupt ({err}); rematerialize the run") from err
     backbone = build_backbone(BackboneConfig.model_validate(spec["backbone"]), int(spec["input_channels"]))
-    state = torch.load(directory / "encoder.pt", map_location="cpu", weights_only=True)
-    backbone.load_state_dict(state)
+    weights = directory / "encoder.pt"
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        backbone.load_state_dict(state)
+    except Exception as err:  # truncated, garbage, or weights of another backbone
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"encoder weights {weights} cannot be loaded ({first_line}); rematerialize the run") from err
     return Encoder(backbone, spec["normalization"], spec.get("meta"))
