@@ -8,7 +8,7 @@ from screener_ssl.defs.data.assets import ohlcv_bars, pattern_labels, shape_feat
 from screener_ssl.defs.partitions import sweep_partitions
 from screener_ssl.defs.probe.assets import build_probe_assets
 from screener_ssl.defs.resources import ScreenerSettings
-from screener_ssl.defs.scan.assets import build_scan_assets
+from screener_ssl.defs.scan.assets import market_scan
 from screener_ssl.defs.schedules import build_nightly_schedule, build_sweep_jobs
 from screener_ssl.defs.ssl.assets import build_ssl_assets
 
@@ -20,13 +20,12 @@ def build_definitions(
 ) -> dg.Definitions:
     sweep = settings.load_sweep()
     partitions = sweep_partitions(sweep)
-    ssl_schema, pretrained_encoder = build_ssl_assets(sweep, partitions)
-    probe_assets = build_probe_assets(partitions, pretrained_encoder)
-    scan_assets = build_scan_assets(probe_assets[-1])
+    ssl_schema, pretrained_encoder = build_ssl_assets(partitions)
+    probe_assets = build_probe_assets(partitions)
     sweep_job, index_job = build_sweep_jobs(partitions)
     return dg.Definitions(
         assets=[ohlcv_bars, shape_features, windowed_dataset, pattern_labels, ssl_schema, pretrained_encoder, *probe_assets,
-                *scan_assets],
+                market_scan],
         jobs=[sweep_job, index_job],
         schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
         resources={"settings": settings},
