@@ -70,18 +70,18 @@ def judge_collapse(report: dict, rule: str = "std_and_rank") -> bool:
     raise ValueError(f"unknown collapse rule {rule!r}; known: {list(COLLAPSE_RULES)}")
 
 
-def _perturb_after(bars: pl.DataFrame, decision_pos: int, rng: np.random.Generator) -> pl.DataFrame:
-    """One ticker's bars with every bar after ``decision_pos`` redrawn and the decision bar's H/L/C/V changed."""
+def _perturb_after(bars: pl.DataFrame, decision_row: int, rng: np.random.Generator) -> pl.DataFrame:
+    """One ticker's bars with every bar after ``decision_row`` redrawn and the decision bar's H/L/C/V changed."""
     cols = {c: bars.get_column(c).to_numpy().copy() for c in ("open", "high", "low", "close", "volume")}
     n = bars.height
-    fut = slice(decision_pos + 1, n)
-    k = n - decision_pos - 1
+    fut = slice(decision_row + 1, n)
+    k = n - decision_row - 1
     cols["open"][fut] *= np.exp(rng.normal(0, 0.2, k))
     cols["close"][fut] *= np.exp(rng.normal(0, 0.2, k))
     cols["high"][fut] = np.maximum(cols["open"][fut], cols["close"][fut]) * 1.05
     cols["low"][fut] = np.minimum(cols["open"][fut], cols["close"][fut]) * 0.95
     cols["volume"][fut] *= np.exp(rng.normal(0, 1.0, k))
-    d = decision_pos
+    d = decision_row
     cols["close"][d] *= float(np.exp(rng.normal(0, 0.2)))
     cols["high"][d] = max(cols["open"][d], cols["close"][d]) * 1.1
     cols["low"][d] = min(cols["open"][d], cols["close"][d]) * 0.9
