@@ -16,7 +16,7 @@ from screener_ssl.runs.sweep import DEFAULT_SWEEP, Sweep, SweepError, load_sweep
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed_sweep(path: str, mtime_ns: int) -> Sweep:
+def _parsed_sweep(path: str, mtime_ns: int, size: int) -> Sweep:
     return load_sweep(path)
 
 
@@ -36,10 +36,10 @@ class ScreenerSettings(dg.ConfigurableResource):
         """The sweep file, parsed once per file version (every asset of a run reads the same one)."""
         path = Path(self.sweep) if self.sweep else DEFAULT_SWEEP
         try:
-            stamp = path.stat().st_mtime_ns
+            stat = path.stat()
         except OSError as exc:
             raise SweepError(f"sweep file {path} does not exist (SCREENER_SSL_SWEEP)") from exc
-        return _parsed_sweep(str(path), stamp)
+        return _parsed_sweep(str(path), stat.st_mtime_ns, stat.st_size)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ScreenerSettings":

@@ -151,40 +151,41 @@ def build_probe_assets(partitions: dg.MultiPartitionsDefinition) -> list:
         result.metadata["source_run_dir"] = dg.MetadataValue.path(str(source))
         return result
 
-    @dg.asset(
-        group_name="probe",
-        deps=[dg.AssetKey("probe_metrics"), dg.AssetKey("finetuned_classifier")],
-        code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
-        pool="duckdb",
-        automation_condition=dg.AutomationCondition.eager(),
-    )
-    def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
-        """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
-        models_root = settings.root / "models"
-        index = build_index(models_root)
-        paths = write_index(index, models_root)
-        if index.height:
-            write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
-        board = leaderboard(index)
-        rows = [
-            {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-            for r in board.iter_rows(named=True)
-        ]
-        metadata = {
-            "runs": index.height,
-            "columns": index.width,
-            "csv": dg.MetadataValue.path(str(paths["csv"])),
-            "parquet": dg.MetadataValue.path(str(paths["parquet"])),
-            "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
-        }
-        if rows:
-            metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
-                png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
-            )
-        context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index_fingerprint(models_root)))
-
-    return [probe_metrics, finetuned_classifier, experiment_index]
+    return [probe_metrics, finetuned_classifier]
 
 
-__all__ = ["build_probe_assets"]
+@dg.asset(
+    group_name="probe",
+    deps=[dg.AssetKey("probe_metrics"), dg.AssetKey("finetuned_classifier")],
+    code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
+    pool="duckdb",
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+    """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
+    models_root = settings.root / "models"
+    index = build_index(models_root)
+    paths = write_index(index, models_root)
+    if index.height:
+        write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
+    board = leaderboard(index)
+    rows = [
+        {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+        for r in board.iter_rows(named=True)
+    ]
+    metadata = {
+        "runs": index.height,
+        "columns": index.width,
+        "csv": dg.MetadataValue.path(str(paths["csv"])),
+        "parquet": dg.MetadataValue.path(str(paths["parquet"])),
+        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+    }
+    if rows:
+        metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
+            png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
+        )
+    context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index_fingerprint(models_root)))
+
+
+__all__ = ["build_probe_assets", "experiment_index"]
