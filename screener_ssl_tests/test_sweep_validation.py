@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from screener_ssl.sweep import SweepError, load_sweep
+from screener_ssl.runs.sweep import SweepError, load_sweep
 from screener_ssl.tracking.latest import record_partition_run
 from screener_ssl.tracking.names import InvalidNameError, check_name
 

@@ -67,20 +67,20 @@ def prepare_root(root: Path) -> None:
 
 def run_pipeline(root: Path, sweep_file: Path, die_on: str | None):
     from screener_ssl.data.dataset import load_dataset
-    from screener_ssl.ssl import pipeline
-    from screener_ssl.sweep import load_sweep
+    from screener_ssl.runs import pretrain, writer
+    from screener_ssl.runs.sweep import load_sweep
 
     if die_on:
-        real = pipeline.atomic_write_json
+        real = writer.atomic_write_json
 
         def write_then_maybe_die(path, obj):
             if Path(path).name == die_on:
                 die()
             return real(path, obj)
 
-        pipeline.atomic_write_json = write_then_maybe_die
+        writer.atomic_write_json = write_then_maybe_die
     point = load_sweep(sweep_file).point("masked_recon", "base")
-    return pipeline.pretrain_partition(load_dataset(root, with_labels=False), point, root, log=lambda _m: None)
+    return pretrain.pretrain_partition(load_dataset(root, with_labels=False), point, root, log=lambda _m: None)
 
 
 if __name__ == "__main__":

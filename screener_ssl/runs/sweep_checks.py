@@ -1,8 +1,8 @@
 """Every sweep entry validated when the sweep file is loaded, not when its asset runs.
 
-:func:`validate_point` checks what :class:`~screener_ssl.sweep.SweepPoint` itself cannot:
-the names (safe as path parts), the objective (registered in the objective registry, or one
-of the baselines), the objective's config against that objective's config model, and the
+:func:`validate_point` checks what :class:`~screener_ssl.runs.sweep.SweepPoint` itself cannot:
+the names (safe as path parts), the objective (registered in the one registry of objectives
+and baselines), the objective's config through that entry's ``resolve_config``, and the
 probe config. :func:`describe_validation_error` turns a pydantic error into lines that name
 the file, objective, variant and dotted key, with what was found.
 """
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from screener_ssl.tracking.names import InvalidNameError, check_name
 
 if TYPE_CHECKING:
-    from screener_ssl.sweep import SweepPoint
+    from screener_ssl.runs.sweep import SweepPoint
 
 
 def where(source: str, objective: str, variant: str) -> str:
@@ -43,14 +43,6 @@ def check_names(source: str, objective: str, variant: str) -> list[str]:
     return problems
 
 
-def known_objectives() -> tuple[list[str], tuple[str, ...]]:
-    """(registered objectives, baselines): the names a sweep may list."""
-    from screener_ssl.ssl.objectives.base import objective_names
-    from screener_ssl.ssl.pipeline import BASELINES
-
-    return objective_names(), BASELINES
-
-
 def _validate(model: type[BaseModel], values: Any, source: str, point: "SweepPoint", section: str) -> list[str]:
     try:
         model.model_validate(values)
@@ -62,36 +54,22 @@ def _validate(model: type[BaseModel], values: Any, source: str, point: "SweepPoi
 def validate_point(point: "SweepPoint", source: str) -> list[str]:
     """Every problem of one sweep entry (empty when it would run), each naming file, objective, variant, key."""
     from screener_ssl.probe.probe import ProbeConfig
-    from screener_ssl.ssl.objectives.base import get_objective_class
+    from screener_ssl.ssl.objectives.base import get_objective_class, objective_names
 
     here = where(source, point.objective, point.variant)
     problems = check_names(source, point.objective, point.variant)
-    registered, baselines = known_objectives()
-    if point.objective in registered:
-        config_cls = get_objective_class(point.objective).config_cls
-        problems += _validate(config_cls, point.objective_config, source, point, "objective")
-    elif point.objective == "supervised":
-        from screener_ssl.ssl.finetune import FinetuneConfig
-        from screener_ssl.ssl.pipeline import _supervised_config
-
-        unknown = sorted(set(point.objective_config) - set(FinetuneConfig.model_fields))
-        if unknown:
-            problems.append(f"{here}: objective.{unknown[0]}: not a FinetuneConfig setting (unknown keys {unknown})")
-        else:
-            try:
-                _supervised_config(point)
-            except ValidationError as exc:
-                problems.append(describe_validation_error(exc, source, point.objective, point.variant, "objective"))
-    elif point.objective in baselines:
-        if point.objective_config:
-            problems.append(
-                f"{here}: objective: baseline {point.objective!r} takes no objective settings, "
-                f"found {sorted(point.objective_config)}"
-            )
+    registered = objective_names()  # objectives and baselines: one registry
+    if point.objective not in registered:
+        problems.append(f"{here}: objectives.{point.objective}: unknown objective; registered: {registered}")
     else:
-        problems.append(
-            f"{here}: objectives.{point.objective}: unknown objective; registered objectives "
-            f"{registered}, baselines {list(baselines)}"
-        )
+        entry = get_objective_class(point.objective)
+        try:
+            # The entry's own resolution: the objective's config model, the supervised baseline's
+            # FinetuneConfig, or "no settings" for parameter-free baselines.
+            entry.resolve_config(point.objective_config, point.train)
+        except ValidationError as exc:
+            problems.append(describe_validation_error(exc, source, point.objective, point.variant, "objective"))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{here}: objective: {exc}")
     problems += _validate(ProbeConfig, point.probe, source, point, "probe")
     return problems

@@ -21,9 +21,9 @@ from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.trainer import TrainConfig
-from screener_ssl.sweep_checks import check_names, describe_validation_error, validate_point
+from screener_ssl.runs.sweep_checks import check_names, describe_validation_error, validate_point
 
-DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "sweeps" / "default.yaml"
+DEFAULT_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "default.yaml"
 SECTIONS = ("backbone", "train", "augment", "objective", "probe")
 
 
@@ -155,7 +155,7 @@ class Sweep:
 def load_sweep(path: str | Path | None = None) -> Sweep:
     path = Path(path) if path else DEFAULT_SWEEP
     if not path.exists():
-        raise SweepError(f"sweep file {path} does not exist (SCREENER_SSL_SWEEP)")
+        raise SweepError(f"sweep file {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
         spec = SweepFile.model_validate(raw)
