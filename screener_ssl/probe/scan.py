@@ -310,15 +310,23 @@ def batched_embeddings(
     chunk_size: int,
     device: str = "cpu",
 ) -> np.ndarray:
-    """``x, observed [n, W, C]`` -> embeddings at the decision bar ``[n, D]`` float32, in chunks."""
+    """``x, observed [n, W, C]`` -> embeddings at the decision bar ``[n, D]`` float32, in chunks.
+
+    ``pooled`` computes the last position only (the TCN evaluates just its receptive cone).
+    On CUDA the chunks go through pinned memory and come back in one copy at the end.
+    """
     n = x.shape[0]
-    out = np.empty((n, backbone.embed_dim), dtype=np.float32)
+    on_cuda = torch.device(device).type == "cuda"
+    out = torch.empty((n, backbone.embed_dim), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for begin in range(0, n, chunk_size):
-            xb = torch.from_numpy(x[begin : begin + chunk_size]).to(device, non_blocking=True)
-            ob = torch.from_numpy(observed[begin : begin + chunk_size]).to(device, non_blocking=True)
-            out[begin : begin + chunk_size] = backbone(xb, ob)[:, -1].float().cpu().numpy()
-    return out
+            xb = torch.from_numpy(x[begin : begin + chunk_size])
+            ob = torch.from_numpy(observed[begin : begin + chunk_size])
+            if on_cuda:
+                xb, ob = xb.pin_memory(), ob.pin_memory()
+            xb, ob = xb.to(device, non_blocking=True), ob.to(device, non_blocking=True)
+            out[begin : begin + chunk_size] = backbone.pooled(xb, ob).float()
+    return out.cpu().numpy()
 
 
 def _ranked_scores(
