@@ -10,7 +10,7 @@ Layout under the data root::
     datasets/shape_features/   values.npy offsets.npy dates.npy meta.json
     datasets/windowed/         window_index.npz splits.json dataset.json
     datasets/labels/           labels.npy events.parquet unmatched.parquet labels.json
-    warehouse.duckdb           tables bars, bars_quarantine, label_events
+    warehouse.duckdb           tables bars, bars_recent (+ _meta), bars_quarantine, label_events
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
 from screener_ssl.data.contracts import PATTERNS
 from screener_ssl.data.features import FeatureStore, compute_shape_features
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
+from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index
 from screener_ssl.fingerprint import fingerprint
@@ -39,7 +40,10 @@ WAREHOUSE = "warehouse.duckdb"
 
 
 def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame]) -> None:
-    """Replace each table in one transaction (DuckDB allows one writer process at a time)."""
+    """Replace each table in one transaction (DuckDB allows one writer process at a time).
+
+    Writing ``bars`` also rewrites its recent-dates slice ``bars_recent`` (what the scan reads).
+    """
     import duckdb
 
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +52,8 @@ def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame]) -> None:
         for name, frame in tables.items():
             arrow = frame.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
             con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM arrow')
+            if name == "bars":
+                refresh_recent_bars(con, name)
         con.execute("COMMIT")
 
 
