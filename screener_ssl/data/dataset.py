@@ -24,7 +24,7 @@ import polars as pl
 
 from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
 from screener_ssl.data.contracts import PATTERNS
-from screener_ssl.data.features import FeatureStore, compute_shape_features
+from screener_ssl.data.features import FeatureStore, read_shape_features
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
 from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
@@ -119,8 +119,15 @@ def bars_report(data_root: Path) -> dict:
 
 
 def build_features(data_root: Path, volume_lookback: int) -> tuple[FeatureStore, str]:
-    bars = load_clean_bars(data_root)
-    store = compute_shape_features(bars, volume_lookback=volume_lookback)
+    """Shape features of the validated bars, streamed from their Parquet file in row blocks.
+
+    The bar table is never resident whole beside the feature array (peak memory is the
+    store plus about one row group of bars).
+    """
+    path = data_root / BARS_DIR / "bars.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no validated bars at {path}; materialize ohlcv_bars first")
+    store = read_shape_features(path, volume_lookback=volume_lookback)
     version = fingerprint({"bars": bars_report(data_root)["content_hash"], "volume_lookback": volume_lookback})
     with atomic_dir(data_root / FEATURES_DIR, overwrite=True) as tmp:
         store.save(tmp)
