@@ -57,6 +57,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=2500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="accepted like the other scripts' and recorded; the build itself is numpy/polars work on the CPU",
+    )
     parser.add_argument("--json-out", default=None, help="also write the JSON document here")
     parser.add_argument(
         "--purge-freed-memory",
@@ -206,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "build_dataset",
         "config": {"tickers": args.tickers, "days": args.days, "threads": args.threads, "seed": args.seed,
                    "window_spec": "WindowSpec() defaults",
-                   "feature_build": "in_memory" if args.in_memory else "streamed_parquet"},
+                   "feature_build": "in_memory" if args.in_memory else "streamed_parquet",
+                   "device": "cpu", "device_note": "the build is numpy/polars work; it has no accelerator stage"},
         "n_bars": n_bars,
         "n_windows": child["n_windows"],
         "windows_per_split": child["windows_per_split"],
