@@ -58,6 +58,18 @@ class TemporalBlock(nn.Module):
         return h + z.transpose(1, 2)
 
 
+def _strided_conv(z: torch.Tensor, conv: nn.Conv1d, stride: int) -> torch.Tensor:
+    """Undilated, unpadded ``conv`` over ``z: [B, n, H]`` (time-major) -> ``[B, (n - k) // stride + 1, H]``.
+
+    One matmul over the unfolded taps: on the short strided sequences of the cone this is
+    several times faster than ``conv1d``, and it needs no [B, H, T] transposes.
+    """
+    out_channels, in_channels, k = conv.weight.shape
+    taps = z.unfold(1, k, stride)  # [B, n_out, H, k]
+    weight = conv.weight.reshape(out_channels, in_channels * k)  # (H, k) order, as the unfold
+    return torch.matmul(taps.reshape(*taps.shape[:2], in_channels * k), weight.t()) + conv.bias
+
+
 @register_backbone("tcn")
 class TCNBackbone(SSLBackbone):
     """Causal dilated TCN: ``Linear(2C -> H)``, ``n_layers`` temporal blocks, ``LayerNorm + Linear(H -> D)``."""
@@ -128,15 +140,15 @@ class TCNBackbone(SSLBackbone):
         for block in self.blocks:
             # h: [B, n_in, H] at stride d ending at T-1, so the dilated conv is undilated here.
             before = (position < 0).view(1, -1, 1)
-            z = block.norm(h)
+            z = block.norm(h)  # [B, n_in, H]
             if short > 0:
                 z = z.masked_fill(before, 0.0)
-            z = block.dropout(F.gelu(F.conv1d(z.transpose(1, 2), block.conv1.conv.weight, block.conv1.conv.bias)))
+            z = block.dropout(F.gelu(_strided_conv(z, block.conv1.conv, stride=1)))  # [B, n_in - k + 1, H]
             if short > 0:
-                z = z.masked_fill(before[:, k - 1 :].transpose(1, 2), 0.0)
+                z = z.masked_fill(before[:, k - 1 :], 0.0)
             # Only every other first-conv output feeds an output the next block reads.
-            z = block.dropout(F.gelu(F.conv1d(z, block.conv2.conv.weight, block.conv2.conv.bias, stride=2)))
-            h = h[:, 2 * (k - 1) :: 2] + z.transpose(1, 2)  # [B, n_out, H] at stride 2d
+            z = block.dropout(F.gelu(_strided_conv(z, block.conv2.conv, stride=2)))  # [B, n_out, H]
+            h = h[:, 2 * (k - 1) :: 2] + z  # [B, n_out, H] at stride 2d
             position = position[2 * (k - 1) :: 2]
         assert h.shape[1] == 1, f"cone ended with {h.shape[1]} positions, expected 1"
         return self.output_proj(self.output_norm(h[:, 0]))  # [B, D]
