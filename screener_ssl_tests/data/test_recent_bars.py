@@ -12,7 +12,7 @@ from screener_ssl.data import dataset as ds
 from screener_ssl.data.recent_bars import recent_table_name, refresh_recent_bars, usable_recent_table
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.windows import WindowSpec
-from screener_ssl.probe.scan import bars_needed, latest_bars_from_frame, load_latest_bars
+from screener_ssl.scan.scan import bars_needed, latest_bars_from_frame, load_latest_bars
 
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
 
