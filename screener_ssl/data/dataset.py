@@ -10,7 +10,7 @@ Layout under the data root::
     datasets/shape_features/   values.npy offsets.npy dates.npy meta.json
     datasets/windowed/         window_index.npz splits.json dataset.json
     datasets/labels/           labels.npy events.parquet unmatched.parquet labels.json
-    warehouse.duckdb           tables bars, bars_quarantine, label_events
+    warehouse.duckdb           tables bars, bars_recent (+ _meta), bars_quarantine, label_events
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import polars as pl
 
 from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
 from screener_ssl.data.contracts import PATTERNS
-from screener_ssl.data.features import FeatureStore, compute_shape_features
+from screener_ssl.data.features import FeatureStore, read_shape_features
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
+from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.warehouse import LockRetry, publish_dir_and_tables, write_tables
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index
@@ -40,7 +41,10 @@ WAREHOUSE = "warehouse.duckdb"
 
 
 def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame], retry: LockRetry | None = None) -> None:
-    """Replace each table in one transaction (DuckDB allows one writer process; a lock is retried)."""
+    """Replace each table in one transaction (DuckDB allows one writer process; a lock is retried).
+
+    Writing ``bars`` also rewrites its recent-dates slice ``bars_recent`` (what the scan reads).
+    """
     write_tables(db_path, tables, retry)
 
 
@@ -122,14 +126,24 @@ def bars_report(data_root: Path) -> dict:
 
 
 def build_features(data_root: Path, volume_lookback: int) -> tuple[FeatureStore, str]:
-    """Shape features of the validated bars; their version is the hash of the very bars read.
+    """Shape features of the validated bars, streamed from their Parquet file in row blocks.
 
-    The hash is recomputed from the frame in hand, not read from ``bars.json``: an ingest
-    swapping ``bars/`` between two reads cannot give features another market's version.
+    The bar table is never resident whole beside the feature array (peak memory is the
+    store plus about one row group of bars). The features' version is the content hash of
+    the very bars read: ``bars.json`` is read before and after streaming and must not change
+    in between (an ingest swapping ``bars/`` meanwhile makes the build read again), so
+    features never carry another market's version.
     """
-    bars = load_clean_bars(data_root)
-    bars_hash = bars_content_hash(bars)
-    store = compute_shape_features(bars, volume_lookback=volume_lookback)
+    path = data_root / BARS_DIR / "bars.parquet"
+    for _ in range(3):
+        if not path.exists():
+            raise FileNotFoundError(f"no validated bars at {path}; build the bars first")
+        bars_hash = bars_report(data_root)["content_hash"]
+        store = read_shape_features(path, volume_lookback=volume_lookback)
+        if bars_report(data_root)["content_hash"] == bars_hash:
+            break
+    else:
+        raise RuntimeError(f"bars under {path.parent} kept changing while features were built; retry")
     version = fingerprint({"bars": bars_hash, "volume_lookback": volume_lookback})
     with atomic_dir(data_root / FEATURES_DIR, overwrite=True) as tmp:
         store.save(tmp)

@@ -77,6 +77,11 @@ def _replace_tables(con, tables: Mapping[str, pl.DataFrame]) -> None:
         con.register("_incoming_frame", frame.to_arrow())
         con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming_frame')
         con.unregister("_incoming_frame")
+        if name == "bars":
+            # The scan's recent-dates slice is rewritten in the same transaction as the bars.
+            from screener_ssl.data.recent_bars import refresh_recent_bars
+
+            refresh_recent_bars(con, name)
 
 
 def write_tables(db_path: Path, tables: Mapping[str, pl.DataFrame], retry: LockRetry | None = None) -> None:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from screener_ssl.data.bars import _is_sorted_by_ticker_date
 from screener_ssl.data.contracts import BAR_COLUMNS
 from screener_ssl.data.features import compute_shape_features
+from screener_ssl.data.recent_bars import usable_recent_table
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
 from screener_ssl.ssl.encoder import Encoder, load_encoder
@@ -132,14 +133,20 @@ def load_latest_bars(
         missing = [c for c in BAR_COLUMNS if c not in present]
         if missing:
             raise ValueError(f"{db_path}: table {table!r} lacks bar columns {missing}")
+        # The recent-dates slice kept beside the table answers the same query from far fewer rows.
+        recent_slice = usable_recent_table(con, table)
+        source = _quote_identifier(recent_slice[0]) if recent_slice else name
         if as_of is None:
-            as_of = con.execute(f"SELECT max(date) FROM {name}").fetchone()[0]
+            as_of = con.execute(f"SELECT max(date) FROM {source}").fetchone()[0]
             if as_of is None:
                 raise ValueError(f"{db_path}: table {table!r} is empty")
-        cutoff = _kth_latest_date(con, name, as_of, k)
+        cutoff = _kth_latest_date(con, source, as_of, k) if recent_slice else dt.date.min
+        if not recent_slice or as_of < recent_slice[1] or cutoff < recent_slice[1]:
+            source = name  # the window reaches back before the slice: read the whole table
+            cutoff = _kth_latest_date(con, name, as_of, k)
         # No ORDER BY: the scan keeps the table's (usually sorted) order; sorting costs more than checking.
         recent = con.execute(
-            f"SELECT {columns} FROM {name} WHERE date >= $cutoff AND date <= $as_of",
+            f"SELECT {columns} FROM {source} WHERE date >= $cutoff AND date <= $as_of",
             {"cutoff": cutoff, "as_of": as_of},
         ).pl()
         short = recent.group_by("ticker").len().filter(pl.col("len") < k).select("ticker")
@@ -296,15 +303,23 @@ def batched_embeddings(
     chunk_size: int,
     device: str = "cpu",
 ) -> np.ndarray:
-    """``x, observed [n, W, C]`` -> embeddings at the decision bar ``[n, D]`` float32, in chunks."""
+    """``x, observed [n, W, C]`` -> embeddings at the decision bar ``[n, D]`` float32, in chunks.
+
+    ``pooled`` computes the last position only (the TCN evaluates just its receptive cone).
+    On CUDA the chunks go through pinned memory and come back in one copy at the end.
+    """
     n = x.shape[0]
-    out = np.empty((n, backbone.embed_dim), dtype=np.float32)
+    on_cuda = torch.device(device).type == "cuda"
+    out = torch.empty((n, backbone.embed_dim), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for begin in range(0, n, chunk_size):
-            xb = torch.from_numpy(x[begin : begin + chunk_size]).to(device, non_blocking=True)
-            ob = torch.from_numpy(observed[begin : begin + chunk_size]).to(device, non_blocking=True)
-            out[begin : begin + chunk_size] = backbone(xb, ob)[:, -1].float().cpu().numpy()
-    return out
+            xb = torch.from_numpy(x[begin : begin + chunk_size])
+            ob = torch.from_numpy(observed[begin : begin + chunk_size])
+            if on_cuda:
+                xb, ob = xb.pin_memory(), ob.pin_memory()
+            xb, ob = xb.to(device, non_blocking=True), ob.to(device, non_blocking=True)
+            out[begin : begin + chunk_size] = backbone.pooled(xb, ob).float()
+    return out.cpu().numpy()
 
 
 def _ranked_scores(

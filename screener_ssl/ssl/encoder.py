@@ -77,8 +77,9 @@ class Encoder:
         for i in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
             ob = torch.from_numpy(np.ascontiguousarray(observed[i : i + batch_size]))
-            h = self.backbone(xb, ob)
-            out.append((h if per_timestep else h[:, -1]).numpy())
+            # pooled(): the last step alone, through the backbone's cheaper form where it has one.
+            h = self.backbone(xb, ob) if per_timestep else self.backbone.pooled(xb, ob)
+            out.append(h.numpy())
         if not out:
             shape = (0, x.shape[1], self.embed_dim) if per_timestep else (0, self.embed_dim)
             return np.zeros(shape, dtype=np.float32)

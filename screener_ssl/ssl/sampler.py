@@ -7,12 +7,50 @@ is part of a checkpoint, so a resumed run continues the same stream.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.data.windows import WindowSpec, gather_windows, zscore_observed
 from screener_ssl.ssl.augment import AugmentConfig, augment_view, sample_crop_lengths, sample_decision_offsets
 from screener_ssl.ssl.objectives.base import SSLBatch, View
+
+
+@dataclass(frozen=True)
+class GatheredRows:
+    """The feature rows of B windows ending at their t*, gathered once; views are masks over them.
+
+    ``view(lengths, decision_known)`` equals ``gather_windows(values, start, decision, W,
+    lengths=lengths, open_known=...)`` bit for bit: a crop only hides the oldest bars and the
+    censoring only hides cells of the last bar, so neither needs another gather.
+    """
+
+    x: np.ndarray  # float32 [B, W, C], raw feature values (NaN kept; padding rows repeat t*)
+    present: np.ndarray  # bool [B, W, C]: inside the ticker's history and finite
+    back: np.ndarray  # int64 [W]: bars before t* at each position (W-1 .. 0)
+
+    def view(
+        self, lengths: np.ndarray, decision_known: np.ndarray, normalize: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """lengths int [B] bars kept up to t*; decision_known bool [B, C] cells kept on bar t*."""
+        observed = self.present & (self.back[None, :] < np.asarray(lengths)[:, None])[:, :, None]
+        observed[:, -1, :] &= decision_known
+        x = np.where(observed, self.x, np.float32(0.0))
+        return (zscore_observed(x, observed) if normalize else x), observed
+
+
+def gather_window_rows(values: np.ndarray, ticker_start: np.ndarray, decision_row: np.ndarray, window: int) -> GatheredRows:
+    """values float32 [N, C]; ticker_start, decision_row int64 [B] -> the rows of each window, once."""
+    decision_row = np.asarray(decision_row, dtype=np.int64)
+    ticker_start = np.asarray(ticker_start, dtype=np.int64)
+    batch, n_channels = decision_row.shape[0], values.shape[1]
+    back = np.arange(window - 1, -1, -1, dtype=np.int64)
+    rows = decision_row[:, None] - back[None, :]  # [B, W]
+    in_ticker = rows >= ticker_start[:, None]
+    rows = np.where(in_ticker, rows, decision_row[:, None])
+    x = np.asarray(values[rows.reshape(-1)], dtype=np.float32).reshape(batch, window, n_channels)
+    return GatheredRows(x=x, present=in_ticker[:, :, None] & np.isfinite(x), back=back)
 
 
 class WindowSampler:
@@ -81,13 +119,16 @@ class WindowSampler:
             sample_crop_lengths(self.rng, len(picks), window, self.spec.crop_lengths, self.augment)
             for _ in range(max(self.n_views, 1))
         ]
-        clean_x, clean_obs = self._gather(start, decision, crops[0], keep_whole)
+        # Each window's rows are gathered once; every view is a crop + censoring mask over them.
+        rows = gather_window_rows(self.values, start, decision, window)
+        decision_known = np.where(keep_whole[:, None], True, self.open_known[None, :])  # [B, C]
+        clean_x, clean_obs = rows.view(crops[0], decision_known, self.normalize)
         views = []
         for v in range(self.n_views):
             if v == 0:
                 x, obs = clean_x, clean_obs
             else:
-                x, obs = self._gather(start, decision, crops[v], keep_whole)
+                x, obs = rows.view(crops[v], decision_known, self.normalize)
             xa, oa = augment_view(torch.from_numpy(x), torch.from_numpy(obs), self.augment, self.gen)
             views.append(View(xa, oa))
         return SSLBatch(
@@ -97,21 +138,3 @@ class WindowSampler:
             ticker_id=torch.from_numpy(start.astype(np.int64)),
             decision_bar=torch.from_numpy((decision - start).astype(np.int64)),
         )
-
-    def _gather(self, start, decision, lengths, keep_whole) -> tuple[np.ndarray, np.ndarray]:
-        x, obs = gather_windows(
-            self.values, start, decision, self.spec.window_max, lengths=lengths, open_known=self.open_known,
-            normalize=self.normalize,
-        )
-        if keep_whole.any():
-            xw, ow = gather_windows(
-                self.values,
-                start[keep_whole],
-                decision[keep_whole],
-                self.spec.window_max,
-                lengths=lengths[keep_whole],
-                open_known=np.ones_like(self.open_known),
-                normalize=self.normalize,
-            )
-            x[keep_whole], obs[keep_whole] = xw, ow
-        return x, obs

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
 from screener_ssl.ssl.objectives.base import Objective
+from screener_ssl.ssl.device import DEVICE_PATTERN, autocast, batch_to_device, resolve_device
 from screener_ssl.ssl.sampler import WindowSampler
 
 
@@ -37,6 +38,8 @@ class TrainConfig(BaseModel):
     threads: int = Field(2, ge=1, le=256)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(25, ge=1)
+    device: str = Field("cpu", pattern=DEVICE_PATTERN)  # "auto" = CUDA when present
+    amp_bf16: bool = False  # bf16 autocast of the forward (losses keep float32 where they ask for it)
 
 
 @dataclass
@@ -132,8 +135,16 @@ def train(
     checkpoint_path: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Run ``config.steps`` optimizer steps; resumes from ``checkpoint_path`` when it exists."""
+    """Run ``config.steps`` optimizer steps; resumes from ``checkpoint_path`` when it exists.
+
+    On CUDA the per-step losses stay on the device and are read back every ``log_every``
+    steps (and before a checkpoint), so the loop does not wait for the GPU each step; a
+    non-finite loss is then reported with the step it happened at. The objective is
+    returned on the CPU.
+    """
     torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    objective.to(device)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, config.lr, config.weight_decay, config.steps, config.warmup_frac)
     losses: list[float] = []
@@ -154,21 +165,37 @@ def train(
     diverged_at: int | None = None
     t0 = time.perf_counter()
     window_count = 0
+    # CPU: check every step (free there). CUDA: read losses back in groups, no sync per step.
+    read_every = 1 if device.type == "cpu" else config.log_every
+    pending: list[torch.Tensor] = []
+
+    def read_back(last_step: int) -> None:
+        values = torch.stack(pending).float().cpu().tolist() if pending else []
+        first = last_step - len(values) + 1
+        pending.clear()
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"objective {objective.name!r} produced a non-finite loss ({value}) at step {first + offset}; "
+                    f"last logs {logs}. Lower the learning rate or check the inputs for unmasked NaN."
+                )
+            losses.append(value)
+
     for step in range(start_step, config.steps):
-        batch = sampler.sample()
-        out = objective(batch)
+        batch = batch_to_device(sampler.sample(), device)
+        with autocast(device, config.amp_bf16):
+            out = objective(batch)
         loss = out.loss
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"objective {objective.name!r} produced a non-finite loss ({float(loss.detach())}) at step {step}; "
-                f"last logs {logs}. Lower the learning rate or check the inputs for unmasked NaN."
-            )
+        pending.append(loss.detach())
+        if len(pending) >= read_every:
+            read_back(step)
         optimizer_step(loss, params, optimizer, scheduler, config.grad_clip)
         objective.on_after_step(step + 1, config.steps)
-        losses.append(float(loss.detach()))
         logs = out.logs
         window_count += batch.batch_size
         done = step + 1
+        if done % config.log_every == 0 or done == config.steps or done % config.checkpoint_every == 0:
+            read_back(step)
         if done % config.log_every == 0 or done == config.steps:
             rate = window_count / max(time.perf_counter() - t0, 1e-9)
             log(
@@ -195,6 +222,8 @@ def train(
             )
     seconds = time.perf_counter() - t0
     objective.eval()
+    if device.type != "cpu":
+        objective.to("cpu")  # probing, checks and artifacts downstream run on the CPU
     return TrainResult(
         steps=config.steps,
         losses=losses,
