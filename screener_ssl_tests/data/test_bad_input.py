@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
+
 import polars as pl
 import pytest
 
@@ -74,20 +76,26 @@ def test_features_carry_the_version_of_the_bars_they_were_computed_from(tmp_path
     first.write_parquet(first_file)
     second.write_parquet(second_file)
     ds.ingest_bars(root, str(first_file), None)
-    read = ds.load_clean_bars
+    read = ds.read_shape_features
+    calls = []
 
-    def read_then_ingest_other_bars(data_root):
-        bars = read(data_root)
-        ds.ingest_bars(root, str(second_file), None)  # a concurrent ingest swaps bars/ in between
-        return bars
+    def read_then_ingest_other_bars(path, volume_lookback):
+        store = read(path, volume_lookback=volume_lookback)
+        if not calls:
+            ds.ingest_bars(root, str(second_file), None)  # a concurrent ingest swaps bars/ meanwhile
+        calls.append(store)
+        return store
 
-    monkeypatch.setattr(ds, "load_clean_bars", read_then_ingest_other_bars)
-    _, version = ds.build_features(root, volume_lookback=20)
-    monkeypatch.setattr(ds, "load_clean_bars", read)
+    monkeypatch.setattr(ds, "read_shape_features", read_then_ingest_other_bars)
+    store, version = ds.build_features(root, volume_lookback=20)
     first_hash = bars_content_hash(validate_bars(first).clean)
-    assert json.loads((root / ds.FEATURES_DIR / "version.json").read_text())["bars_hash"] == first_hash
-    assert version == ds.fingerprint({"bars": first_hash, "volume_lookback": 20})
-    assert ds.bars_report(root)["content_hash"] != first_hash  # bars.json moved on meanwhile
+    second_hash = bars_content_hash(validate_bars(second).clean)
+    assert len(calls) == 2  # the swap was seen and the build read again
+    # The features and their version describe one and the same market: the bars now in place.
+    assert json.loads((root / ds.FEATURES_DIR / "version.json").read_text())["bars_hash"] == second_hash != first_hash
+    assert version == ds.fingerprint({"bars": second_hash, "volume_lookback": 20})
+    expected = read(root / ds.BARS_DIR / "bars.parquet", volume_lookback=20)
+    assert np.array_equal(store.values, expected.values, equal_nan=True)
 
 
 def test_shape_features_shares_the_pool_of_the_asset_that_writes_its_bars():
