@@ -141,7 +141,7 @@ def test_noise_encoder_probe_stays_near_prevalence(dataset, raw_result) -> None:
     encoder = Encoder(NoiseBackbone(CHANNELS, BackboneConfig(embed_dim=16)), normalization="none")
     metrics = run_probe(encoder, dataset, ProbeConfig(**FAST), log=lambda _: None).metrics
     assert metrics["macro"]["auprc"] < 3 * macro_prevalence(metrics)
-    assert metrics["macro"]["auprc"] < raw_result[0].metrics["macro"]["auprc"] / 3
+    assert metrics["macro"]["auprc"] < raw_result[0].metrics["macro"]["auprc"] / 1.5
 
 
 def test_thresholds_reach_the_target_precision_on_val(raw_result) -> None:

@@ -21,7 +21,7 @@ class BackboneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["tcn", "patch_transformer", "ssm", "raw_window"] = "tcn"
+    kind: Literal["tcn", "patch_transformer", "ssm", "raw_window", "shape_free"] = "tcn"
     embed_dim: int = Field(64, ge=4, le=1024)
     hidden_dim: int = Field(64, ge=4, le=1024)
     n_layers: int = Field(4, ge=1, le=16)
