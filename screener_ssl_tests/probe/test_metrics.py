@@ -447,3 +447,30 @@ def test_alert_budget_threshold_and_unreachable_patterns_raise_no_alerts():
     reachable = m.pattern_report(y_val=y, score_val=good, y_test=y, score_test=good, n_ticker_days=4000, n_boot=10)
     mac = m.macro({"a": report, "b": reachable})
     assert mac["reachable"] == "1 of 2 reachable" and mac["precision"] == reachable["alerts"]["precision"]
+
+
+def test_paired_comparison_joins_prediction_frames_on_ticker_and_decision_row():
+    import polars as pl
+
+    from screener_ssl.probe.compare import paired_comparison
+
+    y, score, ticker_id, day = _autocorrelated_toy(4, 10, 200)
+    rng = np.random.default_rng(1)
+    base = pl.DataFrame(
+        {
+            "ticker": [f"T{t}" for t in ticker_id],
+            "date": (np.datetime64("2021-01-01") + day).astype("datetime64[D]"),
+            "split": ["test"] * y.shape[0],
+            "decision_row": np.arange(y.shape[0], dtype=np.int64),
+            "label_p": y,
+        }
+    )
+    run_a = base.with_columns(score_p=pl.Series(score + 0.4 * y + 0.05 * rng.standard_normal(y.shape[0])))
+    run_b = base.with_columns(score_p=pl.Series(score)).sample(fraction=1.0, shuffle=True, seed=0)  # order differs
+    out = paired_comparison(run_a, run_b.head(1800), n_boot=200)
+    assert out["rows_shared"] == 1800 and out["verdict"] == "better" and out["bootstrap"]["block_days"] == 20
+    assert paired_comparison(run_b, run_a, n_boot=200)["verdict"] == "worse"
+    with pytest.raises(ValueError, match="different labels"):
+        paired_comparison(run_a, run_b.with_columns(label_p=1 - pl.col("label_p")), n_boot=10)
+    with pytest.raises(ValueError, match="share no test rows"):
+        paired_comparison(run_a, run_b.with_columns(split=pl.lit("val")), n_boot=10)
