@@ -15,6 +15,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -295,39 +296,47 @@ def macro_auprc_with_ci(
     return out
 
 
-def paired_macro_difference(
+def _check_score_set(y_arr: np.ndarray, scores: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
+    out = [np.asarray(s, dtype=np.float64) for s in scores]
+    if not out:
+        raise ValueError(f"{name}: at least one score array is needed")
+    for i, arr in enumerate(out):
+        if arr.shape != y_arr.shape:
+            raise ValueError(f"{name}[{i}]: expected scores of shape {y_arr.shape} like the labels, found {arr.shape}")
+        for p in range(arr.shape[1]):
+            _scores(arr[:, p], f"{name}[{i}][:, {p}]")
+    return out
+
+
+def pooled_macro_comparison(
     y: np.ndarray,
-    score_a: np.ndarray,
-    score_b: np.ndarray,
+    scores_a: Sequence[np.ndarray],
+    scores_b: Sequence[np.ndarray] | None = None,
     design: BootstrapDesign | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:
-    """Macro AUPRC of ``score_a`` minus that of ``score_b`` on the same rows, with shared draws.
+    """Mean macro AUPRC over the runs (seeds) of group a, minus that of group b, with shared draws.
 
     Args:
-        y: labels ``[N, P]``, identical rows for both runs.
-        score_a, score_b: scores ``[N, P]`` of the two runs on those rows.
+        y: labels ``[N, P]``, the rows every run scored.
+        scores_a: one ``[N, P]`` score array per run of group a (e.g. its seeds).
+        scores_b: the same for group b; None gives group a's pooled estimate and CI alone.
 
-    Every resample weights the rows once and scores both runs under those
-    weights, so the CI is of the difference itself (far narrower than two
-    overlapping intervals when the runs err on the same rows). Patterns without
-    a positive are left out of both means. ``verdict`` is "better" when the CI
-    lies above 0, "worse" below, else "tie".
-    Returns dict(diff, auprc_a, auprc_b, ci_low, ci_high, verdict, n, n_boot_used, alpha).
+    Each resample weights the rows once and scores every run of both groups
+    under those weights, so the CI covers row sampling and the seeds' spread
+    is kept apart (report it beside). Patterns without a positive are left out.
+    ``verdict`` (with b) is "better" when the CI lies above 0, "worse" below,
+    else "tie". Returns dict(diff, auprc_a, auprc_b, ci_low, ci_high, verdict,
+    n, n_runs_a, n_runs_b, n_patterns_used, n_boot_used, alpha).
     """
     y_arr = np.asarray(y)
-    a, b = np.asarray(score_a, dtype=np.float64), np.asarray(score_b, dtype=np.float64)
-    if y_arr.ndim != 2 or a.shape != y_arr.shape or b.shape != y_arr.shape:
-        raise ValueError(
-            f"paired difference: y, score_a, score_b must share one shape [N, P], "
-            f"found {y_arr.shape}, {a.shape}, {b.shape}"
-        )
+    if y_arr.ndim != 2:
+        raise ValueError(f"labels must be [N, P], found shape {y_arr.shape}")
+    group_a = _check_score_set(y_arr, scores_a, "scores_a")
+    group_b = None if scores_b is None else _check_score_set(y_arr, scores_b, "scores_b")
     cols = [_binary_labels(y_arr[:, p], f"y[:, {p}]") for p in range(y_arr.shape[1])]
-    for p in range(y_arr.shape[1]):
-        _scores(a[:, p], f"score_a[:, {p}]")
-        _scores(b[:, p], f"score_b[:, {p}]")
     used = [p for p, col in enumerate(cols) if col.any()]
     out = {
         "diff": float("nan"),
@@ -337,31 +346,63 @@ def paired_macro_difference(
         "ci_high": float("nan"),
         "verdict": "undefined",
         "n": int(y_arr.shape[0]),
+        "n_runs_a": len(group_a),
+        "n_runs_b": 0 if group_b is None else len(group_b),
         "n_patterns_used": len(used),
         "n_boot_used": 0,
         "alpha": float(alpha),
     }
     if not used:
         return out
-    out["auprc_a"] = float(np.mean([average_precision_score(cols[p], a[:, p]) for p in used]))
-    out["auprc_b"] = float(np.mean([average_precision_score(cols[p], b[:, p]) for p in used]))
-    out["diff"] = out["auprc_a"] - out["auprc_b"]
+
+    def point(group: list[np.ndarray]) -> float:
+        return float(np.mean([np.mean([average_precision_score(cols[p], s[:, p]) for p in used]) for s in group]))
+
+    out["auprc_a"] = point(group_a)
+    if group_b is not None:
+        out["auprc_b"] = point(group_b)
+        out["diff"] = out["auprc_a"] - out["auprc_b"]
     design = _design_for(design, y_arr.shape[0])
-    sorted_a = [_SortedScores(cols[p], a[:, p]) for p in used]
-    sorted_b = [_SortedScores(cols[p], b[:, p]) for p in used]
+    sorted_a = [[_SortedScores(cols[p], s[:, p]) for p in used] for s in group_a]
+    sorted_b = [] if group_b is None else [[_SortedScores(cols[p], s[:, p]) for p in used] for s in group_b]
     rng = np.random.default_rng(seed)
+
+    def resampled(group: list[list[_SortedScores]], draws: np.ndarray) -> float:
+        # Same labels for every run: a pattern without a drawn positive is NaN for all and is skipped.
+        return float(np.mean([np.nanmean([ss.average_precision(draws) for ss in run]) for run in group]))
+
     boot = []
-    for _ in range(n_boot):
-        draws = design.draw(rng)
-        pairs = [(sa.average_precision(draws), sb.average_precision(draws)) for sa, sb in zip(sorted_a, sorted_b)]
-        pairs = [(pa, pb) for pa, pb in pairs if not math.isnan(pa)]  # same labels: both NaN or neither
-        if pairs:
-            boot.append(float(np.mean([pa for pa, _ in pairs]) - np.mean([pb for _, pb in pairs])))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no positive drawn anywhere
+        for _ in range(n_boot):
+            draws = design.draw(rng)
+            value = resampled(sorted_a, draws) - (resampled(sorted_b, draws) if sorted_b else 0.0)
+            if not math.isnan(value):
+                boot.append(value)
     out["n_boot_used"] = len(boot)
     out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
-    if boot:
+    if group_b is not None and boot:
         out["verdict"] = "better" if out["ci_low"] > 0 else "worse" if out["ci_high"] < 0 else "tie"
     return out
+
+
+def paired_macro_difference(
+    y: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    design: BootstrapDesign | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Macro AUPRC of ``score_a`` minus that of ``score_b`` (both ``[N, P]``) on the same rows ``y [N, P]``.
+
+    Every resample weights the rows once and scores both runs under those
+    weights, so the CI is of the difference itself (far narrower than two
+    overlapping intervals when the runs err on the same rows); see
+    :func:`pooled_macro_comparison`, of which this is the one-run-per-side case.
+    """
+    return pooled_macro_comparison(y, [score_a], [score_b], design=design, n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 # --------------------------------------------------------------------------- thresholds and alerts
