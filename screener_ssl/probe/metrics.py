@@ -788,6 +788,8 @@ def macro(
         "patterns": used,
         "n_patterns": len(names),
         "auprc": _nanmean([reports[p]["auprc"]["auprc"] for p in used]),
+        # A random score's expected AUPRC: the reference for "x times the prevalence".
+        "prevalence": _nanmean([reports[p]["auprc"]["prevalence"] for p in used]),
         "ci_low": float("nan"),
         "ci_high": float("nan"),
     }
