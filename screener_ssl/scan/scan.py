@@ -41,6 +41,8 @@ from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import load_schema
 
 AUPRC_COLUMN = "probe_metrics.macro.auprc"
+# Models are chosen on val; the test AUPRC is reported, never used to choose.
+VAL_AUPRC_COLUMN = "probe_metrics.val.macro_auprc"
 SCORE_COLUMNS: dict[str, pl.DataType] = {
     "ticker": pl.String(),
     "date": pl.Date(),
@@ -436,13 +438,17 @@ def scan_market(
 
 
 def select_best_run(index: pl.DataFrame) -> Path:
-    """The ``run_dir`` of the run with the highest macro AUPRC among runs that have a ``probe_head.json``."""
-    for column in ("run_dir", AUPRC_COLUMN):
+    """The ``run_dir`` of the run with the highest VAL macro AUPRC among runs that have a ``probe_head.json``.
+
+    Test AUPRC plays no part: choosing the deployed model on test would make its
+    reported test score optimistic.
+    """
+    for column in ("run_dir", VAL_AUPRC_COLUMN):
         if column not in index.columns:
             raise ValueError(f"the experiment index has no column {column!r}; run the probe and rebuild the index")
     rows = index.select(
         pl.col("run_dir").cast(pl.String),
-        pl.col(AUPRC_COLUMN).cast(pl.Float64, strict=False).alias("auprc"),
+        pl.col(VAL_AUPRC_COLUMN).cast(pl.Float64, strict=False).alias("auprc"),
         *([pl.col("run_id").cast(pl.String)] if "run_id" in index.columns else [pl.lit("").alias("run_id")]),
     ).filter(pl.col("auprc").is_not_null() & pl.col("auprc").is_not_nan() & pl.col("run_dir").is_not_null())
     candidates = [
@@ -452,9 +458,9 @@ def select_best_run(index: pl.DataFrame) -> Path:
     ]
     if not candidates:
         raise FileNotFoundError(
-            f"no run in the experiment index has both a finite {AUPRC_COLUMN} and a {HEAD_FILE} "
-            f"({index.height} rows, {rows.height} with an AUPRC); run probe_metrics first"
+            f"no run in the experiment index has both a finite {VAL_AUPRC_COLUMN} and a {HEAD_FILE} "
+            f"({index.height} rows, {rows.height} with a val AUPRC); run probe_metrics first"
         )
-    # Highest AUPRC; among equals the latest run id (ids sort by creation time).
+    # Highest val AUPRC; among equals the latest run id (ids sort by creation time).
     best = max(candidates, key=lambda c: (c[0], c[1]))
     return Path(best[2])

@@ -19,6 +19,7 @@ from screener_ssl.runs.finetune import (
 )
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
+from screener_ssl.tracking.artifacts import atomic_write_parquet
 from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
@@ -178,6 +179,9 @@ def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettin
     if index.height:
         write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
     board = leaderboard(index)
+    if board.height:
+        # The verdicts (seed-pooled, paired, ranked by val) beside the per-run index.
+        atomic_write_parquet(models_root / "_leaderboard.parquet", board)
     rows = [
         {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
         for r in board.iter_rows(named=True)
@@ -187,7 +191,10 @@ def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettin
         "columns": index.width,
         "csv": dg.MetadataValue.path(str(paths["csv"])),
         "parquet": dg.MetadataValue.path(str(paths["parquet"])),
-        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+        "leaderboard": dg.MetadataValue.md(
+            "Ranked by val macro AUPRC; test reported with block-bootstrap CIs; verdicts are paired differences.\n\n"
+            + leaderboard_markdown(board)
+        ),
     }
     if rows:
         metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(

@@ -7,8 +7,9 @@ per-timestep ``LayerNorm`` over channels, never a ``BatchNorm`` over time, which
 would leak statistics of future bars into the past.
 
 Receptive field: ``1 + 2 * (kernel_size - 1) * (2 ** n_layers - 1)`` bars, i.e.
-61 bars with the defaults (kernel_size=3, n_layers=4, two convolutions per block):
-about three months of daily bars, covering a 64-bar window up to its first 3 bars.
+91 bars with the defaults (kernel_size=4, n_layers=4, two convolutions per block):
+more than the default 64-bar window, so the decision-bar embedding sees every bar
+of it (with kernel_size=3 it would see 61 and miss the oldest 3).
 See :attr:`TCNBackbone.receptive_field`.
 
 The decision step needs one output per window, the last. :meth:`TCNBackbone.last_step`

@@ -118,6 +118,7 @@ class Objective(nn.Module):
     backbone_kind: ClassVar[str | None] = None
     finetunable: ClassVar[bool] = True
     collapse_rule: ClassVar[str] = "std_and_rank"
+    is_baseline: ClassVar[bool] = False  # a reference row (paired verdicts compare runs with the best one)
 
     def __init__(self, backbone: SSLBackbone, config: ObjectiveConfig) -> None:
         super().__init__()
@@ -181,6 +182,13 @@ def objective_names() -> list[str]:
     from screener_ssl.ssl import objectives  # noqa: F401  (registration side effect)
 
     return sorted(_REGISTRY)
+
+
+def baseline_names() -> list[str]:
+    """Names of the registry's baselines (the references of the paired verdicts)."""
+    from screener_ssl.ssl import objectives  # noqa: F401  (registration side effect)
+
+    return sorted(n for n, c in _REGISTRY.items() if c.is_baseline)
 
 
 def trainer_objective_names() -> list[str]:
