@@ -168,6 +168,7 @@ def pretrain_partition(
             seed=point.train.seed,
             neighbors_per_anchor=1 if expansion > 0 else 0,
             neighbor_radius=expansion,
+            future_bars=objective.future_bars,  # predictive objectives: train-split futures only
         )
         log(
             f"pretraining {point.partition_key} ({model_type(point)}): {point.train.steps} steps x "

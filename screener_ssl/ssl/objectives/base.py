@@ -69,6 +69,16 @@ class Objective(nn.Module):
         self.backbone = backbone
         self.config = config
 
+    @property
+    def future_bars(self) -> int:
+        """Bars after t* the sampler must hand over as ``extras["future_x"]`` / ``["future_observed"]``.
+
+        0 (the default) for every objective that reads only the window up to t*. A predictive
+        objective returns its horizon; the sampler then draws only windows whose future stays
+        inside the sampled split.
+        """
+        return 0
+
     def forward(self, batch: SSLBatch) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError
 
