@@ -236,3 +236,13 @@ def test_short_training_on_a_tiny_market_lowers_the_loss_without_collapse(loss):
     if loss == "infonce":
         # Better than chance at picking a window's own future among the batch's candidates.
         assert result.last_logs["top1_accuracy"] > 2.0 / TINY["batch_size"]
+
+
+def test_python_api_pretrains_cpc_and_patch_mae():
+    from screener_ssl.ssl.api import pretrain
+
+    X = np.cumsum(np.random.default_rng(0).normal(size=(6, 80, 3)), axis=1).astype(np.float32)
+    for name in ("cpc", "patch_mae"):
+        enc = pretrain(X, objective=name, window=32, steps=3, batch_size=8, embed_dim=8, hidden_dim=8, n_layers=2,
+                       threads=1)
+        assert enc.encode(X).shape == (6, 8) and math.isfinite(enc.meta["final_loss"])

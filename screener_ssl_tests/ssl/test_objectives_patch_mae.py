@@ -215,3 +215,24 @@ def test_short_training_on_a_tiny_market_lowers_the_loss_without_collapse(config
     assert result.final_loss < 0.95 * result.first_loss, (result.first_loss, result.final_loss)
     assert not collapse["collapsed"], collapse
     assert collapse["effective_rank"] > TINY["min_effective_rank"], collapse
+
+
+def test_schema_records_patch_size_mask_ratio_and_target():
+    from screener_ssl.data.windows import WindowSpec
+    from screener_ssl.ssl.augment import AugmentConfig
+    from screener_ssl.ssl.schema import SSLSchema
+    from screener_ssl.sweep import load_sweep
+
+    def schema(variant: str) -> SSLSchema:
+        point = load_sweep().point("patch_mae", variant)
+        objective = build_objective("patch_mae", build_backbone(point.backbone, 6), point.objective_config)
+        return SSLSchema(
+            window_spec=WindowSpec(), spec_fingerprint="s", dataset_fingerprint="d", augmentation=AugmentConfig(),
+            objective="patch_mae", objective_config=objective.config.model_dump(mode="json"), encoder=point.backbone,
+        )
+
+    base, patch16, latent = schema("base"), schema("patch-16"), schema("latent")
+    recorded = SSLSchema.from_json(patch16.to_json()).objective_config
+    assert (recorded["patch_len"], recorded["mask_ratio"], recorded["target"]) == (16, 0.5, "raw")
+    assert latent.objective_config["target"] == "latent"
+    assert len({base.fingerprint, patch16.fingerprint, latent.fingerprint}) == 3
