@@ -61,7 +61,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 def _build_dataset(root: Path, tickers: int, days: int, seed: int):
     from screener_ssl.data import dataset as ds
     from screener_ssl.data.synthetic import SyntheticMarketConfig
-    from screener_ssl.sweep import load_sweep
+    from screener_ssl.runs.sweep import load_sweep
 
     spec = load_sweep().spec.dataset.window
     ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=tickers, n_days=days, seed=seed))
@@ -75,7 +75,7 @@ def _run_settings(objective: str, backbone: str, batch_size: int, threads: int, 
     from screener_ssl.ssl.augment import AugmentConfig
     from screener_ssl.ssl.backbones.base import BackboneConfig
     from screener_ssl.ssl.trainer import TrainConfig
-    from screener_ssl.sweep import SweepError, load_sweep
+    from screener_ssl.runs.sweep import SweepError, load_sweep
 
     try:
         point = load_sweep().point(objective, "base")
@@ -139,6 +139,7 @@ def _bench_pair(dataset, objective_name: str, backbone_kind: str, args, device) 
         seed=train_cfg.seed,
         neighbors_per_anchor=1 if expansion > 0 else 0,
         neighbor_radius=expansion,
+        future_bars=objective.future_bars,  # predictive objectives read the bars after t* as targets
     )
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
@@ -232,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch_threads = pin_torch_threads(args.threads)
-    from screener_ssl.ssl.objectives.base import objective_names
+    from screener_ssl.ssl.objectives.base import trainer_objective_names
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
     device = torch.device(args.device)
-    known = objective_names()
+    known = trainer_objective_names()
     objectives = known if args.objectives == "all" else [o.strip() for o in args.objectives.split(",") if o.strip()]
     unknown = sorted(set(objectives) - set(known))
     if unknown:

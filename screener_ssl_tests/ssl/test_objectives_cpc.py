@@ -78,6 +78,11 @@ def test_config_and_registry():
         CPCConfig(loss="mse")
     with pytest.raises(ValueError):
         CPCConfig(segment_len=1)
+    # The registry declaration the runs layer hands the sampler.
+    from screener_ssl.ssl.trainer import TrainConfig
+
+    cls = get_objective_class("cpc")
+    assert cls.sampler_settings(cls.resolve_config({"n_segments": 4}, TrainConfig())) == {"future_bars": 32}
     # Objectives that read only the past ask the sampler for nothing after t*.
     backbone = build_backbone(BackboneConfig(kind="tcn", embed_dim=16, hidden_dim=16, n_layers=2), 6)
     assert build_objective("masked_recon", backbone, {}).future_bars == 0

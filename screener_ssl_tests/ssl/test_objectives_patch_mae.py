@@ -221,7 +221,7 @@ def test_schema_records_patch_size_mask_ratio_and_target():
     from screener_ssl.data.windows import WindowSpec
     from screener_ssl.ssl.augment import AugmentConfig
     from screener_ssl.ssl.schema import SSLSchema
-    from screener_ssl.sweep import load_sweep
+    from screener_ssl.runs.sweep import load_sweep
 
     def schema(variant: str) -> SSLSchema:
         point = load_sweep().point("patch_mae", variant)

@@ -145,9 +145,10 @@ class CPC(Objective):
                 p.requires_grad_(False)
         self.momentum = config.base_momentum
 
-    @property
-    def future_bars(self) -> int:
-        return self.config.horizon
+    @classmethod
+    def sampler_settings(cls, config: dict) -> dict:
+        """The sampler hands over the ``n_segments * segment_len`` bars after t* (train split only)."""
+        return {"future_bars": cls.config_cls.model_validate(config).horizon}
 
     def context(self, batch: SSLBatch) -> torch.Tensor:
         """``[B, D]``: the backbone's state at t* of view 0 (bars <= t* only)."""
