@@ -126,6 +126,7 @@ def _bench_pair(dataset, objective_name: str, backbone_kind: str, args, device) 
         seed=train_cfg.seed,
         neighbors_per_anchor=1 if expansion > 0 else 0,
         neighbor_radius=expansion,
+        future_bars=objective.future_bars,  # predictive objectives read the bars after t* as targets
     )
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)

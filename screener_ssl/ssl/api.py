@@ -87,6 +87,8 @@ def pretrain(
     decision_row = (np.arange(n_series)[:, None] * length + ends[None, :]).reshape(-1)
     ticker_start = np.repeat(np.arange(n_series) * length, len(ends))
     cls = get_objective_class(objective)
+    model = build_backbone(BackboneConfig(kind=backbone, **backbone_kw), channels)
+    obj = build_objective(objective, model, objective_kw)
     sampler = WindowSampler(
         values=values,
         ticker_start=ticker_start,
@@ -97,9 +99,8 @@ def pretrain(
         batch_size=train_cfg.batch_size,
         seed=train_cfg.seed,
         normalize=False,
+        future_bars=obj.future_bars,
     )
-    model = build_backbone(BackboneConfig(kind=backbone, **backbone_kw), channels)
-    obj = build_objective(objective, model, objective_kw)
     result = train(obj, sampler, train_cfg, log=log or (lambda _msg: None))
     return Encoder(
         obj.backbone,

@@ -18,7 +18,8 @@ by the trainer loop, so a module that declares nothing extra registers and train
 - ``finetunable`` (True): False = there are no weights to finetune end to end.
 - ``collapse_rule`` (``"std_and_rank"``): how :func:`screener_ssl.ssl.checks.judge_collapse`
   reads the held-out collapse report (``"rank_only"`` for inputs with constant channels by design).
-- ``sampler_settings(config)`` ({}): extra :class:`WindowSampler` arguments for this config.
+- ``sampler_settings(config)`` ({}): extra :class:`WindowSampler` arguments for this config
+  (e.g. ``future_bars``: a predictive objective's horizon after t*, handed over in ``SSLBatch.extras``).
 - ``resolve_config(config, train)``: the config recorded in the schema, every default filled in.
 - ``fit(backbone, job, log)``: how the backbone is trained on a :class:`FitJob`
   (default: the trainer loop over a :class:`WindowSampler`).
@@ -124,6 +125,16 @@ class Objective(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = config
+
+    @property
+    def future_bars(self) -> int:
+        """Bars after t* the sampler hands over as ``extras["future_x"]`` / ``["future_observed"]``.
+
+        Read from :meth:`sampler_settings` (``future_bars``, default 0: the objective reads only
+        the window up to t*). With a horizon, the sampler draws only windows whose future stays
+        inside the sampled split.
+        """
+        return int(self.sampler_settings(self.config.model_dump(mode="json")).get("future_bars", 0))
 
     def forward(self, batch: SSLBatch) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError
