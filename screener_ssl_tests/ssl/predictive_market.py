@@ -60,6 +60,12 @@ def val_embeddings(backbone, n: int = 512) -> np.ndarray:
 
 def train_on_tiny_market(name: str, config: dict, seed: int = 0) -> tuple[TrainResult, dict]:
     """Pretrain ``name`` for a few steps on the tiny market's train split; collapse report on val."""
+    result, collapse, _ = train_objective_on_tiny_market(name, config, seed)
+    return result, collapse
+
+
+def train_objective_on_tiny_market(name: str, config: dict, seed: int = 0):
+    """As :func:`train_on_tiny_market`, also returning the trained objective."""
     seed_everything(seed, 1)
     torch.set_num_threads(1)
     backbone = build_backbone(BACKBONE, SPEC.n_features)
@@ -68,4 +74,4 @@ def train_on_tiny_market(name: str, config: dict, seed: int = 0) -> tuple[TrainR
     cfg = TrainConfig(steps=TINY["steps"], batch_size=TINY["batch_size"], lr=TINY["lr"], seed=seed, threads=1,
                       log_every=1000)
     result = train(objective, sampler, cfg, log=lambda _m: None)
-    return result, collapse_report(val_embeddings(objective.backbone))
+    return result, collapse_report(val_embeddings(objective.backbone)), objective

@@ -14,7 +14,9 @@ from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
 from screener_ssl.ssl.objectives import SSLBatch, View, build_objective, get_objective_class
 from screener_ssl.ssl.objectives.cpc import CPCConfig, cpc_candidate_masks, cpc_info_nce, split_segments
 from screener_ssl.ssl.sampler import WindowSampler, future_inside_candidates
-from screener_ssl_tests.ssl.predictive_market import SPEC, TINY, split_sampler, tiny_market, train_on_tiny_market
+from screener_ssl_tests.ssl.predictive_market import (
+    SPEC, TINY, split_sampler, tiny_market, train_objective_on_tiny_market, train_on_tiny_market,
+)
 
 torch.set_num_threads(1)
 
@@ -234,13 +236,19 @@ def test_trained_context_encoder_stays_causal():
 
 @pytest.mark.parametrize("loss", ["infonce", "predictive"])
 def test_short_training_on_a_tiny_market_lowers_the_loss_without_collapse(loss):
-    result, collapse = train_on_tiny_market("cpc", {"projector_hidden_dim": 32, "projector_dim": 16, "loss": loss})
+    result, collapse, objective = train_objective_on_tiny_market(
+        "cpc", {"projector_hidden_dim": 32, "projector_dim": 16, "loss": loss}
+    )
     assert result.final_loss < 0.95 * result.first_loss, (result.first_loss, result.final_loss)
     assert not collapse["collapsed"], collapse
     assert collapse["effective_rank"] > TINY["min_effective_rank"], collapse
     if loss == "infonce":
-        # Better than chance at picking a window's own future among the batch's candidates.
-        assert result.last_logs["top1_accuracy"] > 2.0 / TINY["batch_size"]
+        # Better than chance (about 1/32) at picking a window's own future among the batch's
+        # candidates, averaged over 1,024 held-out val windows (binomial sd at chance ~0.0055).
+        sampler = split_sampler(objective, split="val", batch_size=TINY["batch_size"], seed=1)
+        with torch.no_grad():
+            accuracy = np.mean([objective(sampler.sample()).logs["top1_accuracy"] for _ in range(32)])
+        assert accuracy > 1.5 / TINY["batch_size"], accuracy
 
 
 def test_python_api_pretrains_cpc_and_patch_mae():

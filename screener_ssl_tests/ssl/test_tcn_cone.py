@@ -100,11 +100,12 @@ def test_cone_is_causal_per_prefix(config_index: int, steps: int, data: st.DataO
 
 def test_cone_sees_exactly_its_receptive_field() -> None:
     backbone = random_tcn({}, seed=3)
-    x, observed = random_batch(seed=4, batch=1, steps=70)
-    oldest_seen = 70 - backbone.receptive_field
+    steps = backbone.receptive_field + 10
+    x, observed = random_batch(seed=4, batch=1, steps=steps)
+    oldest_seen = steps - backbone.receptive_field
     with torch.no_grad():
         base = backbone.last_step(x, observed)
-        for position, expect_change in [(oldest_seen, True), (oldest_seen - 1, False), (69, True)]:
+        for position, expect_change in [(oldest_seen, True), (oldest_seen - 1, False), (steps - 1, True)]:
             x_new = x.clone()
             x_new[:, position] += 5.0
             observed_new = observed.clone()
