@@ -138,6 +138,7 @@ def pretrain_partition(
     checkpoint = checkpoint_dir / f"{model_type(point)}__{point.variant}__{run_key}.pt"
     seed_everything(point.train.seed, point.train.threads)  # weights start from the same state for every path
     backbone = build_backbone(point.backbone, n_channels)
+    objective = None  # the trained objective, when there is one (its hooks add collapse facts and artifacts)
 
     if point.objective in ("random_init", "raw_features"):
         log(f"{point.partition_key}: baseline without training ({model_type(point)})")
@@ -180,13 +181,18 @@ def pretrain_partition(
     rng = np.random.default_rng(point.train.seed)
     val_pos = dataset.index.rows_of("val")
     sample = rng.choice(val_pos, size=min(COLLAPSE_SAMPLE, len(val_pos)), replace=False)
-    collapse = collapse_report(embed_positions(encoder, dataset, np.sort(sample)))
+    collapse = collapse_report(
+        embed_positions(encoder, dataset, np.sort(sample)),
+        objective_facts=objective.collapse_facts() if objective is not None else None,
+    )
 
     run_id = new_run_id()
     final_dir = run_dir(data_root, model_type(point), run_id)
     finished = time.time()
     with atomic_dir(final_dir) as tmp:
         encoder.save(tmp)
+        if objective is not None:
+            objective.save_artifacts(tmp)
         atomic_write_text(tmp / "schema.json", schema.to_json())
         atomic_write_json(
             tmp / "pretrain_config.json",

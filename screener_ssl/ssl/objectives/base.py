@@ -8,7 +8,8 @@ last position) and returns a scalar loss with a few named floats to log.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -74,6 +75,17 @@ class Objective(nn.Module):
 
     def on_after_step(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (EMA targets, schedules). Default: nothing."""
+
+    def collapse_facts(self) -> dict[str, dict[str, Any]]:
+        """Facts about the objective's own state that the collapse check includes (e.g. codebook usage).
+
+        ``name -> {metric: value, ..., "collapsed": bool}``; any ``collapsed`` fact marks the run
+        collapsed. Default: none (the embedding statistics alone decide).
+        """
+        return {}
+
+    def save_artifacts(self, directory: Path) -> None:
+        """Write extra trained parts the run dir keeps beside ``encoder.pt`` (e.g. a teacher). Default: nothing."""
 
 
 _REGISTRY: dict[str, type[Objective]] = {}
