@@ -51,7 +51,7 @@ def test_commitment_loss_value_and_gradient_reach_only_the_encoder_output():
     z_e = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
     z_q = torch.zeros(2, 2, requires_grad=True)
     loss = commitment_loss(z_e, z_q)
-    assert float(loss) == pytest.approx((1.0 + 4.0) / 4)  # mean over the 4 cells
+    assert float(loss.detach()) == pytest.approx((1.0 + 4.0) / 4)  # mean over the 4 cells
     loss.backward()
     torch.testing.assert_close(z_e.grad, torch.tensor([[0.5, 0.0], [0.0, 1.0]]))
     assert z_q.grad is None
