@@ -277,6 +277,7 @@ class TeacherEncoder:
         self.render = render
         self.feature_names = tuple(feature_names)
         self.meta = {"objective": "chart_distill", "role": "teacher"}
+        self.normalization = "none"  # as the run's Encoder: windows arrive normalized by the gatherer
 
     @property
     def input_channels(self) -> int:
