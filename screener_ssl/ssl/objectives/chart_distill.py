@@ -84,6 +84,15 @@ class ChartDistillConfig(ObjectiveConfig):
 # --------------------------------------------------------------------------- teacher
 
 
+class ChartTeacherSpec(ObjectiveConfig):
+    """What builds a teacher (recorded where an encoder's backbone config would be)."""
+
+    kind: str = "chart_cnn"
+    height: int
+    base_width: int
+    out_dim: int
+
+
 class ChartTeacher(nn.Module):
     """Small CNN: images ``[B, 2, H, W]`` -> embedding ``[B, teacher_dim]``.
 
@@ -100,6 +109,7 @@ class ChartTeacher(nn.Module):
         super().__init__()
         assert height >= 8, f"ChartTeacher needs images at least 8 rows high, got {height}"
         self.height, self.in_channels, self.out_dim = height, in_channels, out_dim
+        self.config = ChartTeacherSpec(height=height, base_width=base_width, out_dim=out_dim)
         layers: list[nn.Module] = []
         channels = in_channels
         for stage in range(3):
@@ -274,6 +284,7 @@ class TeacherEncoder:
 
     def __init__(self, teacher: ChartTeacher, render: RenderConfig, feature_names: tuple[str, ...]) -> None:
         self.teacher = teacher.eval()
+        self.backbone = self.teacher  # run_probe records ``encoder.backbone.config``
         self.render = render
         self.feature_names = tuple(feature_names)
         self.meta = {"objective": "chart_distill", "role": "teacher"}
