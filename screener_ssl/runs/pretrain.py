@@ -113,7 +113,9 @@ def pretrain_partition(
     rng = np.random.default_rng(point.train.seed)
     val_pos = dataset.index.rows_of("val")
     sample = rng.choice(val_pos, size=min(COLLAPSE_SAMPLE, len(val_pos)), replace=False)
-    collapse = collapse_report(embed_positions(encoder, dataset, np.sort(sample)))
+    collapse = collapse_report(
+        embed_positions(encoder, dataset, np.sort(sample)), objective_facts=result.objective_facts
+    )
 
     written = write_run(
         data_root,
@@ -156,6 +158,7 @@ def pretrain_partition(
         started=started,
         run_context=run_context,
         environ=environ,
+        write_extra=result.write_extra,
     )
     checkpoint.unlink(missing_ok=True)
     log(

@@ -51,6 +51,10 @@ class TrainResult:
     resumed_from_step: int = 0
     last_logs: dict[str, float] = field(default_factory=dict)
     diverged_at_step: int | None = None  # first logged step at which the loss was diverging
+    # From the trained objective's hooks: extra collapse facts (e.g. codebook usage) and a writer of
+    # extra run-dir files (e.g. a teacher network); see Objective.collapse_facts / save_artifacts.
+    objective_facts: dict[str, dict] = field(default_factory=dict)
+    write_extra: Callable[[Path], None] | None = None
 
     @property
     def mean_loss(self) -> float:

@@ -142,6 +142,17 @@ class Objective(nn.Module):
     def on_after_step(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (EMA targets, schedules). Default: nothing."""
 
+    def collapse_facts(self) -> dict[str, dict[str, Any]]:
+        """Facts about the objective's own state that the collapse check includes (e.g. codebook usage).
+
+        ``name -> {metric: value, ..., "collapsed": bool}``; any ``collapsed`` fact marks the run
+        collapsed. Default: none (the embedding statistics alone decide).
+        """
+        return {}
+
+    def save_artifacts(self, directory: Path) -> None:
+        """Write extra trained parts the run dir keeps beside ``encoder.pt`` (e.g. a teacher). Default: nothing."""
+
     @classmethod
     def resolve_config(cls, config: dict[str, Any], train: "TrainConfig") -> dict[str, Any]:
         """The settings recorded in the schema: ``config`` validated, every default filled in."""
@@ -176,6 +187,9 @@ class Objective(nn.Module):
         )
         log(f"{cls.name}: {train.steps} steps x {train.batch_size} windows from {len(train_pos)} train windows")
         result = train_loop(objective, sampler, train, checkpoint_path=job.checkpoint, log=log)
+        # The run writer reads the trained objective's hooks through the result.
+        result.objective_facts = objective.collapse_facts()
+        result.write_extra = objective.save_artifacts
         return objective.backbone, result
 
 
