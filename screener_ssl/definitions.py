@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from screener_ssl.defs.data.assets import ohlcv_bars, pattern_labels, shape_features, windowed_dataset
+from screener_ssl.defs.execution import executor_from_env
 from screener_ssl.defs.partitions import sweep_partitions
 from screener_ssl.defs.probe.assets import build_probe_assets
 from screener_ssl.defs.resources import ScreenerSettings
@@ -16,7 +17,8 @@ NIGHTLY_CRON = "0 2 * * *"
 
 
 def build_definitions(
-    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None
+    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     sweep = settings.load_sweep()
     partitions = sweep_partitions(sweep)
@@ -30,6 +32,7 @@ def build_definitions(
         jobs=[sweep_job, index_job],
         schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
         resources={"settings": settings},
+        executor=executor,
     )
 
 
@@ -37,4 +40,5 @@ defs = build_definitions(
     ScreenerSettings.from_env(),
     nightly_cron=os.environ.get("SCREENER_SSL_NIGHTLY_CRON", NIGHTLY_CRON),
     nightly_variants=[v for v in os.environ.get("SCREENER_SSL_NIGHTLY_VARIANTS", "full").split(",") if v] or None,
+    executor=executor_from_env(),
 )
