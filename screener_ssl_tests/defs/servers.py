@@ -106,7 +106,9 @@ class RayHead:
         self.tmp = Path(tempfile.mkdtemp(prefix="screener_ray_", dir="/tmp"))
         gcs_port, self.dashboard_port, client_port = free_port(), free_port(), free_port()
         # Loopback only: without this Ray swaps 127.0.0.1 for the machine's routable address.
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+               # Jobs run `dagster api execute_step`: the head is started from the venv, as on a real node.
+               "PATH": os.pathsep.join([str(ray_bin.parent), os.environ.get("PATH", "")])}
         self.log = open(self.tmp / "head.log", "w")
         self.proc = subprocess.Popen(
             [str(ray_bin), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", f"--port={gcs_port}",
@@ -139,7 +141,7 @@ class RayHead:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
         # Every Ray process was started in the head's session: end whatever is left of it.
