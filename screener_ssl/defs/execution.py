@@ -121,3 +121,9 @@ def executor_from_env(environ: Mapping[str, str] | None = None) -> dg.ExecutorDe
     if kind == "ray":
         return ray_step_executor(RaySettings.from_env(env))
     return None
+
+
+@dg.definitions
+def execution_definitions() -> dg.Definitions:
+    """The executor of the code location (the dg layout picks this up from the defs folder)."""
+    return dg.Definitions(executor=executor_from_env())
