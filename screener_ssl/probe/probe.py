@@ -41,7 +41,7 @@ from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
 from screener_ssl.probe.metrics import PREFIX_FRACS, prefix_decision_offsets, screener_report, threshold_at_precision
 from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
-from screener_ssl.ssl.encoder import Encoder
+from screener_ssl.ssl.encoder import Encoder, Pooling
 from screener_ssl.tracking.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
@@ -76,6 +76,8 @@ class ProbeConfig(BaseModel):
     stability_augs: int = Field(8, ge=2, le=256)
     prefix_fracs: tuple[float, ...] = PREFIX_FRACS
     batch_size: int = Field(1024, ge=1, le=65_536)
+    # Embedding at the decision bar ("last") or a running max/mean over every visible bar up to it.
+    pooling: Pooling = "last"
     seed: int = Field(0, ge=0)
 
     @field_validator("prefix_fracs")
@@ -133,9 +135,18 @@ def gather_decisions(
 
 
 def embed_decisions(
-    encoder: Encoder, dataset: Dataset, decision_row: np.ndarray, ticker_start: np.ndarray, batch_size: int = 1024
+    encoder: Encoder,
+    dataset: Dataset,
+    decision_row: np.ndarray,
+    ticker_start: np.ndarray,
+    batch_size: int = 1024,
+    clock: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """Embeddings ``[n, D]`` float32 at global ``decision_row [n]`` (first row of each ticker: ``ticker_start [n]``)."""
+    """Embeddings ``[n, D]`` float32 at global ``decision_row [n]`` (first row of each ticker: ``ticker_start [n]``).
+
+    ``clock``, when given, accumulates ``embed_seconds`` and ``windows_embedded``.
+    """
+    started = time.perf_counter()
     decision_row = np.asarray(decision_row, dtype=np.int64)
     ticker_start = np.asarray(ticker_start, dtype=np.int64)
     out = np.empty((decision_row.shape[0], encoder.embed_dim), dtype=np.float32)
@@ -143,12 +154,17 @@ def embed_decisions(
         sl = slice(i, i + batch_size)
         x, observed = gather_decisions(dataset, decision_row[sl], ticker_start[sl])
         out[sl] = encoder.encode_prepared(x, observed, batch_size=batch_size)
+    if clock is not None:
+        clock["embed_seconds"] = clock.get("embed_seconds", 0.0) + time.perf_counter() - started
+        clock["windows_embedded"] = clock.get("windows_embedded", 0) + int(decision_row.shape[0])
     return out
 
 
-def _embed_positions(encoder: Encoder, dataset: Dataset, positions: np.ndarray, batch_size: int) -> np.ndarray:
+def _embed_positions(
+    encoder: Encoder, dataset: Dataset, positions: np.ndarray, batch_size: int, clock: dict | None = None
+) -> np.ndarray:
     return embed_decisions(
-        encoder, dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions), batch_size
+        encoder, dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions), batch_size, clock
     )
 
 
@@ -259,8 +275,11 @@ def run_probe(
             f"{dataset.spec.n_features} features {dataset.spec.feature_names}"
         )
     augment = augment or AugmentConfig()
+    if config.pooling != encoder.pooling:
+        encoder = encoder.with_pooling(config.pooling)
     patterns = tuple(dataset.patterns)
     timings: dict[str, float] = {}
+    cost: dict[str, float] = {}  # embedding seconds / windows, accumulated by embed_decisions
     started = clock = time.perf_counter()
 
     def lap(stage: str) -> float:
@@ -284,7 +303,7 @@ def run_probe(
             raise ValueError(f"the {split} split has no windows; the probe needs train, val and test windows")
     y_train, y_val, y_test = dataset.labels[train_pos], dataset.labels[val_pos], dataset.labels[test_pos]
 
-    emb_train = _embed_positions(encoder, dataset, train_pos, config.batch_size)
+    emb_train = _embed_positions(encoder, dataset, train_pos, config.batch_size, cost)
     log(
         f"probe: embedded {len(train_pos)} of {available['train']} train windows "
         f"(D={encoder.embed_dim}) in {lap('embed_train'):.1f}s"
@@ -298,7 +317,7 @@ def run_probe(
         + (f"; constant (no train positive): {constant}" if constant else "")
     )
 
-    prob_val = head.predict_proba(_embed_positions(encoder, dataset, val_pos, config.batch_size))
+    prob_val = head.predict_proba(_embed_positions(encoder, dataset, val_pos, config.batch_size, cost))
     head_thresholds, val_threshold_reports = _thresholds(patterns, y_val, prob_val, config.target_precision)
     head.set_thresholds(head_thresholds, config.target_precision)
     unreachable = [p for p in patterns if np.isnan(head_thresholds[p])]
@@ -307,7 +326,7 @@ def run_probe(
         f"in {lap('val'):.1f}s" + (f"; unreachable for {unreachable}" if unreachable else "")
     )
 
-    prob_test = head.predict_proba(_embed_positions(encoder, dataset, test_pos, config.batch_size))
+    prob_test = head.predict_proba(_embed_positions(encoder, dataset, test_pos, config.batch_size, cost))
     log(f"probe: scored {len(test_pos)} of {available['test']} test windows in {lap('test'):.1f}s")
 
     events = event_prefix_decisions(dataset, config.prefix_fracs)
@@ -319,6 +338,7 @@ def run_probe(
             events.decision_row.reshape(-1),
             np.repeat(dataset.store.offsets[:-1][events.ticker_id], n_fracs),
             config.batch_size,
+            cost,
         )
     ).reshape(n_events, n_fracs, len(patterns))  # [E, F, P]
     event_scores = {
@@ -380,7 +400,7 @@ def run_probe(
                     "embed_dim": encoder.embed_dim,
                     "input_channels": encoder.input_channels,
                     "normalization": encoder.normalization,
-                    "backbone": encoder.backbone.config.model_dump(mode="json"),
+                    **encoder.describe(),
                     "meta": encoder.meta,
                 },
                 "spec_fingerprint": dataset.spec.fingerprint(),
@@ -410,6 +430,14 @@ def run_probe(
                 "fit_info": head.fit_info,
             },
             "timings": timings,
+            # Compute cost beside quality: embedding (every split, events; not stability) and the head.
+            "cost": {
+                "embed_seconds": cost.get("embed_seconds", 0.0),
+                "windows_embedded": int(cost.get("windows_embedded", 0)),
+                "head_fit_seconds": timings["fit_head"],
+                "embed_dim": encoder.embed_dim,
+                "encoder_parameters": encoder.describe().get("n_parameters"),
+            },
         }
     )
     macro = report["macro"]

@@ -13,6 +13,10 @@ from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_b
 from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json
 
 Normalization = Literal["expanding_zscore", "none"]
+# How a per-timestep embedding becomes the embedding at t: the step itself ("last"), or a
+# running max / mean over every visible step up to t (TS2Vec's full-series max pooling, prefix-only).
+Pooling = Literal["last", "max", "mean"]
+POOLINGS: tuple[str, ...] = ("last", "max", "mean")
 ZSCORE_EPS = 1e-6
 ZSCORE_CLIP = 10.0
 
@@ -35,13 +39,58 @@ def expanding_zscore(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(z, -ZSCORE_CLIP, ZSCORE_CLIP).astype(np.float32), observed
 
 
-class Encoder:
-    """Embeds ``[N, T, C]`` arrays with a frozen backbone; ``encode(X)[:, t]`` depends only on ``X[:, :t+1]``."""
+def causal_pool(h: torch.Tensor, visible: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """Running pooling of ``h [B, T, D]`` over visible steps ``visible [B, T]`` (bool) up to each t.
 
-    def __init__(self, backbone: SSLBackbone, normalization: Normalization, meta: dict[str, Any] | None = None):
+    Step t of the result depends on steps ``<= t`` only. Steps before the first visible one
+    (left padding) stay 0; a masked step inside the window is skipped, not counted.
+    """
+    assert h.dim() == 3 and visible.shape == h.shape[:2], f"h {tuple(h.shape)} and visible {tuple(visible.shape)}"
+    if pooling == "last":
+        return h
+    vis = visible.unsqueeze(-1)  # [B, T, 1]
+    if pooling == "max":
+        pooled = torch.where(vis, h, torch.full_like(h, float("-inf"))).cummax(dim=1).values
+        return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))
+    if pooling == "mean":
+        count = vis.to(h.dtype).cumsum(dim=1)  # [B, T, 1]
+        total = torch.where(vis, h, torch.zeros_like(h)).cumsum(dim=1)
+        return total / count.clamp(min=1.0)
+    raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
+
+
+class Encoder:
+    """Embeds ``[N, T, C]`` arrays with a frozen backbone; ``encode(X)[:, t]`` depends only on ``X[:, :t+1]``.
+
+    ``pooling`` (default for every call; each call may override it): "last" = the backbone's
+    embedding at t, "max"/"mean" = a running max/mean of it over every visible step up to t.
+    """
+
+    def __init__(
+        self,
+        backbone: SSLBackbone,
+        normalization: Normalization,
+        meta: dict[str, Any] | None = None,
+        pooling: Pooling = "last",
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
         self.backbone = backbone.eval()
         self.normalization = normalization
         self.meta = dict(meta or {})
+        self.pooling = pooling
+
+    def with_pooling(self, pooling: Pooling) -> "Encoder":
+        """The same frozen backbone with another default pooling."""
+        return Encoder(self.backbone, self.normalization, self.meta, pooling=pooling)
+
+    def describe(self) -> dict[str, Any]:
+        """What a probe records about this encoder."""
+        return {
+            "backbone": self.backbone.config.model_dump(mode="json"),
+            "pooling": self.pooling,
+            "n_parameters": int(sum(p.numel() for p in self.backbone.parameters())),
+        }
 
     @property
     def input_channels(self) -> int:
@@ -61,21 +110,33 @@ class Encoder:
         return np.where(observed, X, 0.0).astype(np.float32), observed
 
     @torch.inference_mode()
-    def encode(self, X: np.ndarray, per_timestep: bool = False, batch_size: int = 256) -> np.ndarray:
+    def encode(
+        self, X: np.ndarray, per_timestep: bool = False, batch_size: int = 256, pooling: Pooling | None = None
+    ) -> np.ndarray:
         """``X float [N, T, C]`` (NaN = missing) -> ``[N, D]`` at the last step, or ``[N, T, D]``."""
         x, observed = self.prepare(X)
-        return self.encode_prepared(x, observed, per_timestep=per_timestep, batch_size=batch_size)
+        return self.encode_prepared(x, observed, per_timestep=per_timestep, batch_size=batch_size, pooling=pooling)
 
     @torch.inference_mode()
     def encode_prepared(
-        self, x: np.ndarray, observed: np.ndarray, per_timestep: bool = False, batch_size: int = 256
+        self,
+        x: np.ndarray,
+        observed: np.ndarray,
+        per_timestep: bool = False,
+        batch_size: int = 256,
+        pooling: Pooling | None = None,
     ) -> np.ndarray:
         """Already-normalized ``x, observed [N, T, C]`` -> embeddings (no further normalization)."""
+        pooling = pooling or self.pooling
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
         out = []
         for i in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
             ob = torch.from_numpy(np.ascontiguousarray(observed[i : i + batch_size]))
             h = self.backbone(xb, ob)
+            if pooling != "last":
+                h = causal_pool(h, ob.any(dim=-1), pooling)  # a step is visible when any channel is
             out.append((h if per_timestep else h[:, -1]).numpy())
         if not out:
             shape = (0, x.shape[1], self.embed_dim) if per_timestep else (0, self.embed_dim)
@@ -92,6 +153,7 @@ class Encoder:
                 "backbone": self.backbone.config.model_dump(mode="json"),
                 "input_channels": self.input_channels,
                 "normalization": self.normalization,
+                "pooling": self.pooling,
                 "meta": self.meta,
             },
         )
@@ -99,12 +161,17 @@ class Encoder:
 
 
 def load_encoder(directory: str | Path) -> Encoder:
+    """The encoder saved in ``directory``: a backbone :class:`Encoder`, or a fitted MiniRocket."""
     directory = Path(directory)
     spec_path = directory / "encoder.json"
     if not spec_path.exists():
         raise FileNotFoundError(f"no encoder at {directory} (missing encoder.json)")
     spec = json.loads(spec_path.read_text())
+    if spec.get("kind") == "minirocket":
+        from screener_ssl.ssl.minirocket import load_minirocket
+
+        return load_minirocket(directory)
     backbone = build_backbone(BackboneConfig.model_validate(spec["backbone"]), int(spec["input_channels"]))
     state = torch.load(directory / "encoder.pt", map_location="cpu", weights_only=True)
     backbone.load_state_dict(state)
-    return Encoder(backbone, spec["normalization"], spec.get("meta"))
+    return Encoder(backbone, spec["normalization"], spec.get("meta"), pooling=spec.get("pooling", "last"))
