@@ -19,7 +19,7 @@ class ScreenerSettings(dg.ConfigurableResource):
 
     data_dir: str = "data"
     bars: str = "synthetic"  # 'synthetic' or a Parquet/CSV file or folder
-    labels: str = "synthetic"  # 'synthetic', 'talib' or a label file
+    labels: str = "synthetic"  # 'synthetic', 'talib', 'chart' / 'chart:<pattern>,...' or a label file
     sweep: str = ""  # sweep file; empty = the bundled sweeps/default.yaml
 
     @property
