@@ -40,7 +40,8 @@ from screener_ssl.tracking.artifacts import (
 COLLAPSE_SAMPLE = 1024
 # Reference rows probed by the same code as the objectives: an untrained encoder, the censored
 # features themselves (a parameter-free causal backbone), and the backbone trained on the labels.
-BASELINES = ("random_init", "raw_features", "supervised")
+# MiniRocket: the non-deep reference, a fitted random-convolution transform instead of a backbone.
+BASELINES = ("random_init", "raw_features", "supervised", "minirocket")
 
 
 def resolve_point(point: SweepPoint) -> SweepPoint:
@@ -52,6 +53,8 @@ def resolve_point(point: SweepPoint) -> SweepPoint:
 
 def model_type(point: SweepPoint) -> str:
     point = resolve_point(point)
+    if point.objective == "minirocket":
+        return "minirocket"
     return f"ssl_{point.backbone.kind}_{point.objective}"
 
 
@@ -63,6 +66,8 @@ def resolved_objective_config(point: SweepPoint, n_channels: int) -> dict[str, A
         return {}
     if point.objective == "supervised":
         return _supervised_config(point).model_dump(mode="json")
+    if point.objective == "minirocket":
+        return _minirocket_config(point).model_dump(mode="json")
     backbone = build_backbone(point.backbone, n_channels)
     return build_objective(point.objective, backbone, point.objective_config).config.model_dump(mode="json")
 
@@ -76,6 +81,12 @@ def _supervised_config(point: SweepPoint):
         warmup_frac=train.warmup_frac, grad_clip=train.grad_clip, seed=train.seed, threads=train.threads,
         log_every=train.log_every, **point.objective_config,
     )
+
+
+def _minirocket_config(point: SweepPoint):
+    from screener_ssl.ssl.minirocket import MiniRocketConfig
+
+    return MiniRocketConfig(**({"seed": point.train.seed} | point.objective_config))
 
 
 def build_schema(dataset: Dataset, point: SweepPoint, objective_config: dict[str, Any]) -> SSLSchema:
@@ -139,9 +150,23 @@ def pretrain_partition(
     seed_everything(point.train.seed, point.train.threads)  # weights start from the same state for every path
     backbone = build_backbone(point.backbone, n_channels)
 
+    encoder = None
+    windows_seen = 0
+    n_trained_parameters = None
     if point.objective in ("random_init", "raw_features"):
         log(f"{point.partition_key}: baseline without training ({model_type(point)})")
         result = TrainResult(steps=0, losses=[], seconds=0.0, windows_per_s=float("nan"))
+    elif point.objective == "minirocket":
+        from screener_ssl.ssl.minirocket import fit_minirocket_on_dataset
+
+        mr_config = _minirocket_config(point)
+        log(f"{point.partition_key}: fitting {mr_config.transform} ({mr_config.n_kernels} kernels) on "
+            f"<= {mr_config.fit_windows} of {len(train_pos)} train windows")
+        encoder = fit_minirocket_on_dataset(dataset, mr_config, meta={"objective": point.objective})
+        fit_s = encoder.cost["fit_seconds"]
+        windows_seen = int(encoder.cost["fit_windows"])
+        result = TrainResult(steps=0, losses=[], seconds=fit_s, windows_per_s=windows_seen / max(fit_s, 1e-9))
+        n_trained_parameters = encoder.n_parameters
     elif point.objective == "supervised":
         from screener_ssl.ssl.finetune import train_classifier
 
@@ -150,6 +175,8 @@ def pretrain_partition(
         log(f"{point.partition_key}: training the backbone from scratch on the pattern labels")
         fitted = train_classifier(backbone, dataset, _supervised_config(point), log=log)
         backbone = fitted.classifier.backbone
+        windows_seen = len(fitted.losses) * _supervised_config(point).batch_size
+        n_trained_parameters = sum(p.numel() for p in fitted.classifier.parameters())
         result = TrainResult(
             steps=len(fitted.losses), losses=list(fitted.losses), seconds=fitted.seconds,
             windows_per_s=fitted.windows_per_s, last_logs={"val_loss": fitted.val_loss},
@@ -175,12 +202,17 @@ def pretrain_partition(
         )
         result = train(objective, sampler, point.train, checkpoint_path=checkpoint, log=log)
         backbone = objective.backbone
+        windows_seen = result.steps * point.train.batch_size
+        n_trained_parameters = sum(p.numel() for p in objective.parameters())
 
-    encoder = Encoder(backbone, normalization="none", meta={"objective": point.objective})
+    if encoder is None:
+        encoder = Encoder(backbone, normalization="none", meta={"objective": point.objective})
     rng = np.random.default_rng(point.train.seed)
     val_pos = dataset.index.rows_of("val")
     sample = rng.choice(val_pos, size=min(COLLAPSE_SAMPLE, len(val_pos)), replace=False)
+    embed_started = time.perf_counter()
     collapse = collapse_report(embed_positions(encoder, dataset, np.sort(sample)))
+    collapse_embed_s = time.perf_counter() - embed_started
 
     run_id = new_run_id()
     final_dir = run_dir(data_root, model_type(point), run_id)
@@ -209,6 +241,15 @@ def pretrain_partition(
                     "collapse": collapse,
                 },
                 "loss_curve": result.losses,
+                # Compute cost beside quality (the probe adds embedding and head seconds).
+                "cost": {
+                    "pretrain_seconds": result.seconds,
+                    "windows_seen": int(windows_seen),
+                    "encoder_parameters": encoder.describe().get("n_parameters"),
+                    "trained_parameters": n_trained_parameters,  # encoder + objective heads / classifier
+                    "collapse_embed_seconds": collapse_embed_s,
+                    **({"minirocket": dict(encoder.cost)} if point.objective == "minirocket" else {}),
+                },
             },
         )
         atomic_write_json(
@@ -238,7 +279,8 @@ def pretrain_partition(
                 "timings": {"started": started, "finished": finished, "seconds": finished - started},
             },
         )
-        weights_hash = hashlib.sha256((tmp / "encoder.pt").read_bytes()).hexdigest()
+        weights_file = tmp / ("encoder.pt" if (tmp / "encoder.pt").exists() else "minirocket.pkl")
+        weights_hash = hashlib.sha256(weights_file.read_bytes()).hexdigest()
     checkpoint.unlink(missing_ok=True)
     data_version = fingerprint({"weights": weights_hash, "schema": schema.fingerprint})
     log(

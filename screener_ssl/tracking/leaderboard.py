@@ -20,6 +20,11 @@ COLUMNS = {
     "probe_metrics.macro.ece": "ece",
     "pretrain_config.metrics.windows_per_s": "windows_per_s",
     "pretrain_config.metrics.final_loss": "final_loss",
+    "pretrain_config.cost.pretrain_seconds": "pretrain_s",
+    "pretrain_config.cost.windows_seen": "windows_seen",
+    "probe_metrics.timings.embed": "embed_s",
+    "probe_metrics.timings.fit_head": "head_s",
+    "probe_metrics.cost.encoder_parameters": "parameters",
     "model_type": "model_type",
     "run_id": "run_id",
     "run_dir": "run_dir",
@@ -36,7 +41,7 @@ def leaderboard(index: pl.DataFrame) -> pl.DataFrame:
         if dst not in table.columns:
             table = table.with_columns(pl.lit(None).alias(dst))
     numeric = ["auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision", "recall_at_60pct", "ece",
-               "windows_per_s", "final_loss"]
+               "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s", "head_s", "parameters"]
     table = table.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric])
     table = table.filter(pl.col("auprc").is_not_null())
     # A finetuned classifier shares its source objective's name; say which row is which.
@@ -59,7 +64,8 @@ def format_leaderboard(board: pl.DataFrame) -> str:
     """A fixed-width table for the terminal."""
     header = (
         f"{'#':>2} {'objective':24s} {'variant':10s} {'backbone':17s} {'macro AUPRC [95% CI]':24s} "
-        f"{'alerts/day/tkr':>14s} {'recall@60%':>10s} {'ECE':>6s} {'win/s':>7s}"
+        f"{'alerts/day/tkr':>14s} {'recall@60%':>10s} {'ECE':>6s} {'win/s':>7s} "
+        f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
     )
     lines = [header, "-" * len(header)]
     for i, row in enumerate(board.iter_rows(named=True), 1):
@@ -67,20 +73,25 @@ def format_leaderboard(board: pl.DataFrame) -> str:
         lines.append(
             f"{i:>2} {str(row['objective'])[:24]:24s} {str(row['variant'])[:10]:10s} {str(row['backbone'])[:17]:17s} "
             f"{auprc:24s} {_fmt(row['alerts_per_day'], '.4f'):>14s} {_fmt(row['recall_at_60pct'], '.3f'):>10s} "
-            f"{_fmt(row['ece'], '.3f'):>6s} {_fmt(row['windows_per_s'], '.0f'):>7s}"
+            f"{_fmt(row['ece'], '.3f'):>6s} {_fmt(row['windows_per_s'], '.0f'):>7s} "
+            f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
+            f"{_fmt(row['parameters'], '.0f'):>8s}"
         )
     return "\n".join(lines)
 
 
 def leaderboard_markdown(board: pl.DataFrame) -> str:
     lines = [
-        "| # | objective | variant | backbone | macro AUPRC | 95% CI | alerts/day/ticker | recall @60% span | ECE | windows/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| # | objective | variant | backbone | macro AUPRC | 95% CI | alerts/day/ticker | recall @60% span | ECE | windows/s "
+        "| pretrain s | windows seen | embed s | head s | parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, row in enumerate(board.iter_rows(named=True), 1):
         lines.append(
             f"| {i} | {row['objective']} | {row['variant']} | {row['backbone']} | {_fmt(row['auprc'], '.3f')} | "
             f"[{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}] | {_fmt(row['alerts_per_day'], '.4f')} | "
-            f"{_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | {_fmt(row['windows_per_s'], '.0f')} |"
+            f"{_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | {_fmt(row['windows_per_s'], '.0f')} | "
+            f"{_fmt(row['pretrain_s'], '.1f')} | {_fmt(row['windows_seen'], '.0f')} | {_fmt(row['embed_s'], '.1f')} | "
+            f"{_fmt(row['head_s'], '.1f')} | {_fmt(row['parameters'], '.0f')} |"
         )
     return "\n".join(lines)

@@ -116,7 +116,31 @@ def test_probe_scores_minirocket_unchanged_and_records_its_cost(tmp_path):
     assert metrics["config"]["encoder"]["n_kernels"] == SMALL.n_kernels
     assert np.isfinite(metrics["macro"]["auprc"])
     cost = metrics["cost"]
-    assert cost["embed_dim"] == encoder.embed_dim and cost["embed_seconds"] > 0
+    assert cost["embed_dim"] == encoder.embed_dim and metrics["timings"]["embed"] > 0
     # train + val + test + event prefixes, every one through the same gather
     n = metrics["n_windows"]
     assert cost["windows_embedded"] >= n["train"] + n["val"] + n["test"]
+
+
+def test_pipeline_fits_minirocket_as_a_run_with_its_cost(tmp_path):
+    from screener_ssl.ssl.pipeline import model_type, pretrain_partition
+    from screener_ssl.sweep import load_sweep
+
+    root = tmp_path / "market"
+    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=12, n_days=300, seed=1, difficulty=0.2))
+    ds.build_features(root, SPEC.volume_lookback)
+    ds.build_windowed_dataset(root, SPEC)
+    dataset = ds.load_dataset(root, with_labels=False)
+    base = load_sweep().point("minirocket", "base")
+    point = base.model_copy(update={"objective_config": {"n_kernels": 168, "fit_windows": 100}})
+    assert base.objective_config["n_kernels"] == 2016  # the demo size is what the sweep file says
+    outcome = pretrain_partition(dataset, point, root, log=lambda _: None)
+    assert model_type(point) == "minirocket" and (outcome.run_dir / "minirocket.pkl").exists()
+    config = json.loads((outcome.run_dir / "pretrain_config.json").read_text())
+    cost = config["cost"]
+    assert cost["windows_seen"] == 100 and cost["pretrain_seconds"] > 0
+    assert cost["minirocket"]["fit_windows"] == 100 and cost["minirocket"]["peak_rss_mb"] > 0
+    assert config["objective_config"]["n_kernels"] == 168 and config["objective_config"]["seed"] == point.train.seed
+    loaded = load_encoder(outcome.run_dir)
+    assert isinstance(loaded, MiniRocketEncoder) and loaded.embed_dim == 168
+    assert not outcome.collapse["effective_rank"] < 2

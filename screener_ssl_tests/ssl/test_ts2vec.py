@@ -227,3 +227,32 @@ def test_pretrain_api_runs_ts2vec_with_causal_max_pooling():
     assert encoder.pooling == "max" and encoder.meta["objective"] == "ts2vec"
     emb = encoder.encode(X)
     assert emb.shape == (6, 8) and np.isfinite(emb).all()
+
+
+def test_pipeline_trains_ts2vec_from_the_sweep_and_records_its_cost(tmp_path):
+    import json
+
+    from screener_ssl.data import dataset as ds
+    from screener_ssl.data.synthetic import SyntheticMarketConfig
+    from screener_ssl.data.windows import WindowSpec
+    from screener_ssl.ssl.pipeline import pretrain_partition
+    from screener_ssl.sweep import load_sweep
+
+    spec = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
+    root = tmp_path / "market"
+    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=8, n_days=250, seed=2))
+    ds.build_features(root, spec.volume_lookback)
+    ds.build_windowed_dataset(root, spec)
+    dataset = ds.load_dataset(root, with_labels=False)
+    point = load_sweep().point("ts2vec", "base")
+    point = point.model_copy(update={
+        "train": point.train.model_copy(update={"steps": 3, "batch_size": 16, "threads": 1}),
+        "backbone": BackboneConfig(embed_dim=8, hidden_dim=8, n_layers=2),
+    })
+    outcome = pretrain_partition(dataset, point, root, log=lambda _: None)
+    config = json.loads((outcome.run_dir / "pretrain_config.json").read_text())
+    assert config["objective"] == "ts2vec" and config["metrics"]["steps"] == 3
+    cost = config["cost"]
+    assert cost["windows_seen"] == 48 and cost["pretrain_seconds"] > 0
+    assert cost["encoder_parameters"] > 0 and cost["trained_parameters"] >= cost["encoder_parameters"]
+    assert load_sweep().point("ts2vec", "maxpool").probe["pooling"] == "max"

@@ -125,8 +125,8 @@ def build_probe_assets(partitions: dg.MultiPartitionsDefinition, pretrained_enco
         from screener_ssl.ssl.finetune import FinetuneConfig, load_pretrained_backbone, train_classifier, write_classifier_run
 
         objective, variant = partition_parts(context)
-        if objective == "raw_features":
-            raise dg.Failure(description="raw_features has no weights to finetune; finetune an encoder partition")
+        if objective in ("raw_features", "minirocket"):
+            raise dg.Failure(description=f"{objective} has no weights to finetune; finetune an encoder partition")
         point = settings.load_sweep().point(objective, variant)
         source = latest_partition_run(settings.root, objective, variant)
         dataset = load_dataset(settings.root)

@@ -108,9 +108,9 @@ def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> 
             schema_diffs.append("dataset_fingerprint differs from the windowed dataset's")
         metrics = outcome.result
         collapsed = outcome.collapse["collapsed"]
-        if objective == "raw_features":
-            # Censored decision-bar fields and mask channels are constant by design in the raw window;
-            # only the effective rank says whether this baseline is degenerate.
+        if objective in ("raw_features", "minirocket"):
+            # Censored decision-bar fields and mask channels are constant by design in the raw window
+            # (and in MiniRocket's features of them); only the effective rank says whether it is degenerate.
             collapsed = outcome.collapse["effective_rank"] < outcome.collapse["thresholds"]["min_effective_rank"]
         return dg.MaterializeResult(
             metadata={
