@@ -61,7 +61,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 def _build_dataset(root: Path, tickers: int, days: int, seed: int):
     from screener_ssl.data import dataset as ds
     from screener_ssl.data.synthetic import SyntheticMarketConfig
-    from screener_ssl.sweep import load_sweep
+    from screener_ssl.runs.sweep import load_sweep
 
     spec = load_sweep().spec.dataset.window
     ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=tickers, n_days=days, seed=seed))
@@ -75,7 +75,7 @@ def _run_settings(objective: str, backbone: str, batch_size: int, threads: int, 
     from screener_ssl.ssl.augment import AugmentConfig
     from screener_ssl.ssl.backbones.base import BackboneConfig
     from screener_ssl.ssl.trainer import TrainConfig
-    from screener_ssl.sweep import SweepError, load_sweep
+    from screener_ssl.runs.sweep import SweepError, load_sweep
 
     try:
         point = load_sweep().point(objective, "base")
@@ -232,12 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch_threads = pin_torch_threads(args.threads)
-    from screener_ssl.ssl.objectives.base import objective_names
+    from screener_ssl.ssl.objectives.base import trainer_objective_names
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
     device = torch.device(args.device)
-    known = objective_names()
+    known = trainer_objective_names()
     objectives = known if args.objectives == "all" else [o.strip() for o in args.objectives.split(",") if o.strip()]
     unknown = sorted(set(objectives) - set(known))
     if unknown:

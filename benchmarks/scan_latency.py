@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     from screener_ssl.data import dataset as ds
     from screener_ssl.data.synthetic import SyntheticMarketConfig
     from screener_ssl.data.windows import WindowSpec
-    from screener_ssl.probe.scan import (
+    from screener_ssl.scan.scan import (
         ScanConfig,
         batched_embeddings,
         latest_windows,

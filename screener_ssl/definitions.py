@@ -1,40 +1,31 @@
-"""The one Definitions object: data assets, partitioned SSL and probe assets, jobs, schedule, resources."""
+"""The one Definitions object, loaded from the ``defs`` folder (the ``dg`` layout).
 
-import os
+Top-level assets live in ``defs/data``, ``defs/probe`` and ``defs/scan``; the sweep's
+objective x variant assets, jobs, schedule and the settings resource come from
+``defs/sweep_partitions.py``, which reads the settings (and so the sweep) once.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 
-from screener_ssl.defs.data.assets import ohlcv_bars, pattern_labels, shape_features, windowed_dataset
-from screener_ssl.defs.partitions import sweep_partitions
-from screener_ssl.defs.probe.assets import build_probe_assets
+from screener_ssl.defs.data import assets as data_assets
+from screener_ssl.defs.probe import assets as probe_assets
 from screener_ssl.defs.resources import ScreenerSettings
-from screener_ssl.defs.scan.assets import build_scan_assets
-from screener_ssl.defs.schedules import build_nightly_schedule, build_sweep_jobs
-from screener_ssl.defs.ssl.assets import build_ssl_assets
+from screener_ssl.defs.scan import assets as scan_assets
+from screener_ssl.defs.sweep_partitions import NIGHTLY_CRON, build_sweep_definitions
 
-NIGHTLY_CRON = "0 2 * * *"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_definitions(
     settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None
 ) -> dg.Definitions:
-    sweep = settings.load_sweep()
-    partitions = sweep_partitions(sweep)
-    ssl_schema, pretrained_encoder = build_ssl_assets(sweep, partitions)
-    probe_assets = build_probe_assets(partitions, pretrained_encoder)
-    scan_assets = build_scan_assets(probe_assets[-1])
-    sweep_job, index_job = build_sweep_jobs(partitions)
-    return dg.Definitions(
-        assets=[ohlcv_bars, shape_features, windowed_dataset, pattern_labels, ssl_schema, pretrained_encoder, *probe_assets,
-                *scan_assets],
-        jobs=[sweep_job, index_job],
-        schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
-        resources={"settings": settings},
+    """The same graph as :data:`defs` for explicit settings (tests, scripts)."""
+    return dg.Definitions.merge(
+        dg.Definitions(assets=dg.load_assets_from_modules([data_assets, probe_assets, scan_assets])),
+        build_sweep_definitions(settings, nightly_cron, nightly_variants),
     )
 
 
-defs = build_definitions(
-    ScreenerSettings.from_env(),
-    nightly_cron=os.environ.get("SCREENER_SSL_NIGHTLY_CRON", NIGHTLY_CRON),
-    nightly_variants=[v for v in os.environ.get("SCREENER_SSL_NIGHTLY_VARIANTS", "full").split(",") if v] or None,
-)
+defs = dg.load_from_defs_folder(project_root=PROJECT_ROOT)

@@ -72,7 +72,7 @@ def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) 
     else:
         path = Path(source)
         if not path.exists():
-            raise FileNotFoundError(f"SCREENER_SSL_BARS points at {path}, which does not exist")
+            raise FileNotFoundError(f"the bars source {path} does not exist")
         raw, events = read_bars(path), None
     result = validate_bars(raw)
     if result.clean.height == 0:
@@ -101,7 +101,7 @@ def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) 
 def load_clean_bars(data_root: Path) -> pl.DataFrame:
     path = data_root / BARS_DIR / "bars.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"no validated bars at {path}; materialize ohlcv_bars first")
+        raise FileNotFoundError(f"no validated bars at {path}; ingest the bars first (ingest_bars)")
     return pl.read_parquet(path)
 
 
@@ -158,8 +158,8 @@ def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tu
         path = data_root / BARS_DIR / "source_events.parquet"
         if not path.exists():
             raise ValueError(
-                "SCREENER_SSL_LABELS=synthetic needs the synthetic market's ground truth, but the bars came "
-                "from a file; set SCREENER_SSL_LABELS to 'talib' or to a label file"
+                "labels source 'synthetic' needs the synthetic market's ground truth, but the bars came "
+                "from a file; use the labels source 'talib' or a label file"
             )
         return pl.read_parquet(path), PATTERNS, "synthetic ground truth"
     if source == "talib":
@@ -231,11 +231,27 @@ class Dataset:
     def ticker_start(self, positions: np.ndarray) -> np.ndarray:
         return self.store.offsets[:-1][self.index.ticker_id[positions]]
 
+    def windows(self, positions: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Censored windows ``x float32 [n, window_max, C], observed bool [n, window_max, C]`` of index ``positions``.
+
+        The one way windows are read (training batches, probe, finetune, checks, scan): each ends at
+        its window's ``decision_row`` with only the open-known fields of that bar. ``values`` replaces
+        the feature array (same layout; causality tests perturb a copy).
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        return self.windows_at(self.index.decision_row[positions], self.ticker_start(positions), values)
+
+    def windows_at(
+        self, decision_row: np.ndarray, ticker_start: np.ndarray, values: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`windows` for decisions outside the index: global ``decision_row [n]`` with ``ticker_start [n]``."""
+        return self.spec.gather(self.store.values if values is None else values, ticker_start, decision_row)
+
 
 def load_dataset(data_root: Path, with_labels: bool = True) -> Dataset:
     info_path = data_root / WINDOWED_DIR / "dataset.json"
     if not info_path.exists():
-        raise FileNotFoundError(f"no windowed dataset at {info_path.parent}; materialize windowed_dataset first")
+        raise FileNotFoundError(f"no windowed dataset at {info_path.parent}; build it first (build_windowed_dataset)")
     info = json.loads(info_path.read_text())
     spec = WindowSpec.model_validate(info["spec"])
     store = FeatureStore.load(data_root / FEATURES_DIR)
@@ -244,13 +260,13 @@ def load_dataset(data_root: Path, with_labels: bool = True) -> Dataset:
     if with_labels:
         label_info_path = data_root / LABELS_DIR / "labels.json"
         if not label_info_path.exists():
-            raise FileNotFoundError(f"no labels at {label_info_path.parent}; materialize pattern_labels first")
+            raise FileNotFoundError(f"no labels at {label_info_path.parent}; build them first (build_labels)")
         label_info = json.loads(label_info_path.read_text())
         labels = np.load(data_root / LABELS_DIR / "labels.npy")
         if labels.shape[0] != len(index):
             raise ValueError(
                 f"labels have {labels.shape[0]} rows but the window index has {len(index)}; "
-                "re-materialize pattern_labels"
+                "rebuild the labels (build_labels)"
             )
         patterns = tuple(label_info["patterns"])
         events = EventRows(

@@ -59,7 +59,7 @@ class FeatureStore:
     def load(cls, directory: Path, mmap: bool = True) -> "FeatureStore":
         meta_path = directory / "meta.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"no feature store at {directory} (missing meta.json); materialize shape_features")
+            raise FileNotFoundError(f"no feature store at {directory} (missing meta.json); build the features (build_features)")
         meta = json.loads(meta_path.read_text())
         mode = "r" if mmap else None
         return cls(

@@ -83,6 +83,16 @@ class WindowSpec(BaseModel):
     def fingerprint(self) -> str:
         return fingerprint(self)
 
+    def gather(
+        self, values: np.ndarray, ticker_start: np.ndarray, decision_row: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Censored windows of this spec (``window_max`` long, open-only decision bar) from a feature array.
+
+        ``values`` float32 [N, C] rows of a :class:`FeatureStore`; ``ticker_start`` / ``decision_row``
+        int64 [B] global rows. See :func:`gather_windows`.
+        """
+        return gather_windows(values, ticker_start, decision_row, self.window_max, open_known=self.open_known_mask)
+
 
 @dataclass(frozen=True)
 class WindowIndex:
@@ -121,7 +131,7 @@ class WindowIndex:
     def load(cls, directory: Path) -> "WindowIndex":
         path = directory / "window_index.npz"
         if not path.exists():
-            raise FileNotFoundError(f"no window index at {path}; materialize windowed_dataset")
+            raise FileNotFoundError(f"no window index at {path}; build the windowed dataset (build_windowed_dataset)")
         with np.load(path) as z:
             return cls(
                 ticker_id=z["ticker_id"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from screener_ssl.sweep import Sweep
+from screener_ssl.runs.sweep import Sweep
 
 
 def sweep_partitions(sweep: Sweep) -> dg.MultiPartitionsDefinition:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
@@ -11,7 +12,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from screener_ssl.sweep import Sweep, load_sweep
+from screener_ssl.runs.sweep import DEFAULT_SWEEP, Sweep, SweepError, load_sweep
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_sweep(path: str, mtime_ns: int, size: int) -> Sweep:
+    return load_sweep(path)
 
 
 class ScreenerSettings(dg.ConfigurableResource):
@@ -27,7 +33,13 @@ class ScreenerSettings(dg.ConfigurableResource):
         return Path(self.data_dir).resolve()
 
     def load_sweep(self) -> Sweep:
-        return load_sweep(self.sweep or None)
+        """The sweep file, parsed once per file version (every asset of a run reads the same one)."""
+        path = Path(self.sweep) if self.sweep else DEFAULT_SWEEP
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise SweepError(f"sweep file {path} does not exist (SCREENER_SSL_SWEEP)") from exc
+        return _parsed_sweep(str(path), stat.st_mtime_ns, stat.st_size)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ScreenerSettings":

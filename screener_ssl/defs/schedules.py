@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from screener_ssl.sweep import Sweep
+from screener_ssl.runs.sweep import Sweep
 
 SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
 

@@ -17,7 +17,7 @@ Procedure, all deterministic given ``ProbeConfig.seed``:
    with bootstrap CIs, alerts/day/ticker, earliest-detection curves, stability
    and calibration, per pattern and macro.
 
-Every window is gathered with :func:`gather_windows` (decision bar open-only,
+Every window is gathered with :meth:`Dataset.windows` (decision bar open-only,
 nothing after it), so the probe sees exactly what a screener would at the open.
 """
 
@@ -36,12 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
-from screener_ssl.data.windows import gather_windows, split_calendar_positions
+from screener_ssl.data.windows import split_calendar_positions
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
 from screener_ssl.probe.metrics import PREFIX_FRACS, prefix_decision_offsets, screener_report, threshold_at_precision
 from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
-from screener_ssl.ssl.encoder import Encoder, Pooling
+from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions
 from screener_ssl.tracking.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
@@ -125,47 +125,7 @@ def gather_decisions(
     dataset: Dataset, decision_row: np.ndarray, ticker_start: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Censored windows ``x, observed [n, window_max, C]`` ending at global ``decision_row [n]``."""
-    return gather_windows(
-        dataset.store.values,
-        ticker_start,
-        decision_row,
-        dataset.spec.window_max,
-        open_known=dataset.spec.open_known_mask,
-    )
-
-
-def embed_decisions(
-    encoder: Encoder,
-    dataset: Dataset,
-    decision_row: np.ndarray,
-    ticker_start: np.ndarray,
-    batch_size: int = 1024,
-    clock: dict[str, float] | None = None,
-) -> np.ndarray:
-    """Embeddings ``[n, D]`` float32 at global ``decision_row [n]`` (first row of each ticker: ``ticker_start [n]``).
-
-    ``clock``, when given, accumulates ``embed_seconds`` and ``windows_embedded``.
-    """
-    started = time.perf_counter()
-    decision_row = np.asarray(decision_row, dtype=np.int64)
-    ticker_start = np.asarray(ticker_start, dtype=np.int64)
-    out = np.empty((decision_row.shape[0], encoder.embed_dim), dtype=np.float32)
-    for i in range(0, decision_row.shape[0], batch_size):
-        sl = slice(i, i + batch_size)
-        x, observed = gather_decisions(dataset, decision_row[sl], ticker_start[sl])
-        out[sl] = encoder.encode_prepared(x, observed, batch_size=batch_size)
-    if clock is not None:
-        clock["embed_seconds"] = clock.get("embed_seconds", 0.0) + time.perf_counter() - started
-        clock["windows_embedded"] = clock.get("windows_embedded", 0) + int(decision_row.shape[0])
-    return out
-
-
-def _embed_positions(
-    encoder: Encoder, dataset: Dataset, positions: np.ndarray, batch_size: int, clock: dict | None = None
-) -> np.ndarray:
-    return embed_decisions(
-        encoder, dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions), batch_size, clock
-    )
+    return dataset.windows_at(decision_row, ticker_start)
 
 
 def event_prefix_decisions(dataset: Dataset, fracs: tuple[float, ...] = PREFIX_FRACS) -> EventDecisions:
@@ -176,7 +136,7 @@ def event_prefix_decisions(dataset: Dataset, fracs: tuple[float, ...] = PREFIX_F
     on a test-split calendar day; so the train/val embargo also guards these.
     """
     if dataset.events is None:
-        raise ValueError("the dataset has no label events; load it with labels (materialize pattern_labels)")
+        raise ValueError("the dataset has no label events; load it with labels (build_labels)")
     ev = dataset.events.events
     store, spec, index = dataset.store, dataset.spec, dataset.index
     tid = ev.get_column("ticker_id").to_numpy().astype(np.int64)
@@ -248,7 +208,7 @@ def _stability_scores(
     batch_size: int,
 ) -> np.ndarray:
     """Probabilities ``[M, K, P]`` of M windows under K seeded augmentations each."""
-    x, observed = gather_decisions(dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions))
+    x, observed = dataset.windows(positions)
     gen = torch.Generator().manual_seed(seed)
     xt, ot = torch.from_numpy(x), torch.from_numpy(observed)
     out = np.empty((positions.shape[0], n_augs, len(head.patterns)), dtype=np.float64)
@@ -268,7 +228,7 @@ def run_probe(
 ) -> ProbeResult:
     """Fit the probe head on train, threshold on val, report every screener metric on test."""
     if dataset.labels is None or not dataset.patterns:
-        raise ValueError("run_probe needs a dataset with labels; load it with labels (materialize pattern_labels)")
+        raise ValueError("run_probe needs a dataset with labels; load it with labels (build_labels)")
     if encoder.input_channels != dataset.spec.n_features:
         raise ValueError(
             f"encoder expects {encoder.input_channels} input channels, the dataset has "
@@ -303,7 +263,7 @@ def run_probe(
             raise ValueError(f"the {split} split has no windows; the probe needs train, val and test windows")
     y_train, y_val, y_test = dataset.labels[train_pos], dataset.labels[val_pos], dataset.labels[test_pos]
 
-    emb_train = _embed_positions(encoder, dataset, train_pos, config.batch_size, cost)
+    emb_train = embed_positions(encoder, dataset, train_pos, config.batch_size, clock=cost)
     log(
         f"probe: embedded {len(train_pos)} of {available['train']} train windows "
         f"(D={encoder.embed_dim}) in {lap('embed_train'):.1f}s"
@@ -317,7 +277,7 @@ def run_probe(
         + (f"; constant (no train positive): {constant}" if constant else "")
     )
 
-    prob_val = head.predict_proba(_embed_positions(encoder, dataset, val_pos, config.batch_size, cost))
+    prob_val = head.predict_proba(embed_positions(encoder, dataset, val_pos, config.batch_size, clock=cost))
     head_thresholds, val_threshold_reports = _thresholds(patterns, y_val, prob_val, config.target_precision)
     head.set_thresholds(head_thresholds, config.target_precision)
     unreachable = [p for p in patterns if np.isnan(head_thresholds[p])]
@@ -326,7 +286,7 @@ def run_probe(
         f"in {lap('val'):.1f}s" + (f"; unreachable for {unreachable}" if unreachable else "")
     )
 
-    prob_test = head.predict_proba(_embed_positions(encoder, dataset, test_pos, config.batch_size, cost))
+    prob_test = head.predict_proba(embed_positions(encoder, dataset, test_pos, config.batch_size, clock=cost))
     log(f"probe: scored {len(test_pos)} of {available['test']} test windows in {lap('test'):.1f}s")
 
     events = event_prefix_decisions(dataset, config.prefix_fracs)

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from screener_ssl.data.features import compute_shape_features
-from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.encoder import Encoder
 
 MIN_EFFECTIVE_RANK = 3.0
@@ -14,8 +14,15 @@ MAX_DEAD_DIM_SHARE = 0.5
 DEAD_DIM_STD = 1e-4
 
 
-def effective_rank(embeddings: np.ndarray) -> float:
-    """exp(entropy) of the normalized singular values of centered ``embeddings [N, D]`` (Roy & Vetterli 2007)."""
+def effective_rank(embeddings) -> float:
+    """exp(entropy) of the normalized singular values of centered ``embeddings [N, D]`` (Roy & Vetterli 2007).
+
+    1 for embeddings on a line, D for an isotropic cloud, 0 when every row is the same.
+    Takes a numpy array or a torch tensor (detached, computed in float64).
+    """
+    if hasattr(embeddings, "detach"):
+        assert embeddings.dim() == 2, f"effective_rank expects [B, D], got {tuple(embeddings.shape)}"
+        embeddings = embeddings.detach().cpu().double().numpy()
     centered = embeddings - embeddings.mean(axis=0, keepdims=True)
     s = np.linalg.svd(centered.astype(np.float64), compute_uv=False)
     if s.sum() <= 0:
@@ -47,18 +54,34 @@ def collapse_report(embeddings: np.ndarray) -> dict:
     }
 
 
-def _perturb_after(bars: pl.DataFrame, decision_pos: int, rng: np.random.Generator) -> pl.DataFrame:
-    """One ticker's bars with every bar after ``decision_pos`` redrawn and the decision bar's H/L/C/V changed."""
+COLLAPSE_RULES = ("std_and_rank", "rank_only")
+
+
+def judge_collapse(report: dict, rule: str = "std_and_rank") -> bool:
+    """Whether a :func:`collapse_report` says collapsed, under an objective's ``collapse_rule``.
+
+    ``std_and_rank``: too low an effective rank or too many dead dimensions. ``rank_only``: the
+    effective rank alone (for embeddings with channels constant by design, e.g. censored raw fields).
+    """
+    if rule == "std_and_rank":
+        return bool(report["collapsed"])
+    if rule == "rank_only":
+        return bool(report["effective_rank"] < report["thresholds"]["min_effective_rank"])
+    raise ValueError(f"unknown collapse rule {rule!r}; known: {list(COLLAPSE_RULES)}")
+
+
+def _perturb_after(bars: pl.DataFrame, decision_row: int, rng: np.random.Generator) -> pl.DataFrame:
+    """One ticker's bars with every bar after ``decision_row`` redrawn and the decision bar's H/L/C/V changed."""
     cols = {c: bars.get_column(c).to_numpy().copy() for c in ("open", "high", "low", "close", "volume")}
     n = bars.height
-    fut = slice(decision_pos + 1, n)
-    k = n - decision_pos - 1
+    fut = slice(decision_row + 1, n)
+    k = n - decision_row - 1
     cols["open"][fut] *= np.exp(rng.normal(0, 0.2, k))
     cols["close"][fut] *= np.exp(rng.normal(0, 0.2, k))
     cols["high"][fut] = np.maximum(cols["open"][fut], cols["close"][fut]) * 1.05
     cols["low"][fut] = np.minimum(cols["open"][fut], cols["close"][fut]) * 0.95
     cols["volume"][fut] *= np.exp(rng.normal(0, 1.0, k))
-    d = decision_pos
+    d = decision_row
     cols["close"][d] *= float(np.exp(rng.normal(0, 0.2)))
     cols["high"][d] = max(cols["open"][d], cols["close"][d]) * 1.1
     cols["low"][d] = min(cols["open"][d], cols["close"][d]) * 0.9
@@ -75,7 +98,6 @@ def no_lookahead_report(
     """
     rng = np.random.default_rng(seed)
     tickers = bars.get_column("ticker").unique(maintain_order=True).to_list()
-    open_known = spec.open_known_mask
     base_windows, pert_windows = [], []
     for _ in range(n_windows):
         ticker = tickers[int(rng.integers(len(tickers)))]
@@ -89,8 +111,8 @@ def no_lookahead_report(
             continue  # the perturbation must really change the future for the check to mean anything
         start = np.zeros(1, dtype=np.int64)
         row = np.array([d], dtype=np.int64)
-        base_windows.append(gather_windows(base.values, start, row, spec.window_max, open_known=open_known))
-        pert_windows.append(gather_windows(pert.values, start, row, spec.window_max, open_known=open_known))
+        base_windows.append(spec.gather(base.values, start, row))
+        pert_windows.append(spec.gather(pert.values, start, row))
     if not base_windows:
         return {"windows_checked": 0, "max_abs_embedding_change": float("nan"), "passed": False}
     # One batched forward per side: the check costs about one batch of inference.

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
+from screener_ssl.data.windows import ZSCORE_CLIP, ZSCORE_EPS
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
 from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json
+
+if TYPE_CHECKING:
+    from screener_ssl.data.dataset import Dataset
 
 Normalization = Literal["expanding_zscore", "none"]
 # How a per-timestep embedding becomes the embedding at t: the step itself ("last"), or a
 # running max / mean over every visible step up to t (TS2Vec's full-series max pooling, prefix-only).
 Pooling = Literal["last", "max", "mean"]
 POOLINGS: tuple[str, ...] = ("last", "max", "mean")
-ZSCORE_EPS = 1e-6
-ZSCORE_CLIP = 10.0
 
 
 def expanding_zscore(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,3 +178,42 @@ def load_encoder(directory: str | Path) -> Encoder:
     state = torch.load(directory / "encoder.pt", map_location="cpu", weights_only=True)
     backbone.load_state_dict(state)
     return Encoder(backbone, spec["normalization"], spec.get("meta"), pooling=spec.get("pooling", "last"))
+
+
+# --------------------------------------------------------------------------- the one embed path
+
+
+def embed_decisions(
+    encoder: Encoder,
+    dataset: "Dataset",
+    decision_row: np.ndarray,
+    ticker_start: np.ndarray,
+    batch_size: int = 1024,
+    clock: dict | None = None,
+) -> np.ndarray:
+    """Embeddings ``[n, D]`` float32 at global ``decision_row [n]`` (first row of each ticker: ``ticker_start [n]``).
+
+    ``clock``, when given, accumulates ``embed_seconds`` and ``windows_embedded`` (compute cost).
+    """
+    started = time.perf_counter()
+    decision_row = np.asarray(decision_row, dtype=np.int64)
+    ticker_start = np.asarray(ticker_start, dtype=np.int64)
+    out = np.empty((decision_row.shape[0], encoder.embed_dim), dtype=np.float32)
+    for i in range(0, decision_row.shape[0], batch_size):
+        sl = slice(i, i + batch_size)
+        x, observed = dataset.windows_at(decision_row[sl], ticker_start[sl])
+        out[sl] = encoder.encode_prepared(x, observed, batch_size=batch_size)
+    if clock is not None:
+        clock["embed_seconds"] = clock.get("embed_seconds", 0.0) + time.perf_counter() - started
+        clock["windows_embedded"] = clock.get("windows_embedded", 0) + int(decision_row.shape[0])
+    return out
+
+
+def embed_positions(
+    encoder: Encoder, dataset: "Dataset", positions: np.ndarray, batch_size: int = 1024, clock: dict | None = None
+) -> np.ndarray:
+    """Embeddings ``[n, D]`` at the decision row of the windows at index ``positions``."""
+    positions = np.asarray(positions, dtype=np.int64)
+    return embed_decisions(
+        encoder, dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions), batch_size, clock
+    )

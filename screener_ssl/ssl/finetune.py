@@ -12,16 +12,14 @@ with any positive label and uniformly drawn windows; after training the head's
 bias is shifted back to the train prevalence (case-control prior correction),
 so the predicted probabilities are calibrated to the data, not to the batches.
 
-A run is written like a pretraining run
-(``<data root>/models/<model_type>/_pretrain/<run_id>/``): encoder.pt +
-encoder.json (loadable with :func:`load_encoder`), classifier_head.pt,
-schema.json, pretrain_config.json, experiment.json, run_meta.json.
+A classifier run is written by the one run writer (see
+:func:`screener_ssl.runs.finetune.write_classifier_run`); :func:`load_classifier`
+reads it back.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,24 +32,19 @@ from torch import nn
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
-from screener_ssl.data.windows import WindowSpec, gather_windows
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
-from screener_ssl.ssl.trainer import NonFiniteLossError, lr_factor, seed_everything
-from screener_ssl.tracking.artifacts import (
-    atomic_dir,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    git_sha,
-    host_info,
-    new_run_id,
-    run_dir,
-    thread_env,
+from screener_ssl.ssl.trainer import (
+    NonFiniteLossError,
+    TrainConfig,
+    build_optimizer,
+    optimizer_step,
+    seed_everything,
 )
+from screener_ssl.tracking.artifacts import atomic_torch_save
 
 SUPERVISED_OBJECTIVE = "supervised"
 HEAD_FILE = "classifier_head.pt"
@@ -82,6 +75,15 @@ class FinetuneConfig(BaseModel):
     threads: int = Field(2, ge=1, le=256)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(50, ge=1)
+
+
+def finetune_config(train: TrainConfig, **settings: Any) -> FinetuneConfig:
+    """The one TrainConfig -> FinetuneConfig mapping: the run's optimizer, schedule, seed and logging, plus ``settings``."""
+    return FinetuneConfig(
+        steps=train.steps, batch_size=train.batch_size, lr=train.lr, weight_decay=train.weight_decay,
+        warmup_frac=train.warmup_frac, grad_clip=train.grad_clip, seed=train.seed, threads=train.threads,
+        log_every=train.log_every, **settings,
+    )
 
 
 class PatternClassifier(nn.Module):
@@ -140,7 +142,7 @@ class ClassifierResult:
 def require_labels(dataset: Dataset) -> np.ndarray:
     """uint8 [M, P] label matrix of the dataset, or a clear error when it was loaded without labels."""
     if dataset.labels is None or not dataset.patterns:
-        raise ValueError("the dataset has no pattern labels; load it with labels (materialize pattern_labels)")
+        raise ValueError("the dataset has no pattern labels; load it with labels (build_labels)")
     return dataset.labels
 
 
@@ -192,21 +194,6 @@ class ClassifierBatchSampler:
         self.rng.bit_generator.state = state["rng"]
 
 
-def gather_positions(dataset: Dataset, positions: np.ndarray, values: np.ndarray | None = None):
-    """Censored windows ``x float32 [n, W, C], observed bool [n, W, C]`` at the decision bar of each position.
-
-    ``values`` replaces the feature array (same layout; the causality test perturbs a copy).
-    """
-    positions = np.asarray(positions, dtype=np.int64)
-    return gather_windows(
-        dataset.store.values if values is None else values,
-        dataset.ticker_start(positions),
-        dataset.index.decision_row[positions],
-        dataset.spec.window_max,
-        open_known=dataset.spec.open_known_mask,
-    )
-
-
 @torch.inference_mode()
 def predict_positions(
     classifier: PatternClassifier,
@@ -219,7 +206,7 @@ def predict_positions(
     classifier.eval()
     out = np.zeros((len(positions), len(classifier.patterns)), dtype=np.float32)
     for i in range(0, len(positions), batch_size):
-        x, observed = gather_positions(dataset, positions[i : i + batch_size], values)
+        x, observed = dataset.windows(positions[i : i + batch_size], values)
         out[i : i + len(x)] = classifier(torch.from_numpy(x), torch.from_numpy(observed)).numpy()
     return out
 
@@ -285,15 +272,13 @@ def train_classifier(
     classifier = PatternClassifier(copy.deepcopy(backbone), dataset.patterns)
     sampler = ClassifierBatchSampler(dataset, config.batch_size, config.positive_fraction, config.seed)
     jitter_gen = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(
+    optimizer, scheduler = build_optimizer(
         [
             {"params": list(classifier.backbone.parameters()), "lr": config.lr * config.encoder_lr_scale},
             {"params": list(classifier.head.parameters()), "lr": config.lr},
         ],
-        weight_decay=config.weight_decay,
+        config.lr, config.weight_decay, config.steps, config.warmup_frac,
     )
-    warmup = int(config.warmup_frac * config.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, warmup))
     loss_fn = nn.BCEWithLogitsLoss()
     losses: list[float] = []
     start_step = 0
@@ -321,7 +306,7 @@ def train_classifier(
     window_count = 0
     for step in range(start_step, config.steps):
         positions = sampler.sample()
-        x_np, observed_np = gather_positions(dataset, positions)
+        x_np, observed_np = dataset.windows(positions)
         x, observed = torch.from_numpy(x_np), torch.from_numpy(observed_np)
         if config.jitter_sigma > 0:
             x = jitter(x, observed, config.jitter_sigma, jitter_gen)
@@ -332,11 +317,7 @@ def train_classifier(
                 f"supervised classifier produced a non-finite loss ({float(loss.detach())}) at step {step}; "
                 f"lower the learning rate or check the backbone weights and inputs for NaN"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, params, optimizer, scheduler, config.grad_clip)
         losses.append(float(loss.detach()))
         window_count += len(positions)
         done = step + 1
@@ -451,7 +432,7 @@ def supervised_schema(dataset: Dataset, config: FinetuneConfig, backbone_config:
 
 
 def load_classifier(run_dir: Path) -> PatternClassifier:
-    """Rebuild the classifier of a run written by :func:`write_classifier_run`."""
+    """Rebuild the classifier of a run written by :func:`screener_ssl.runs.finetune.write_classifier_run`."""
     run_dir = Path(run_dir)
     path = run_dir / HEAD_FILE
     if not path.exists():
@@ -462,120 +443,13 @@ def load_classifier(run_dir: Path) -> PatternClassifier:
     return classifier.eval()
 
 
-def write_classifier_run(
-    result: ClassifierResult,
-    dataset: Dataset,
-    data_root: Path,
-    model_type: str,
-    variant: str,
-    source: dict[str, Any],
-    config: FinetuneConfig,
-    backbone_config: BackboneConfig,
-    schema: SSLSchema | None,
-    run_context: dict[str, Any] | None = None,
-) -> tuple[Path, str]:
-    """Write ``<data_root>/models/<model_type>/_pretrain/<run_id>/`` atomically; return (run dir, data version).
-
-    ``schema`` is the source encoder's for a finetune, None for a backbone trained from scratch
-    (a ``supervised`` schema is built). The data version fingerprints the encoder weights and the schema.
-    """
-    started = time.time() - result.seconds
-    classifier = result.classifier
-    if classifier.backbone.config != backbone_config:
-        raise ValueError(
-            "backbone_config differs from the trained backbone's; differing fields:\n  "
-            + "\n  ".join(diff_fields(backbone_config, classifier.backbone.config))
-        )
-    if schema is None:
-        schema = supervised_schema(dataset, config, backbone_config)
-    else:
-        require_spec(dataset.spec, schema.window_spec, "the source encoder's schema")
-    objective = schema.objective
-    run_id = new_run_id()
-    final_dir = run_dir(data_root, model_type, run_id)
-    metrics = {
-        "steps": result.steps,
-        "mean_loss": result.mean_loss,
-        "first_loss": result.first_loss,
-        "final_loss": result.final_loss,
-        "val_loss": result.val_loss,
-        "val_baseline_loss": result.val_baseline_loss,
-        "windows_per_s": result.windows_per_s,
-        "train_seconds": result.seconds,
-        "resumed_from_step": result.resumed_from_step,
-        "train_windows": result.train_windows,
-        "positive_windows": result.positive_windows,
-        "val_windows": int(len(result.val_positions)),
-        "prior_shift": dict(zip(dataset.patterns, result.prior_shift)),
-    }
-    context = dict(run_context or {})
-    partition = context.get("partition", f"{objective}|{variant}")
-    with atomic_dir(final_dir) as tmp:
-        encoder = Encoder(classifier.backbone, normalization="none", meta={"objective": objective, "source": source})
-        encoder.save(tmp)
-        atomic_torch_save(
-            tmp / HEAD_FILE,
-            {
-                "head": classifier.head.state_dict(),
-                "patterns": list(classifier.patterns),
-                "prior_shift": result.prior_shift,
-            },
-        )
-        atomic_write_text(tmp / "schema.json", schema.to_json())
-        atomic_write_json(
-            tmp / "pretrain_config.json",
-            {
-                "objective": objective,
-                "variant": variant,
-                "backbone": backbone_config.model_dump(mode="json"),
-                "finetune": config.model_dump(mode="json"),
-                "patterns": list(dataset.patterns),
-                "source": source,
-                "metrics": metrics,
-                "loss_curve": result.losses,
-            },
-        )
-        atomic_write_json(
-            tmp / "experiment.json",
-            {
-                "model_type": model_type,
-                "objective": objective,
-                "variant": variant,
-                "partition": partition,
-                "training": source.get("kind"),
-                "backbone": backbone_config.kind,
-                "dataset_fingerprint": dataset.dataset_fingerprint,
-                "spec_fingerprint": schema.spec_fingerprint,
-                "schema_fingerprint": schema.fingerprint,
-                "train_windows": result.train_windows,
-            },
-        )
-        finished = time.time()
-        atomic_write_json(
-            tmp / "run_meta.json",
-            {
-                "run_id": run_id,
-                **context,
-                "partition": partition,
-                "git_sha": git_sha(),
-                "seed": config.seed,
-                "threads": thread_env(),
-                "host": host_info(),
-                "timings": {"started": started, "finished": finished, "seconds": finished - started},
-            },
-        )
-        weights_hash = hashlib.sha256((tmp / "encoder.pt").read_bytes()).hexdigest()
-    data_version = fingerprint({"weights": weights_hash, "schema": schema.fingerprint})
-    return final_dir, data_version
-
-
 __all__ = [
     "ClassifierBatchSampler",
     "ClassifierResult",
     "FinetuneConfig",
     "PatternClassifier",
     "constant_bce",
-    "gather_positions",
+    "finetune_config",
     "load_classifier",
     "load_pretrained_backbone",
     "predict_positions",
@@ -583,5 +457,4 @@ __all__ = [
     "supervised_schema",
     "train_classifier",
     "val_sample",
-    "write_classifier_run",
 ]

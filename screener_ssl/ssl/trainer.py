@@ -80,6 +80,25 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def build_optimizer(
+    param_groups: list, lr: float, weight_decay: float, steps: int, warmup_frac: float
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``param_groups`` (parameters, or dicts with their own ``lr``) with warmup + cosine decay."""
+    optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
+    warmup = int(warmup_frac * steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup))
+    return optimizer, scheduler
+
+
+def optimizer_step(loss: torch.Tensor, params: list, optimizer, scheduler, grad_clip: float) -> None:
+    """One step of the loop every training shares: backward, clip the gradient norm, step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
@@ -96,9 +115,7 @@ def train(
     """Run ``config.steps`` optimizer steps; resumes from ``checkpoint_path`` when it exists."""
     torch.set_num_threads(config.threads)
     params = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = int(config.warmup_frac * config.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, warmup))
+    optimizer, scheduler = build_optimizer(params, config.lr, config.weight_decay, config.steps, config.warmup_frac)
     losses: list[float] = []
     start_step = 0
     if checkpoint_path is not None and checkpoint_path.exists():
@@ -125,11 +142,7 @@ def train(
                 f"objective {objective.name!r} produced a non-finite loss ({float(loss.detach())}) at step {step}; "
                 f"last logs {logs}. Lower the learning rate or check the inputs for unmasked NaN."
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, params, optimizer, scheduler, config.grad_clip)
         objective.on_after_step(step + 1, config.steps)
         losses.append(float(loss.detach()))
         logs = out.logs

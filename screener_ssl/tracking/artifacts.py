@@ -215,11 +215,14 @@ def run_dir(data_root: str | Path, model_type: str, run_id: str) -> Path:
 # --------------------------------------------------------------------------- run metadata
 
 
-def thread_env() -> dict:
-    """Thread settings that change numerics and speed, recorded in run_meta.json."""
+def thread_env(environ: Mapping[str, str]) -> dict:
+    """Thread settings that change numerics and speed, recorded in run_meta.json.
+
+    ``environ``: the process environment as the caller sees it (the library reads none itself).
+    """
     out: dict[str, Any] = {
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
+        "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS"),
+        "MKL_NUM_THREADS": environ.get("MKL_NUM_THREADS"),
         "torch_num_threads": None,
         "torch_num_interop_threads": None,
         "duckdb_threads": None,
@@ -231,7 +234,7 @@ def thread_env() -> dict:
         out["torch_num_interop_threads"] = int(torch.get_num_interop_threads())
     except Exception:  # torch missing or broken: the record still gets written
         pass
-    raw = os.environ.get(DUCKDB_THREADS_ENV)
+    raw = environ.get(DUCKDB_THREADS_ENV)
     if raw is not None and raw.strip():
         out["duckdb_threads"] = int(raw) if raw.strip().isdigit() else raw
     return out

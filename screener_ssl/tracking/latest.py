@@ -26,7 +26,7 @@ def latest_partition_run(data_root: Path, objective: str, variant: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"no pretrained encoder for partition {objective}|{variant} under {data_root}; "
-            f"materialize pretrained_encoder for that partition first"
+            f"pretrain that partition first"
         )
     run_dir = Path(json.loads(path.read_text())["run_dir"])
     if not run_dir.exists():

@@ -22,18 +22,17 @@ from screener_ssl.ssl.finetune import (
     HEAD_FILE,
     ClassifierBatchSampler,
     FinetuneConfig,
-    gather_positions,
     load_classifier,
     load_pretrained_backbone,
     predict_positions,
     scratch_backbone,
     train_classifier,
-    write_classifier_run,
 )
-from screener_ssl.ssl.pipeline import pretrain_partition
+from screener_ssl.runs.finetune import write_classifier_run
+from screener_ssl.runs.pretrain import pretrain_partition
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema
 from screener_ssl.ssl.trainer import NonFiniteLossError, TrainConfig
-from screener_ssl.sweep import SweepPoint
+from screener_ssl.runs.sweep import SweepPoint
 
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
 SMALL = BackboneConfig(kind="tcn", embed_dim=16, hidden_dim=16, n_layers=2)
@@ -296,7 +295,7 @@ def test_write_classifier_run_from_scratch_round_trips(dataset, scratch, tmp_pat
     assert data_version == fingerprint({"weights": weights_hash, "schema": schema.fingerprint})
 
     positions = dataset.index.rows_of("val")[:64]
-    x, observed = gather_positions(dataset, positions)
+    x, observed = dataset.windows(positions)
     with torch.inference_mode():
         expected = result.classifier.backbone.pooled(torch.from_numpy(x), torch.from_numpy(observed)).numpy()
     assert np.array_equal(load_encoder(out_dir).encode_prepared(x, observed), expected)
@@ -320,7 +319,7 @@ def test_a_failed_write_leaves_no_run_dir(dataset, scratch, tmp_path, monkeypatc
     def broken_git_sha():
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("screener_ssl.ssl.finetune.git_sha", broken_git_sha)
+    monkeypatch.setattr("screener_ssl.runs.writer.git_sha", broken_git_sha)
     with pytest.raises(RuntimeError, match="disk full"):
         write_classifier_run(
             result, dataset, tmp_path, "supervised_tcn", "base", {"kind": "from_scratch"}, config, SMALL, None

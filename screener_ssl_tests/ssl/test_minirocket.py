@@ -123,8 +123,8 @@ def test_probe_scores_minirocket_unchanged_and_records_its_cost(tmp_path):
 
 
 def test_pipeline_fits_minirocket_as_a_run_with_its_cost(tmp_path):
-    from screener_ssl.ssl.pipeline import model_type, pretrain_partition
-    from screener_ssl.sweep import load_sweep
+    from screener_ssl.runs.pretrain import model_type, pretrain_partition
+    from screener_ssl.runs.sweep import load_sweep
 
     root = tmp_path / "market"
     ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=12, n_days=300, seed=1, difficulty=0.2))
@@ -135,7 +135,7 @@ def test_pipeline_fits_minirocket_as_a_run_with_its_cost(tmp_path):
     point = base.model_copy(update={"objective_config": {"n_kernels": 168, "fit_windows": 100}})
     assert base.objective_config["n_kernels"] == 2016  # the demo size is what the sweep file says
     outcome = pretrain_partition(dataset, point, root, log=lambda _: None)
-    assert model_type(point) == "minirocket" and (outcome.run_dir / "minirocket.pkl").exists()
+    assert model_type(point) == "ssl_tcn_minirocket" and (outcome.run_dir / "minirocket.pkl").exists()
     config = json.loads((outcome.run_dir / "pretrain_config.json").read_text())
     cost = config["cost"]
     assert cost["windows_seen"] == 100 and cost["pretrain_seconds"] > 0

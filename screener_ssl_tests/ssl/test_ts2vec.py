@@ -235,8 +235,8 @@ def test_pipeline_trains_ts2vec_from_the_sweep_and_records_its_cost(tmp_path):
     from screener_ssl.data import dataset as ds
     from screener_ssl.data.synthetic import SyntheticMarketConfig
     from screener_ssl.data.windows import WindowSpec
-    from screener_ssl.ssl.pipeline import pretrain_partition
-    from screener_ssl.sweep import load_sweep
+    from screener_ssl.runs.pretrain import pretrain_partition
+    from screener_ssl.runs.sweep import load_sweep
 
     spec = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
     root = tmp_path / "market"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,12 +139,12 @@ def test_run_ids_are_unique_sortable_and_valid_dir_names(tmp_path):
 def test_thread_env_reads_duckdb_threads(monkeypatch):
     monkeypatch.setenv("SCREENER_SSL_DUCKDB_THREADS", "3")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    env = a.thread_env()
+    env = a.thread_env(os.environ)
     assert env["duckdb_threads"] == 3
     assert env["OMP_NUM_THREADS"] == "2"
     assert env["torch_num_threads"] == torch.get_num_threads()
     monkeypatch.delenv("SCREENER_SSL_DUCKDB_THREADS")
-    assert a.thread_env()["duckdb_threads"] is None
+    assert a.thread_env(os.environ)["duckdb_threads"] is None
 
 
 def test_git_sha_and_host_info_never_raise(monkeypatch):

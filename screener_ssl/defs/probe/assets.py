@@ -1,15 +1,22 @@
 """Probe metrics per partition, the finetuned classifier, and the consolidated experiment index."""
 
 
+import os
+
 import dagster as dg
 
 from screener_ssl.data.dataset import WAREHOUSE, load_dataset, write_duckdb_tables
-from screener_ssl.defs.data.assets import pattern_labels
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown
 from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.runs.finetune import (
+    NotFinetunableError,
+    finetune_partition,
+    finetuned_name,
+    require_finetunable,
+)
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
@@ -88,11 +95,11 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     )
 
 
-def build_probe_assets(partitions: dg.MultiPartitionsDefinition, pretrained_encoder) -> list:
+def build_probe_assets(partitions: dg.MultiPartitionsDefinition) -> list:
     @dg.asset(
         group_name="probe",
         partitions_def=partitions,
-        deps=[pretrained_encoder, pattern_labels],
+        deps=[dg.AssetKey("pretrained_encoder"), dg.AssetKey("pattern_labels")],
         code_version=PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
@@ -110,8 +117,8 @@ def build_probe_assets(partitions: dg.MultiPartitionsDefinition, pretrained_enco
     @dg.asset(
         group_name="probe",
         partitions_def=partitions,
-        deps=[pretrained_encoder, pattern_labels],
-        code_version=source_version("screener_ssl.ssl.finetune") + PROBE_CODE_VERSION,
+        deps=[dg.AssetKey("pretrained_encoder"), dg.AssetKey("pattern_labels")],
+        code_version=source_version("screener_ssl.ssl.finetune", "screener_ssl.runs.finetune") + PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
             dg.AssetCheckSpec(
@@ -122,69 +129,63 @@ def build_probe_assets(partitions: dg.MultiPartitionsDefinition, pretrained_enco
     )
     def finetuned_classifier(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """The pretrained encoder finetuned end to end with a pattern head (schema-locked), then probed and indexed."""
-        from screener_ssl.ssl.finetune import FinetuneConfig, load_pretrained_backbone, train_classifier, write_classifier_run
-
         objective, variant = partition_parts(context)
-        if objective in ("raw_features", "minirocket"):
-            raise dg.Failure(description=f"{objective} has no weights to finetune; finetune an encoder partition")
+        try:
+            require_finetunable(objective)
+        except NotFinetunableError as exc:
+            raise dg.Failure(description=str(exc)) from exc
         point = settings.load_sweep().point(objective, variant)
         source = latest_partition_run(settings.root, objective, variant)
         dataset = load_dataset(settings.root)
         try:
-            backbone, schema = load_pretrained_backbone(source, dataset.spec)
+            run_dir, version = finetune_partition(
+                dataset, point, source, settings.root,
+                run_context={"dagster_run_id": context.run_id, "dagster_partition": context.partition_key},
+                log=context.log.info,
+                environ=os.environ,
+            )
         except SchemaMismatchError as exc:
             raise dg.Failure(description=f"cannot finetune {source}: {exc}") from exc
-        train = point.train
-        config = FinetuneConfig(
-            steps=train.steps, batch_size=train.batch_size, lr=train.lr, encoder_lr_scale=0.1,
-            seed=train.seed, threads=train.threads, log_every=train.log_every,
-        )
-        fitted = train_classifier(backbone, dataset, config, log=context.log.info)
-        run_dir, version = write_classifier_run(
-            fitted, dataset, settings.root, f"ssl_{schema.encoder.kind}_classifier", variant,
-            source={"kind": "finetune", "from_run_dir": str(source), "objective": objective},
-            config=config, backbone_config=schema.encoder, schema=schema,
-            run_context={"dagster_run_id": context.run_id, "dagster_partition": context.partition_key},
-        )
-        record_partition_run(settings.root, f"finetuned_{objective}", variant, run_dir, version)
+        record_partition_run(settings.root, finetuned_name(objective), variant, run_dir, version)
         result = probe_run_dir(context, settings, run_dir, "finetuned_classifier")
         result.metadata["source_run_dir"] = dg.MetadataValue.path(str(source))
         return result
 
-    @dg.asset(
-        group_name="probe",
-        deps=[probe_metrics, finetuned_classifier],
-        code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
-        pool="duckdb",
-        automation_condition=dg.AutomationCondition.eager(),
-    )
-    def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
-        """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
-        models_root = settings.root / "models"
-        index = build_index(models_root)
-        paths = write_index(index, models_root)
-        if index.height:
-            write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
-        board = leaderboard(index)
-        rows = [
-            {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-            for r in board.iter_rows(named=True)
-        ]
-        metadata = {
-            "runs": index.height,
-            "columns": index.width,
-            "csv": dg.MetadataValue.path(str(paths["csv"])),
-            "parquet": dg.MetadataValue.path(str(paths["parquet"])),
-            "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
-        }
-        if rows:
-            metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
-                png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
-            )
-        context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index_fingerprint(models_root)))
-
-    return [probe_metrics, finetuned_classifier, experiment_index]
+    return [probe_metrics, finetuned_classifier]
 
 
-__all__ = ["build_probe_assets"]
+@dg.asset(
+    group_name="probe",
+    deps=[dg.AssetKey("probe_metrics"), dg.AssetKey("finetuned_classifier")],
+    code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
+    pool="duckdb",
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+    """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
+    models_root = settings.root / "models"
+    index = build_index(models_root)
+    paths = write_index(index, models_root)
+    if index.height:
+        write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
+    board = leaderboard(index)
+    rows = [
+        {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+        for r in board.iter_rows(named=True)
+    ]
+    metadata = {
+        "runs": index.height,
+        "columns": index.width,
+        "csv": dg.MetadataValue.path(str(paths["csv"])),
+        "parquet": dg.MetadataValue.path(str(paths["parquet"])),
+        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+    }
+    if rows:
+        metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
+            png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
+        )
+    context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index_fingerprint(models_root)))
+
+
+__all__ = ["build_probe_assets", "experiment_index"]

@@ -6,12 +6,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from screener_ssl.data.dataset import WAREHOUSE, load_dataset, write_duckdb_tables
-from screener_ssl.defs.data.assets import ohlcv_bars
+from screener_ssl.data.dataset import WAREHOUSE, load_clean_bars, load_dataset, write_duckdb_tables
 from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.probe.plots import png_markdown
-from screener_ssl.probe.scan import ScanConfig, scan_market, select_best_run
-from screener_ssl.probe.scan_plots import recent_bars_png
+from screener_ssl.scan.scan import ScanConfig, scan_market, select_best_run
+from screener_ssl.scan.plots import recent_bars_png
 from screener_ssl.ssl.schema import SchemaMismatchError
 from screener_ssl.tracking.artifacts import atomic_write_parquet
 from screener_ssl.tracking.index import build_index
@@ -26,60 +25,57 @@ class MarketScanConfig(dg.Config):
     threads: int = 2
 
 
-def build_scan_assets(experiment_index) -> list:
-    @dg.asset(
-        group_name="scan",
-        deps=[ohlcv_bars, experiment_index],
-        code_version=source_version("screener_ssl.probe.scan"),
-        pool="duckdb",
+@dg.asset(
+    group_name="scan",
+    deps=[dg.AssetKey("ohlcv_bars"), dg.AssetKey("experiment_index")],
+    code_version=source_version("screener_ssl.scan.scan"),
+    pool="duckdb",
+)
+def market_scan(context: dg.AssetExecutionContext, settings: ScreenerSettings, config: MarketScanConfig) -> dg.MaterializeResult:
+    """Scores and alerts (ticker, date, pattern, score, alert) for every ticker's latest open-only decision window."""
+    root = settings.root
+    run_dir = Path(config.run_dir) if config.run_dir else select_best_run(build_index(root / "models"))
+    spec = load_dataset(root, with_labels=False).spec
+    scan_config = ScanConfig(
+        chunk_size=config.chunk_size, threads=config.threads,
+        as_of=dt.date.fromisoformat(config.as_of) if config.as_of else None,
     )
-    def market_scan(context: dg.AssetExecutionContext, settings: ScreenerSettings, config: MarketScanConfig) -> dg.MaterializeResult:
-        """Scores and alerts (ticker, date, pattern, score, alert) for every ticker's latest open-only decision window."""
-        root = settings.root
-        run_dir = Path(config.run_dir) if config.run_dir else select_best_run(build_index(root / "models"))
-        spec = load_dataset(root, with_labels=False).spec
-        scan_config = ScanConfig(
-            chunk_size=config.chunk_size, threads=config.threads,
-            as_of=dt.date.fromisoformat(config.as_of) if config.as_of else None,
-        )
-        try:
-            result = scan_market(run_dir, db_path=root / WAREHOUSE, spec=spec, config=scan_config)
-        except SchemaMismatchError as exc:
-            raise dg.Failure(description=f"the model at {run_dir} does not match the current window spec: {exc}") from exc
-        scores, skipped = result.scores, result.skipped
-        out_dir = root / "scans"
-        atomic_write_parquet(out_dir / f"market_scan_{result.as_of}.parquet", scores)
-        atomic_write_parquet(out_dir / "market_scan_latest.parquet", scores)
-        write_duckdb_tables(root / WAREHOUSE, {"market_scan": scores, "market_scan_skipped": skipped})
-        alerts = scores.filter(pl.col("alert")).sort("score", descending=True)
-        context.log.info(
-            f"scanned {scores.get_column('ticker').n_unique()} tickers as of {result.as_of} with {run_dir.name}: "
-            f"{alerts.height} alerts, {skipped.height} skipped, {result.timings['total']:.2f}s"
-        )
-        if skipped.height:
-            context.log.warning(f"skipped tickers: {skipped.head(10).to_dicts()}")
-        top = alerts.head(TOP_ALERTS)
-        tickers = top.get_column("ticker").unique().to_list()
-        bars = pl.read_parquet(root / "bars" / "bars.parquet").filter(
-            pl.col("ticker").is_in(tickers) & (pl.col("date") <= result.as_of)
-        )
-        table = ["| ticker | pattern | score |", "|---|---|---|"] + [
-            f"| {r['ticker']} | {r['pattern']} | {r['score']:.3f} |" for r in top.iter_rows(named=True)
-        ]
-        return dg.MaterializeResult(
-            metadata={
-                "as_of": str(result.as_of),
-                "model_run_dir": dg.MetadataValue.path(str(run_dir)),
-                "tickers_scored": scores.get_column("ticker").n_unique(),
-                "alerts": alerts.height,
-                "skipped": skipped.height,
-                "skipped_reasons": dg.MetadataValue.json(
-                    skipped.group_by("reason").len().to_dicts() if skipped.height else []
-                ),
-                "timings_s": dg.MetadataValue.json({k: round(v, 4) for k, v in result.timings.items()}),
-                "top_alerts": dg.MetadataValue.md("\n".join(table)),
-                "alerted_charts": dg.MetadataValue.md(png_markdown(recent_bars_png(bars, top), "alerted tickers")),
-            }
-        )
-
-    return [market_scan]
+    try:
+        result = scan_market(run_dir, db_path=root / WAREHOUSE, spec=spec, config=scan_config)
+    except SchemaMismatchError as exc:
+        raise dg.Failure(description=f"the model at {run_dir} does not match the current window spec: {exc}") from exc
+    scores, skipped = result.scores, result.skipped
+    out_dir = root / "scans"
+    atomic_write_parquet(out_dir / f"market_scan_{result.as_of}.parquet", scores)
+    atomic_write_parquet(out_dir / "market_scan_latest.parquet", scores)
+    write_duckdb_tables(root / WAREHOUSE, {"market_scan": scores, "market_scan_skipped": skipped})
+    alerts = scores.filter(pl.col("alert")).sort("score", descending=True)
+    context.log.info(
+        f"scanned {scores.get_column('ticker').n_unique()} tickers as of {result.as_of} with {run_dir.name}: "
+        f"{alerts.height} alerts, {skipped.height} skipped, {result.timings['total']:.2f}s"
+    )
+    if skipped.height:
+        context.log.warning(f"skipped tickers: {skipped.head(10).to_dicts()}")
+    top = alerts.head(TOP_ALERTS)
+    tickers = top.get_column("ticker").unique().to_list()
+    bars = load_clean_bars(root).filter(
+        pl.col("ticker").is_in(tickers) & (pl.col("date") <= result.as_of)
+    )
+    table = ["| ticker | pattern | score |", "|---|---|---|"] + [
+        f"| {r['ticker']} | {r['pattern']} | {r['score']:.3f} |" for r in top.iter_rows(named=True)
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": str(result.as_of),
+            "model_run_dir": dg.MetadataValue.path(str(run_dir)),
+            "tickers_scored": scores.get_column("ticker").n_unique(),
+            "alerts": alerts.height,
+            "skipped": skipped.height,
+            "skipped_reasons": dg.MetadataValue.json(
+                skipped.group_by("reason").len().to_dicts() if skipped.height else []
+            ),
+            "timings_s": dg.MetadataValue.json({k: round(v, 4) for k, v in result.timings.items()}),
+            "top_alerts": dg.MetadataValue.md("\n".join(table)),
+            "alerted_charts": dg.MetadataValue.md(png_markdown(recent_bars_png(bars, top), "alerted tickers")),
+        }
+    )

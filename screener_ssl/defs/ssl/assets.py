@@ -1,25 +1,19 @@
 """Partitioned SSL assets: the schema each run is locked to, and the pretrained encoder."""
 
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
 from screener_ssl.data.dataset import load_clean_bars, load_dataset
-from screener_ssl.defs.data.assets import pattern_labels, windowed_dataset
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.ssl.checks import no_lookahead_report
 from screener_ssl.ssl.encoder import load_encoder
-from screener_ssl.ssl.pipeline import (
-    build_schema,
-    model_type,
-    pretrain_partition,
-    resolve_point,
-    resolved_objective_config,
-)
+from screener_ssl.runs.pretrain import build_schema, pretrain_partition, resolve_point
+from screener_ssl.ssl.checks import judge_collapse
 from screener_ssl.ssl.schema import SSLSchema, diff_fields
-from screener_ssl.sweep import Sweep
 from screener_ssl.tracking.artifacts import atomic_write_text
 from screener_ssl.tracking.latest import record_partition_run
 
@@ -29,7 +23,8 @@ SSL_CODE_VERSION = source_version(
     "screener_ssl.ssl.trainer",
     "screener_ssl.ssl.sampler",
     "screener_ssl.ssl.augment",
-    "screener_ssl.ssl.pipeline",
+    "screener_ssl.runs.pretrain",
+    "screener_ssl.runs.writer",
 )
 
 
@@ -37,21 +32,20 @@ def schema_path(root: Path, objective: str, variant: str) -> Path:
     return root / "schemas" / f"{objective}__{variant}" / "schema.json"
 
 
-def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> list:
+def build_ssl_assets(partitions: dg.MultiPartitionsDefinition) -> list:
     @dg.asset(
         group_name="ssl",
         partitions_def=partitions,
-        deps=[windowed_dataset],
-        code_version=source_version("screener_ssl.ssl.schema", "screener_ssl.sweep"),
+        deps=[dg.AssetKey("windowed_dataset")],
+        code_version=source_version("screener_ssl.ssl.schema", "screener_ssl.runs.sweep"),
     )
     def ssl_schema(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """schema.json for one objective x variant: features, windows, censoring, augmentations, objective, encoder."""
         objective, variant = partition_parts(context)
-        point = settings.load_sweep().point(objective, variant)
-        dataset = load_dataset(settings.root, with_labels=False)
         # Resolve the objective's config so it is validated and recorded with every default.
-        point = resolve_point(point)
-        schema = build_schema(dataset, point, resolved_objective_config(point, dataset.spec.n_features))
+        resolved = resolve_point(settings.load_sweep().point(objective, variant))
+        dataset = load_dataset(settings.root, with_labels=False)
+        schema = build_schema(dataset, resolved)
         path = schema_path(settings.root, objective, variant)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, schema.to_json())
@@ -70,7 +64,7 @@ def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> 
         partitions_def=partitions,
         # pattern_labels: only the supervised baseline reads them, but a dep is per asset, and
         # over-reporting staleness is safer than missing it.
-        deps=[ssl_schema, windowed_dataset, pattern_labels],
+        deps=[dg.AssetKey("ssl_schema"), dg.AssetKey("windowed_dataset"), dg.AssetKey("pattern_labels")],
         code_version=SSL_CODE_VERSION,
         pool="torch",
         check_specs=[
@@ -85,14 +79,16 @@ def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> 
     def pretrained_encoder(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """Encoder weights + run artifacts for one objective x variant, trained on the train split."""
         objective, variant = partition_parts(context)
-        point = settings.load_sweep().point(objective, variant)
-        dataset = load_dataset(settings.root, with_labels=objective == "supervised")
+        resolved = resolve_point(settings.load_sweep().point(objective, variant))
+        point = resolved.point
+        dataset = load_dataset(settings.root, with_labels=resolved.entry.needs_labels)
         outcome = pretrain_partition(
             dataset,
-            point,
+            resolved,
             settings.root,
             run_context={"dagster_run_id": context.run_id, "dagster_partition": context.partition_key},
             log=context.log.info,
+            environ=os.environ,
         )
         record_partition_run(settings.root, objective, variant, outcome.run_dir, outcome.data_version)
 
@@ -107,15 +103,11 @@ def build_ssl_assets(sweep: Sweep, partitions: dg.MultiPartitionsDefinition) -> 
         if outcome.schema.dataset_fingerprint != dataset.dataset_fingerprint:
             schema_diffs.append("dataset_fingerprint differs from the windowed dataset's")
         metrics = outcome.result
-        collapsed = outcome.collapse["collapsed"]
-        if objective in ("raw_features", "minirocket"):
-            # Censored decision-bar fields and mask channels are constant by design in the raw window
-            # (and in MiniRocket's features of them); only the effective rank says whether it is degenerate.
-            collapsed = outcome.collapse["effective_rank"] < outcome.collapse["thresholds"]["min_effective_rank"]
+        collapsed = judge_collapse(outcome.collapse, resolved.entry.collapse_rule)
         return dg.MaterializeResult(
             metadata={
                 "run_dir": dg.MetadataValue.path(str(outcome.run_dir)),
-                "model_type": model_type(point),
+                "model_type": resolved.model_type,
                 "steps": metrics.steps,
                 "first_loss": metrics.first_loss,
                 "final_loss": metrics.final_loss,

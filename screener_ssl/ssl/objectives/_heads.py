@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
+from screener_ssl.ssl.checks import effective_rank  # noqa: F401  (the one definition, next to the collapse check)
 from screener_ssl.ssl.objectives.base import SSLBatch, View
 
 
@@ -86,19 +87,3 @@ def l2_normalized_std(z: torch.Tensor) -> torch.Tensor:
     assert z.dim() == 2, f"l2_normalized_std expects [B, D], got {tuple(z.shape)}"
     z = nn.functional.normalize(z.detach().float(), dim=1)
     return z.std(dim=0).mean()
-
-
-def effective_rank(z: torch.Tensor) -> float:
-    """Entropy effective rank (Roy & Vetterli 2007) of centred ``z: [B, D]``: exp of the entropy of normalized singular values.
-
-    1 for embeddings on a line, D for an isotropic cloud.
-    """
-    assert z.dim() == 2, f"effective_rank expects [B, D], got {tuple(z.shape)}"
-    z = z.detach().float()
-    singular = torch.linalg.svdvals(z - z.mean(dim=0, keepdim=True))
-    total = singular.sum()
-    if total <= 0:
-        return 1.0
-    p = singular / total
-    p = p[p > 0]
-    return float(torch.exp(-(p * p.log()).sum()))

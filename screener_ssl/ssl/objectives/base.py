@@ -1,20 +1,58 @@
-"""The objective contract: a loss (plus its heads) on top of any :class:`SSLBackbone`.
+"""The objective contract and the one registry of objectives and baselines.
 
 An objective receives an :class:`SSLBatch` of ``n_views`` augmented views of the
 same windows (views share the decision index t*; the decision bar is always the
 last position) and returns a scalar loss with a few named floats to log.
+
+The registry
+------------
+Every row of the leaderboard (self-supervised objectives and baselines alike)
+is an :class:`Objective` subclass registered under its ``name``. Besides
+``name``, ``n_views`` and ``config_cls``, an entry declares what its run needs;
+every declaration has a default that fits a self-supervised objective trained
+by the trainer loop, so a module that declares nothing extra registers and trains:
+
+- ``trains`` (True): False = probed as initialised (no optimizer step).
+- ``needs_labels`` (False): the run loads the dataset with its pattern labels.
+- ``backbone_kind`` (None): replaces the sweep's ``backbone.kind`` (e.g. ``raw_window``).
+- ``finetunable`` (True): False = there are no weights to finetune end to end.
+- ``collapse_rule`` (``"std_and_rank"``): how :func:`screener_ssl.ssl.checks.judge_collapse`
+  reads the held-out collapse report (``"rank_only"`` for inputs with constant channels by design).
+- ``sampler_settings(config)`` ({}): extra :class:`WindowSampler` arguments for this config.
+- ``resolve_config(config, train)``: the config recorded in the schema, every default filled in.
+- ``fit(backbone, job, log)``: how the backbone is trained on a :class:`FitJob`
+  (default: the trainer loop over a :class:`WindowSampler`).
+
+To add an objective: one module in ``screener_ssl/ssl/objectives/`` defining a
+config (``ObjectiveConfig`` subclass) and an ``Objective`` subclass with
+``name``, ``n_views``, ``config_cls`` and ``forward``, decorated with
+:func:`register_objective`; then an entry under ``objectives:`` in the sweep file.
+Modules of this package are imported (and so registered) automatically.
+
+To add a baseline: the same, one module here plus the sweep entry. A baseline
+that is probed untrained subclasses
+:class:`screener_ssl.ssl.objectives.random_init.RandomInit` (``trains=False``,
+no settings) and sets what differs, e.g. ``backbone_kind`` for a parameter-free
+backbone (see ``raw_features.py``); a baseline trained another way overrides
+``fit`` (see ``supervised.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
+
+if TYPE_CHECKING:
+    from screener_ssl.data.dataset import Dataset
+    from screener_ssl.ssl.augment import AugmentConfig
+    from screener_ssl.ssl.trainer import TrainConfig, TrainResult
 
 
 @dataclass
@@ -51,6 +89,17 @@ class ObjectiveOutput:
     logs: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FitJob:
+    """What an entry's ``fit`` trains on: the dataset, the run's train and augment sections, its settings."""
+
+    dataset: "Dataset"
+    train: "TrainConfig"
+    augment: "AugmentConfig"
+    config: dict[str, Any]  # the objective's settings from the sweep (not yet resolved)
+    checkpoint: Path | None = None  # where a killed run resumes from
+
+
 class ObjectiveConfig(BaseModel):
     """Base of every objective's config; recorded verbatim in the schema."""
 
@@ -63,6 +112,12 @@ class Objective(nn.Module):
     name: ClassVar[str]
     n_views: ClassVar[int] = 1
     config_cls: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
+    # Registry declarations (see the module docstring); the defaults fit a trained SSL objective.
+    trains: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False
+    backbone_kind: ClassVar[str | None] = None
+    finetunable: ClassVar[bool] = True
+    collapse_rule: ClassVar[str] = "std_and_rank"
 
     def __init__(self, backbone: SSLBackbone, config: ObjectiveConfig) -> None:
         super().__init__()
@@ -74,6 +129,42 @@ class Objective(nn.Module):
 
     def on_after_step(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (EMA targets, schedules). Default: nothing."""
+
+    @classmethod
+    def resolve_config(cls, config: dict[str, Any], train: "TrainConfig") -> dict[str, Any]:
+        """The settings recorded in the schema: ``config`` validated, every default filled in."""
+        return cls.config_cls.model_validate(config or {}).model_dump(mode="json")
+
+    @classmethod
+    def sampler_settings(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Extra :class:`WindowSampler` arguments for a resolved ``config``. Default: none."""
+        return {}
+
+    @classmethod
+    def fit(
+        cls, backbone: SSLBackbone, job: "FitJob", log: Callable[[str], None] = print
+    ) -> tuple[SSLBackbone, "TrainResult"]:
+        """Train ``backbone`` for ``job`` on the train split; return the trained backbone and the loss record."""
+        from screener_ssl.ssl.sampler import WindowSampler
+        from screener_ssl.ssl.trainer import train as train_loop
+
+        dataset, train = job.dataset, job.train
+        objective = cls(backbone, cls.config_cls.model_validate(job.config or {}))
+        train_pos = dataset.index.rows_of("train")
+        sampler = WindowSampler(
+            values=dataset.store.values,
+            ticker_start=dataset.ticker_start(train_pos),
+            decision_row=dataset.index.decision_row[train_pos],
+            spec=dataset.spec,
+            augment=job.augment,
+            n_views=cls.n_views,
+            batch_size=train.batch_size,
+            seed=train.seed,
+            **cls.sampler_settings(cls.resolve_config(job.config, train)),
+        )
+        log(f"{cls.name}: {train.steps} steps x {train.batch_size} windows from {len(train_pos)} train windows")
+        result = train_loop(objective, sampler, train, checkpoint_path=job.checkpoint, log=log)
+        return objective.backbone, result
 
 
 _REGISTRY: dict[str, type[Objective]] = {}
@@ -90,6 +181,13 @@ def objective_names() -> list[str]:
     from screener_ssl.ssl import objectives  # noqa: F401  (registration side effect)
 
     return sorted(_REGISTRY)
+
+
+def trainer_objective_names() -> list[str]:
+    """Names of the entries trained by the trainer loop on SSL batches (baselines left out)."""
+    from screener_ssl.ssl import objectives  # noqa: F401
+
+    return sorted(n for n, c in _REGISTRY.items() if c.trains and c.fit.__func__ is Objective.fit.__func__)
 
 
 def get_objective_class(name: str) -> type[Objective]:

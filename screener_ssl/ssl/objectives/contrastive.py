@@ -260,6 +260,12 @@ class InfoNCE(Objective):
     n_views = 2
     config_cls = InfoNCEConfig
 
+    @classmethod
+    def sampler_settings(cls, config: dict) -> dict:
+        # Positive expansion needs same-ticker neighbours in the batch: one per anchor, within k bars.
+        k = int(config.get("positive_expansion_k", 0) or 0)
+        return {"neighbors_per_anchor": 1 if k > 0 else 0, "neighbor_radius": k}
+
     def __init__(self, backbone: SSLBackbone, config: InfoNCEConfig) -> None:
         super().__init__(backbone, config)
         self.head = ContrastiveHead(backbone.embed_dim, config)

@@ -31,9 +31,10 @@ import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from screener_ssl.data.bars import _is_sorted_by_ticker_date
 from screener_ssl.data.contracts import BAR_COLUMNS
 from screener_ssl.data.features import compute_shape_features
-from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import load_schema
@@ -93,7 +94,7 @@ def _connect_read_only(db_path: Path, threads: int | None):
     import duckdb
 
     if not Path(db_path).exists():
-        raise FileNotFoundError(f"no DuckDB warehouse at {db_path}; materialize ohlcv_bars first")
+        raise FileNotFoundError(f"no DuckDB warehouse at {db_path}; ingest the bars first (ingest_bars)")
     config = {"threads": int(threads)} if threads else {}
     try:
         return duckdb.connect(str(db_path), read_only=True, config=config)
@@ -170,15 +171,6 @@ def _kth_latest_date(con, name: str, as_of: dt.date, k: int) -> dt.date:
         if row is not None:
             return row[0]
     return dt.date.min
-
-
-def _is_sorted_by_ticker_date(bars: pl.DataFrame) -> bool:
-    """True when rows are in strictly increasing (ticker, date) order."""
-    if bars.height < 2:
-        return True
-    ticker, date = pl.col("ticker"), pl.col("date")
-    ordered = (ticker > ticker.shift()) | ((ticker == ticker.shift()) & (date > date.shift()))
-    return bool(bars.select(ordered.slice(1).all()).item())
 
 
 def latest_bars_from_frame(bars: pl.DataFrame, spec: WindowSpec, as_of: dt.date) -> pl.DataFrame:
@@ -283,13 +275,7 @@ def latest_windows(
     if not tickers:
         return empty_x, empty_x.astype(bool), [], _skipped_frame(skipped_rows)
     t_gather = time.perf_counter()
-    x, observed = gather_windows(
-        store.values,
-        starts[scorable],
-        ends[scorable] - 1,
-        spec.window_max,
-        open_known=spec.open_known_mask,
-    )
+    x, observed = spec.gather(store.values, starts[scorable], ends[scorable] - 1)
     if timings is not None:
         timings["features"] = t_gather - t_start
         timings["gather"] = time.perf_counter() - t_gather

@@ -16,7 +16,7 @@ from screener_ssl.data import dataset as ds
 from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
-from screener_ssl.probe.scan import (
+from screener_ssl.scan.scan import (
     ScanConfig,
     bars_needed,
     latest_bars_from_frame,
@@ -28,7 +28,7 @@ from screener_ssl.probe.scan import (
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
 from screener_ssl.ssl.encoder import Encoder, load_encoder
-from screener_ssl.ssl.pipeline import embed_positions
+from screener_ssl.ssl.encoder import embed_positions
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema
 
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)

@@ -22,7 +22,7 @@ from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.trainer import TrainConfig
 
-DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "sweeps" / "default.yaml"
+DEFAULT_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "default.yaml"
 SECTIONS = ("backbone", "train", "augment", "objective", "probe")
 
 
@@ -150,7 +150,7 @@ class Sweep:
 def load_sweep(path: str | Path | None = None) -> Sweep:
     path = Path(path) if path else DEFAULT_SWEEP
     if not path.exists():
-        raise SweepError(f"sweep file {path} does not exist (SCREENER_SSL_SWEEP)")
+        raise SweepError(f"sweep file {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
         spec = SweepFile.model_validate(raw)

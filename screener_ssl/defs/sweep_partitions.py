@@ -1,0 +1,37 @@
+"""The sweep's objective x variant assets, jobs and schedule, read once from the settings resource's sweep file."""
+
+import os
+
+import dagster as dg
+
+from screener_ssl.defs.partitions import sweep_partitions
+from screener_ssl.defs.probe.assets import build_probe_assets
+from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.schedules import build_nightly_schedule, build_sweep_jobs
+from screener_ssl.defs.ssl.assets import build_ssl_assets
+
+NIGHTLY_CRON = "0 2 * * *"
+
+
+def build_sweep_definitions(
+    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None
+) -> dg.Definitions:
+    """Partitioned assets, the sweep jobs and the nightly schedule for the sweep file ``settings`` names."""
+    sweep = settings.load_sweep()
+    partitions = sweep_partitions(sweep)
+    sweep_job, index_job = build_sweep_jobs(partitions)
+    return dg.Definitions(
+        assets=[*build_ssl_assets(partitions), *build_probe_assets(partitions)],
+        jobs=[sweep_job, index_job],
+        schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
+        resources={"settings": settings},
+    )
+
+
+@dg.definitions
+def sweep_definitions() -> dg.Definitions:
+    return build_sweep_definitions(
+        ScreenerSettings.from_env(),
+        nightly_cron=os.environ.get("SCREENER_SSL_NIGHTLY_CRON", NIGHTLY_CRON),
+        nightly_variants=[v for v in os.environ.get("SCREENER_SSL_NIGHTLY_VARIANTS", "full").split(",") if v] or None,
+    )
