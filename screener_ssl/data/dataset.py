@@ -221,7 +221,7 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
 
 
 def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tuple[str, ...], str]:
-    """(events, patterns, description) for 'synthetic', 'talib' or a label file."""
+    """(events, patterns, description) for 'synthetic', 'talib', 'chart[:p1,p2,...]' or a label file."""
     if source == "synthetic":
         path = data_root / BARS_DIR / "source_events.parquet"
         if not path.exists():
@@ -234,6 +234,12 @@ def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tu
         from screener_ssl.data.label_sources import TALIB_PATTERNS, talib_events
 
         return talib_events(load_clean_bars(data_root)), tuple(TALIB_PATTERNS), "TA-Lib candlestick functions"
+    if source == "chart" or source.startswith("chart:"):
+        from screener_ssl.data.chart_patterns import chart_pattern_events, parse_chart_source
+
+        config = parse_chart_source(source)
+        events = chart_pattern_events(load_clean_bars(data_root), config)
+        return events, config.patterns, f"ta-patterns chart detectors ({config.mode}): {', '.join(config.patterns)}"
     from screener_ssl.data.label_sources import read_label_events
 
     events = read_label_events(Path(source))

@@ -26,7 +26,7 @@ class ScreenerSettings(dg.ConfigurableResource):
     data_dir: str = "data"
     bars: str = "synthetic"  # 'synthetic' or a Parquet/CSV file or folder
     bars_date_format: str = ""  # strftime layout of non-ISO CSV dates, e.g. '%m/%d/%Y'; empty = ISO only
-    labels: str = "synthetic"  # 'synthetic', 'talib' or a label file
+    labels: str = "synthetic"  # 'synthetic', 'talib', 'chart' / 'chart:<pattern>,...' or a label file
     sweep: str = ""  # sweep file; empty = the bundled sweeps/default.yaml
 
     @property

@@ -48,7 +48,7 @@ from screener_ssl.probe.metrics import (
 )
 from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
-from screener_ssl.ssl.encoder import Encoder, embed_decisions, embed_positions
+from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions
 from screener_ssl.tracking.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
@@ -92,6 +92,8 @@ class ProbeConfig(BaseModel):
     stability_augs: int = Field(8, ge=2, le=256)
     prefix_fracs: tuple[float, ...] = PREFIX_FRACS
     batch_size: int = Field(1024, ge=1, le=65_536)
+    # Embedding at the decision bar ("last") or a running max/mean over every visible bar up to it.
+    pooling: Pooling = "last"
     seed: int = Field(0, ge=0)
 
     @field_validator("C_grid")
@@ -290,8 +292,11 @@ def run_probe(
             f"{dataset.spec.n_features} features {dataset.spec.feature_names}"
         )
     augment = augment or AugmentConfig()
+    if config.pooling != encoder.pooling:
+        encoder = encoder.with_pooling(config.pooling)
     patterns = tuple(dataset.patterns)
     timings: dict[str, float] = {}
+    cost: dict[str, float] = {}  # embedding seconds / windows, accumulated by embed_decisions
     started = clock = time.perf_counter()
 
     def lap(stage: str) -> float:
@@ -317,12 +322,12 @@ def run_probe(
             raise ValueError(f"the {split} split has no windows; the probe needs train, val and test windows")
     y_train, y_val, y_test = dataset.labels[train_pos], dataset.labels[val_pos], dataset.labels[test_pos]
 
-    emb_train = embed_positions(encoder, dataset, train_pos, config.batch_size)
+    emb_train = embed_positions(encoder, dataset, train_pos, config.batch_size, clock=cost)
     log(
         f"probe: embedded {len(train_pos)} of {available['train']} train windows "
         f"(D={encoder.embed_dim}) in {lap('embed_train'):.1f}s"
     )
-    emb_val = embed_positions(encoder, dataset, val_pos, config.batch_size)
+    emb_val = embed_positions(encoder, dataset, val_pos, config.batch_size, clock=cost)
     lap("embed_val")
     head = fit_probe_head(
         emb_train,
@@ -352,7 +357,7 @@ def run_probe(
         f"in {lap('val'):.1f}s" + (f"; unreachable for {unreachable}" if unreachable else "")
     )
 
-    prob_test = head.predict_proba(embed_positions(encoder, dataset, test_pos, config.batch_size))
+    prob_test = head.predict_proba(embed_positions(encoder, dataset, test_pos, config.batch_size, clock=cost))
     log(f"probe: scored {len(test_pos)} of {available['test']} test windows in {lap('test'):.1f}s")
 
     events = event_prefix_decisions(dataset, config.prefix_fracs)
@@ -364,6 +369,7 @@ def run_probe(
             events.decision_row.reshape(-1),
             np.repeat(dataset.store.offsets[:-1][events.ticker_id], n_fracs),
             config.batch_size,
+            cost,
         )
     ).reshape(n_events, n_fracs, len(patterns))  # [E, F, P]
     event_scores = {
@@ -430,7 +436,7 @@ def run_probe(
                     "embed_dim": encoder.embed_dim,
                     "input_channels": encoder.input_channels,
                     "normalization": encoder.normalization,
-                    "backbone": encoder.backbone.config.model_dump(mode="json"),
+                    **encoder.describe(),
                     "meta": encoder.meta,
                 },
                 "spec_fingerprint": dataset.spec.fingerprint(),
@@ -465,7 +471,14 @@ def run_probe(
                 "val_thresholds": val_threshold_reports,
                 "fit_info": head.fit_info,
             },
-            "timings": timings,
+            # Seconds per stage; "embed" sums the embedding of every split and the events (not stability).
+            "timings": timings | {"embed": cost.get("embed_seconds", 0.0)},
+            # Compute cost beside quality (its seconds are timings.embed and timings.fit_head).
+            "cost": {
+                "windows_embedded": int(cost.get("windows_embedded", 0)),
+                "embed_dim": encoder.embed_dim,
+                "encoder_parameters": encoder.describe().get("n_parameters"),
+            },
         }
     )
     macro = report["macro"]

@@ -107,15 +107,24 @@ def pretrain_partition(
     backbone = build_backbone(point.backbone, n_channels)
     log(f"{point.partition_key} ({resolved.model_type})")
     job = FitJob(dataset, point.train, point.augment, point.objective_config, checkpoint)
-    backbone, result = entry.fit(backbone, job, log=log)
+    fitted, result = entry.fit(backbone, job, log=log)
 
-    encoder = Encoder(backbone, normalization="none", meta={"objective": point.objective})
+    if isinstance(fitted, Encoder) or not hasattr(fitted, "forward"):  # a fitted feature extractor (minirocket)
+        encoder = fitted
+        windows_seen = int(getattr(fitted, "cost", {}).get("fit_windows", 0))
+        trained_parameters = encoder.describe().get("n_parameters")
+    else:
+        encoder = Encoder(fitted, normalization="none", meta={"objective": point.objective})
+        windows_seen = result.steps * (point.train.batch_size if entry.trains else 0)
+        trained_parameters = sum(p.numel() for p in fitted.parameters()) if entry.trains else 0
     rng = np.random.default_rng(point.train.seed)
     val_pos = dataset.index.rows_of("val")
     sample = rng.choice(val_pos, size=min(COLLAPSE_SAMPLE, len(val_pos)), replace=False)
+    embed_started = time.perf_counter()
     collapse = collapse_report(
         embed_positions(encoder, dataset, np.sort(sample)), objective_facts=result.objective_facts
     )
+    collapse_embed_s = time.perf_counter() - embed_started
 
     written = write_run(
         data_root,
@@ -142,6 +151,15 @@ def pretrain_partition(
                 "collapse": collapse,
             },
             "loss_curve": result.losses,
+            # Compute cost beside quality (the probe adds embedding and head seconds).
+            "cost": {
+                "pretrain_seconds": result.seconds,
+                "windows_seen": int(windows_seen),
+                "encoder_parameters": encoder.describe().get("n_parameters"),
+                "trained_parameters": trained_parameters,
+                "collapse_embed_seconds": collapse_embed_s,
+                **({"minirocket": dict(encoder.cost)} if hasattr(encoder, "cost") else {}),
+            },
         },
         experiment={
             "model_type": resolved.model_type,

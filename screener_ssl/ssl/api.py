@@ -9,7 +9,7 @@ import numpy as np
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
-from screener_ssl.ssl.encoder import Encoder, expanding_zscore
+from screener_ssl.ssl.encoder import Encoder, Pooling, expanding_zscore
 from screener_ssl.ssl.objectives.base import build_objective, get_objective_class
 from screener_ssl.ssl.sampler import WindowSampler
 from screener_ssl.ssl.trainer import TrainConfig, seed_everything, train
@@ -50,6 +50,7 @@ def pretrain(
     backbone: str = "tcn",
     window: int | None = None,
     log=None,
+    pooling: Pooling = "last",
     **hparams: Any,
 ) -> Encoder:
     """Pretrain an encoder on any ``float32 [N, T, C]`` array (NaN = missing).
@@ -58,6 +59,8 @@ def pretrain(
     of ``window`` steps (default ``min(T, 64)``). ``hparams`` go to the trainer
     (steps, batch_size, lr, seed, ...), the augmentations (jitter_sigma, ...),
     the backbone (embed_dim, n_layers, ...) or, for any other key, the objective.
+    ``pooling`` is the returned encoder's default: the embedding at t ("last") or a running
+    "max"/"mean" over every visible step up to t (see :func:`screener_ssl.ssl.encoder.causal_pool`).
     """
     X = checked_input(X)
     n_series, length, channels = X.shape
@@ -105,6 +108,7 @@ def pretrain(
     return Encoder(
         obj.backbone,
         normalization="expanding_zscore",
+        pooling=pooling,
         meta={
             "objective": objective,
             "objective_config": obj.config.model_dump(mode="json"),

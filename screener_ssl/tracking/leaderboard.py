@@ -42,6 +42,11 @@ COLUMNS = {
     "probe_metrics.macro.ece": "ece",
     "pretrain_config.metrics.windows_per_s": "windows_per_s",
     "pretrain_config.metrics.final_loss": "final_loss",
+    "pretrain_config.cost.pretrain_seconds": "pretrain_s",
+    "pretrain_config.cost.windows_seen": "windows_seen",
+    "probe_metrics.timings.embed": "embed_s",
+    "probe_metrics.timings.fit_head": "head_s",
+    "probe_metrics.cost.encoder_parameters": "parameters",
     "model_type": "model_type",
     "run_id": "run_id",
     "run_dir": "run_dir",
@@ -58,7 +63,8 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
         if dst not in table.columns:
             table = table.with_columns(pl.lit(None).alias(dst))
     numeric = ["auprc", "val_auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision",
-               "recall_at_60pct", "ece", "windows_per_s", "final_loss"]
+               "recall_at_60pct", "ece", "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
+               "head_s", "parameters"]
     table = table.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric])
     table = table.with_columns(pl.col("seed").cast(pl.Int64, strict=False).fill_null(0))
     table = table.filter(pl.col("auprc").is_not_null())
@@ -136,7 +142,8 @@ def leaderboard(
             pl.col("auprc").std().alias("seed_sd"),
             pl.len().alias("n_seeds"),
             *[pl.col(c).mean() for c in ("prevalence", "alerts_per_day", "precision", "recall_at_60pct", "ece",
-                                          "windows_per_s", "final_loss")],
+                                          "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
+                                          "head_s", "parameters")],
             pl.col("ci_low").first().alias("run_ci_low"),
             pl.col("ci_high").first().alias("run_ci_high"),
             pl.col("reachable").first(),
@@ -206,7 +213,8 @@ def format_leaderboard(board: pl.DataFrame) -> str:
     """A fixed-width table for the terminal: ranked by val, test reported with its pooled CI and seed spread."""
     header = (
         f"{'#':>2} {'objective':22s} {'variant':9s} {'val AUPRC':>9s} {'test AUPRC [95% block CI]':26s} "
-        f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs best baseline':>17s} {'recall@60%':>10s} {'ECE':>6s}"
+        f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs best baseline':>17s} {'recall@60%':>10s} {'ECE':>6s} "
+        f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
     )
     lines = [header, "-" * len(header)]
     for i, row in enumerate(board.iter_rows(named=True), 1):
@@ -215,7 +223,9 @@ def format_leaderboard(board: pl.DataFrame) -> str:
         lines.append(
             f"{i:>2} {str(row['objective'])[:22]:22s} {str(row['variant'])[:9]:9s} {_fmt(row['val_auprc'], '.3f'):>9s} "
             f"{auprc:26s} {seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_baseline'):>17s} "
-            f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s}"
+            f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s} "
+            f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
+            f"{_fmt(row['parameters'], '.0f'):>8s}"
         )
     if board.height and "vs_baseline_against" in board.columns:
         against = next((a for a in board.get_column("vs_baseline_against").to_list() if a), None)
@@ -227,8 +237,9 @@ def format_leaderboard(board: pl.DataFrame) -> str:
 def leaderboard_markdown(board: pl.DataFrame) -> str:
     lines = [
         "| # | objective | variant | val AUPRC | test AUPRC | 95% block CI | seed sd (n) | vs masked_recon | "
-        "vs best baseline | recall @60% span | ECE | windows/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "vs best baseline | recall @60% span | ECE | windows/s | pretrain s | windows seen | embed s | head s | "
+        "parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, row in enumerate(board.iter_rows(named=True), 1):
         lines.append(
@@ -236,6 +247,8 @@ def leaderboard_markdown(board: pl.DataFrame) -> str:
             f"{_fmt(row['auprc'], '.3f')} | [{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}] | "
             f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)}) | {_verdict(row, 'vs_reference')} | "
             f"{_verdict(row, 'vs_baseline')} | {_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | "
-            f"{_fmt(row['windows_per_s'], '.0f')} |"
+            f"{_fmt(row['windows_per_s'], '.0f')} | {_fmt(row['pretrain_s'], '.1f')} | "
+            f"{_fmt(row['windows_seen'], '.0f')} | {_fmt(row['embed_s'], '.1f')} | {_fmt(row['head_s'], '.1f')} | "
+            f"{_fmt(row['parameters'], '.0f')} |"
         )
     return "\n".join(lines)
