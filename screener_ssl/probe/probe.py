@@ -292,7 +292,7 @@ def run_probe(
             f"{dataset.spec.n_features} features {dataset.spec.feature_names}"
         )
     augment = augment or AugmentConfig()
-    if config.pooling != encoder.pooling:
+    if config.pooling != getattr(encoder, "pooling", "last"):
         encoder = encoder.with_pooling(config.pooling)
     patterns = tuple(dataset.patterns)
     timings: dict[str, float] = {}

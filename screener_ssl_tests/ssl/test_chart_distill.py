@@ -191,3 +191,18 @@ def test_config_rejects_bad_values():
                 {"image_augment": {"pixel_noise": 2.0}}, {"render": {"price_rows": 4}}, {"nope": 1}):
         with pytest.raises(ValidationError):
             get_objective_class("chart_distill").config_cls.model_validate(bad)
+
+
+def test_the_registry_names_the_teacher_as_the_run_dirs_reference_encoder(trained, tmp_path):
+    from screener_ssl.ssl.objectives import get_objective_class
+
+    objective, sampler, _, _ = trained
+    objective.save_artifacts(tmp_path)
+    references = get_objective_class("chart_distill").reference_encoders(tmp_path)
+    assert list(references) == ["teacher"]
+    batch = sampler.sample()
+    x, observed = batch.clean.x.numpy(), batch.clean.observed.numpy()
+    np.testing.assert_array_equal(
+        references["teacher"].encode_prepared(x, observed), objective.teacher_encoder().encode_prepared(x, observed)
+    )
+    assert get_objective_class("masked_recon").reference_encoders(tmp_path) == {}

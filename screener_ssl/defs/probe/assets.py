@@ -11,6 +11,7 @@ from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown
 from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.runs.probe import probe_reference_encoders
 from screener_ssl.runs.finetune import (
     NotFinetunableError,
     finetune_partition,
@@ -114,7 +115,17 @@ def build_probe_assets(partitions: dg.MultiPartitionsDefinition) -> list:
     def probe_metrics(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """Frozen encoder -> one-vs-rest head per pattern; test AUPRC (CI), alerts/day, earliest detection, stability, calibration."""
         objective, variant = partition_parts(context)
-        return probe_run_dir(context, settings, latest_partition_run(settings.root, objective, variant), "probe_metrics")
+        run_dir = latest_partition_run(settings.root, objective, variant)
+        result = probe_run_dir(context, settings, run_dir, "probe_metrics")
+        point = settings.load_sweep().point(objective, variant)
+        references = probe_reference_encoders(
+            run_dir, objective, load_dataset(settings.root), ProbeConfig(**point.probe), augment=point.augment,
+            log=context.log.info,
+        )
+        for name, macro in references.items():  # e.g. a distillation teacher, beside its student
+            result.metadata[f"{name}_macro_auprc"] = _float(macro["auprc"])
+            result.metadata[f"{name}_macro_auprc_ci"] = dg.MetadataValue.json([macro["ci_low"], macro["ci_high"]])
+        return result
 
     @dg.asset(
         group_name="probe",

@@ -154,6 +154,12 @@ class Objective(nn.Module):
         """Write extra trained parts the run dir keeps beside ``encoder.pt`` (e.g. a teacher). Default: nothing."""
 
     @classmethod
+    def reference_encoders(cls, run_dir: Path) -> dict[str, Any]:
+        """Extra encoders a run dir holds that the probe scores for reference, by name (e.g. a
+        distillation teacher): ``name -> object with encode_prepared(x, observed)``. Default: none."""
+        return {}
+
+    @classmethod
     def resolve_config(cls, config: dict[str, Any], train: "TrainConfig") -> dict[str, Any]:
         """The settings recorded in the schema: ``config`` validated, every default filled in."""
         return cls.config_cls.model_validate(config or {}).model_dump(mode="json")

@@ -267,6 +267,11 @@ class ChartDistill(Objective):
             },
         )
 
+    @classmethod
+    def reference_encoders(cls, run_dir: Path) -> dict[str, "TeacherEncoder"]:
+        """The chart teacher, probed beside the student for reference."""
+        return {"teacher": teacher_encoder(run_dir)}
+
     def teacher_encoder(self) -> "TeacherEncoder":
         return TeacherEncoder(self.teacher, self.config.render, self.config.feature_names)
 
