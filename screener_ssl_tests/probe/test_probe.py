@@ -282,3 +282,17 @@ def test_raw_features_probe_matches_an_independent_val_tuned_logistic_regression
     assert macro["ci_low"] <= reference <= macro["ci_high"], (reference, macro["auprc"], macro["ci_low"])
     assert metrics["bootstrap"]["scheme"] == "ticker_time_block" and metrics["bootstrap"]["block_days"] == 20
     assert set(metrics["val"]["per_pattern"]) == set(dataset.patterns) and metrics["val"]["macro_auprc"] > 0
+
+
+def test_reference_encoders_are_probed_beside_the_run_and_written_to_their_own_dir(dataset, tmp_path) -> None:
+    from screener_ssl.runs.probe import probe_reference_encoders
+    from screener_ssl_tests.ssl.test_chart_distill import small_objective
+
+    objective = small_objective()
+    objective.eval()
+    objective.save_artifacts(tmp_path)  # the chart teacher beside the (here untrained) student
+    macro = probe_reference_encoders(tmp_path, "chart_distill", dataset, ProbeConfig(**FAST), log=lambda _m: None)
+    assert list(macro) == ["teacher"] and 0.0 <= macro["teacher"]["auprc"] <= 1.0
+    written = json.loads((tmp_path / "teacher" / METRICS_FILE).read_text())
+    assert written["macro"]["auprc"] == macro["teacher"]["auprc"]
+    assert probe_reference_encoders(tmp_path, "masked_recon", dataset, ProbeConfig(**FAST)) == {}

@@ -303,6 +303,15 @@ class TeacherEncoder:
     def embed_dim(self) -> int:
         return self.teacher.out_dim
 
+    def describe(self) -> dict[str, Any]:
+        """What a probe records about this encoder (as :meth:`Encoder.describe`)."""
+        return {
+            "backbone": {"kind": "chart_teacher", "render": self.render.model_dump(mode="json"),
+                         "embed_dim": self.embed_dim},
+            "pooling": "last",
+            "n_parameters": int(sum(p.numel() for p in self.teacher.parameters())),
+        }
+
     @torch.inference_mode()
     def encode_prepared(
         self, x: np.ndarray, observed: np.ndarray, per_timestep: bool = False, batch_size: int = 256
