@@ -32,7 +32,7 @@ def schema_path(root: Path, objective: str, variant: str) -> Path:
     return root / "schemas" / f"{objective}__{variant}" / "schema.json"
 
 
-def build_ssl_assets(partitions: dg.MultiPartitionsDefinition) -> list:
+def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="ssl",
         partitions_def=partitions,
