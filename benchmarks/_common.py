@@ -62,10 +62,24 @@ def host_record() -> dict[str, Any]:
             out["cpu_model"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
     except OSError:
         out["cpu_model"] = None
+    out["versions"] = package_versions()
     for module in ("numpy", "polars", "torch"):
-        if module in sys.modules:
-            out[module] = getattr(sys.modules[module], "__version__", None)
+        out[module] = out["versions"].get(module)
+    out["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return out
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages the benchmarks exercise (without importing them)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for package in ("screener_ssl", "numpy", "polars", "pyarrow", "duckdb", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 def peak_rss_mb() -> float:

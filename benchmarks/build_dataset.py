@@ -2,20 +2,19 @@
 
 The synthetic market is generated and written to a temporary Parquet file first,
 in a subprocess of its own (not timed). The measured build then runs in another
-fresh subprocess, so its peak RSS covers only: import, read the Parquet,
-``compute_shape_features``, drop the bar frame, ``build_window_index(store,
-WindowSpec())``. Peak RSS is VmHWM (this process image's high-water mark);
-``ru_maxrss`` is reported beside it, and agrees because the launching process stays
-small (Linux carries ru_maxrss over from the parent through fork + exec).
+fresh subprocess, so its peak RSS covers only: import, the feature build, and
+``build_window_index(store, WindowSpec())``. The default build is the pipeline's
+(``read_shape_features``: the Parquet file streamed in row blocks, so the bar table
+is never resident whole beside the features); ``--in-memory`` measures the older
+``pl.read_parquet`` + ``compute_shape_features`` path instead. Peak RSS is VmHWM
+(this process image's high-water mark); ``ru_maxrss`` is reported beside it, and
+agrees because the launching process stays small (Linux carries ru_maxrss over
+from the parent through fork + exec).
 
 Targets (2 CPU cores, 5,000 tickers x 2,500 days): the whole build in <= 60 s,
-and peak memory <= 3x the float32 feature array. The bar frame itself (~580 MB by
-polars' estimate: five float64 columns, dates, tickers) is alive while features are
-computed, so both peak / feature_array and (peak - rss_after_bars_loaded) /
-feature_array are reported.
+and peak memory <= 3x the float32 feature array.
 
-With ``--purge-freed-memory`` polars' allocator returns the dropped bar frame to the
-OS at once, so the window-index stage no longer stacks on top of it.
+With ``--purge-freed-memory`` polars' allocator returns freed memory to the OS at once.
 
     python benchmarks/build_dataset.py --tickers 5000 --days 2500 --threads 2 [--json-out out.json]
 """
@@ -58,6 +57,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=2500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="accepted like the other scripts' and recorded; the build itself is numpy/polars work on the CPU",
+    )
     parser.add_argument("--json-out", default=None, help="also write the JSON document here")
     parser.add_argument(
         "--purge-freed-memory",
@@ -65,30 +69,38 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"run the build with {JEMALLOC_ENV}={JEMALLOC_PURGE}: polars' allocator hands freed pages "
         "(the dropped bar frame) back to the OS at once instead of keeping them for reuse",
     )
+    parser.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="read the whole Parquet file into one frame, then compute features (the pre-streaming path)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: Parquet path to build from
     parser.add_argument("--generate-to", default=None, help=argparse.SUPPRESS)  # internal: write the market here
     return parser.parse_args(argv)
 
 
-def _build_in_this_process(bars_path: Path) -> dict:
+def _build_in_this_process(bars_path: Path, in_memory: bool) -> dict:
     """The measured build; runs in the fresh subprocess. Returns timings and memory readings."""
     t_start = time.perf_counter()
     import numpy as np
     import polars as pl
 
-    from screener_ssl.data.features import compute_shape_features
+    from screener_ssl.data.features import compute_shape_features, read_shape_features
     from screener_ssl.data.windows import WindowSpec, build_window_index
 
     rss_after_import = current_rss_mb()
     t0 = time.perf_counter()
-    bars = pl.read_parquet(bars_path)
+    if in_memory:
+        bars = pl.read_parquet(bars_path)
+        bars_frame_mb = bars.estimated_size() / MB
+    else:
+        bars, bars_frame_mb = None, 0.0  # streamed: no bar frame is ever built whole
     t1 = time.perf_counter()
     rss_after_bars = current_rss_mb()
     peak_after_bars = high_water_rss_mb()
-    n_bars = bars.height
-    bars_frame_mb = bars.estimated_size() / MB
 
-    store = compute_shape_features(bars)
+    store = compute_shape_features(bars) if in_memory else read_shape_features(bars_path)
+    n_bars = store.values.shape[0]
     t2 = time.perf_counter()
     rss_after_features = current_rss_mb()
     peak_after_features = high_water_rss_mb()
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     pinned = pin_threads(args.threads)
     if args.child:
-        print(json.dumps(_build_in_this_process(Path(args.child))), flush=True)
+        print(json.dumps(_build_in_this_process(Path(args.child), args.in_memory)), flush=True)
         return 0
     if args.generate_to:
         print(json.dumps(_write_synthetic_bars(args.tickers, args.days, args.seed, Path(args.generate_to))), flush=True)
@@ -184,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  generated in {setup['generate_market']:.1f} s, wrote {parquet_mb:.0f} MB of Parquet in "
             f"{setup['write_parquet']:.1f} s; building")
         build_env = {**env, JEMALLOC_ENV: JEMALLOC_PURGE} if args.purge_freed_memory else env
-        child = _run_self(["--child", str(path), "--threads", str(args.threads)], build_env)
+        child = _run_self(
+            ["--child", str(path), "--threads", str(args.threads), *(["--in-memory"] if args.in_memory else [])],
+            build_env,
+        )
 
     seconds = child["seconds"]
     rss = child["rss_mb"]
@@ -195,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "benchmark": "build_dataset",
         "config": {"tickers": args.tickers, "days": args.days, "threads": args.threads, "seed": args.seed,
-                   "window_spec": "WindowSpec() defaults"},
+                   "window_spec": "WindowSpec() defaults",
+                   "feature_build": "in_memory" if args.in_memory else "streamed_parquet",
+                   "device": "cpu", "device_note": "the build is numpy/polars work; it has no accelerator stage"},
         "n_bars": n_bars,
         "n_windows": child["n_windows"],
         "windows_per_split": child["windows_per_split"],

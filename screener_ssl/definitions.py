@@ -19,12 +19,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_definitions(
-    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None
+    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
-    """The same graph as :data:`defs` for explicit settings (tests, scripts)."""
+    """The same graph as :data:`defs` for explicit settings (tests, scripts); ``executor`` as in defs/execution.py."""
     return dg.Definitions.merge(
         dg.Definitions(assets=dg.load_assets_from_modules([data_assets, probe_assets, scan_assets])),
         build_sweep_definitions(settings, nightly_cron, nightly_variants),
+        dg.Definitions(executor=executor),
     )
 
 

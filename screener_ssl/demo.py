@@ -83,10 +83,37 @@ def main(argv: list[str] | None = None) -> int:
         _run(defs, instance, ["experiment_index"], None)
         board = leaderboard(build_index(settings.root / "models"))
         board = board.filter(pl.col("variant") == args.variant)
-        print(f"\nleaderboard (test split, variant {args.variant!r}; index in {settings.root / 'models'}/_index.parquet)")
+        print(
+            f"\nleaderboard (variant {args.variant!r}, ranked by val, test reported; "
+            f"index in {settings.root / 'models'}/_index.parquet)"
+        )
         print(format_leaderboard(board))
+        _print_benchmark_checks(board)
+        train = sweep.spec.defaults.get("train", {})
+        if args.variant == "base":
+            print(
+                f"\nnote: `base` is a smoke-sized budget ({train.get('steps', '?')} steps x "
+                f"{train.get('batch_size', '?')} windows = {_windows_seen(train)} windows seen, one seed); "
+                "run the `full` variants (3 seeds each) before reading the ranking as a verdict."
+            )
     print(f"\ntotal time {time.perf_counter() - started:.0f}s")
     return 0
+
+
+def _windows_seen(train: dict) -> str:
+    steps, batch = train.get("steps"), train.get("batch_size")
+    return f"{steps * batch:,}" if isinstance(steps, int) and isinstance(batch, int) else "?"
+
+
+def _print_benchmark_checks(board: pl.DataFrame) -> None:
+    """Is the market a shape benchmark? shape_free should sit near the prevalence, supervised far above it."""
+    for objective, bound in (("shape_free", "<= 2x"), ("supervised", ">= 10x")):
+        row = board.filter(pl.col("objective") == objective)
+        if row.height == 0 or row["prevalence"][0] is None:
+            print(f"{objective}: not in this leaderboard")
+            continue
+        ratio = row["auprc"][0] / row["prevalence"][0] if row["prevalence"][0] else float("nan")
+        print(f"{objective}: macro AUPRC {row['auprc'][0]:.4f} = {ratio:.1f}x the macro prevalence (expected {bound})")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
 # and low <= min(open, close) hold, high >= low follows, so later it could never fire.
 REJECT_REASONS: tuple[str, ...] = (
     "null_or_non_finite",
+    "empty_ticker",
     "non_positive_price",
     "high_below_low",
     "high_below_open_close",
@@ -125,10 +126,28 @@ def _cast_text_column(
     raise error_cls(f"file {file}: column {column!r} expected text (Utf8), found {series.dtype}")
 
 
+# ISO 8601 dates, optionally with a time and an offset: '2020-01-02', '2020-01-02T16:00:00-05:00'.
+ISO_DATE_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
+)
+
+
 def _cast_date_column(
-    table: pl.DataFrame, column: str, file: Path, error_cls: type[ValueError]
+    table: pl.DataFrame,
+    column: str,
+    file: Path,
+    error_cls: type[ValueError],
+    date_format: str | None = None,
 ) -> pl.Series:
-    """A date column as ``pl.Date`` from Date, Datetime or ISO 'YYYY-MM-DD' strings."""
+    """A date column as ``pl.Date``: the local date as written, never shifted by a time zone.
+
+    Text is ISO 8601 only ('YYYY-MM-DD', optionally followed by a time and an offset; the
+    date part is kept as written, so an evening bar stamped -05:00 stays on its day and
+    mixed offsets do not collide). Any other layout (e.g. '01/02/2020', which could be
+    either day or month first) is an error unless ``date_format`` (a strftime pattern such
+    as '%m/%d/%Y') says how to read it. Date columns pass through; a Datetime column gives
+    its date in its own time zone.
+    """
     series = table[column]
     if series.dtype == pl.Date:
         return series
@@ -136,21 +155,23 @@ def _cast_date_column(
         return series.dt.date()
     if series.dtype == pl.String:
         text = series.str.strip_chars()
-        parsed = text.str.to_date("%Y-%m-%d", strict=False)
-        leftover = parsed.is_null() & text.is_not_null()
-        if leftover.any():
-            # ISO timestamps ('2020-01-02T00:00:00') are daily bars stamped with a time.
-            try:
-                as_datetime = text.str.to_datetime(strict=False).dt.date()
-                parsed = pl.select(pl.coalesce(parsed, as_datetime)).to_series()
-            except pl.exceptions.PolarsError:
-                pass  # no timestamp format fits either: the values are reported below
+        if date_format is not None:
+            parsed = text.str.to_date(date_format, strict=False)
+            expected = f"dates as {date_format!r} (the explicit date format)"
+        else:
+            is_iso = text.str.contains(ISO_DATE_PATTERN)
+            # The first ten characters are the local date: no conversion to UTC.
+            parsed = (
+                pl.select(pl.when(is_iso).then(text.str.slice(0, 10)).otherwise(None)).to_series()
+                .str.to_date("%Y-%m-%d", strict=False)
+            )
+            expected = (
+                "ISO dates 'YYYY-MM-DD' (optionally with a time and offset); for another layout "
+                "give the format explicitly (date_format, SCREENER_SSL_BARS_DATE_FORMAT, e.g. '%m/%d/%Y')"
+            )
         bad = _bad_values(text, parsed)
         if bad:
-            raise error_cls(
-                f"file {file}: column {column!r} expected dates as 'YYYY-MM-DD', "
-                f"found unparseable values such as {bad}"
-            )
+            raise error_cls(f"file {file}: column {column!r} expected {expected}, found values such as {bad}")
         return parsed.alias(column)
     raise error_cls(
         f"file {file}: column {column!r} expected Date, Datetime or 'YYYY-MM-DD' text, "
@@ -179,18 +200,21 @@ def _cast_float_column(
     raise error_cls(f"file {file}: column {column!r} expected numbers (Float64), found {series.dtype}")
 
 
-def _read_bar_file(file: Path) -> pl.DataFrame:
+def _read_bar_file(file: Path, date_format: str | None = None) -> pl.DataFrame:
     table = _read_raw_table(file, BAR_COLUMNS, BarsSchemaError, "bars")
     columns = [
         _cast_text_column(table, "ticker", file, BarsSchemaError),
-        _cast_date_column(table, "date", file, BarsSchemaError),
+        _cast_date_column(table, "date", file, BarsSchemaError, date_format),
         *(_cast_float_column(table, c, file, BarsSchemaError) for c in NUMERIC_BAR_COLUMNS),
     ]
     return pl.DataFrame(columns).select(BAR_COLUMNS)
 
 
-def read_bars(path: str | Path) -> pl.DataFrame:
+def read_bars(path: str | Path, date_format: str | None = None) -> pl.DataFrame:
     """Read bars from a Parquet (.parquet/.pq) or CSV file, or a folder of such files.
+
+    Text dates must be ISO ('YYYY-MM-DD', a time and offset may follow; the date is kept as
+    written) unless ``date_format`` gives another strftime layout, e.g. '%m/%d/%Y'.
 
     Folder files are read in file-name order and concatenated. Extra columns are dropped;
     the result has exactly ``BAR_COLUMNS`` with the dtypes of ``BAR_SCHEMA``. No row is
@@ -201,7 +225,7 @@ def read_bars(path: str | Path) -> pl.DataFrame:
             values that cannot be cast, or when a file is empty or unreadable.
     """
     files = _table_files(Path(path), BarsSchemaError, "bars")
-    frames = [_read_bar_file(file) for file in files]
+    frames = [_read_bar_file(file, date_format) for file in files]
     return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
 
 
@@ -237,6 +261,8 @@ def _reject_conditions() -> list[tuple[str, pl.Expr]]:
     duplicated = same_as_previous | same_as_previous.shift(-1, fill_value=False)
     conditions = [
         ("null_or_non_finite", missing),
+        # '' or blanks name no instrument; every such row would collapse into one ticker.
+        ("empty_ticker", pl.col("ticker").str.strip_chars() == ""),
         ("non_positive_price", pl.any_horizontal(*[c <= 0 for c in prices])),
         ("high_below_low", pl.col("high") < pl.col("low")),
         ("high_below_open_close", pl.col("high") < body_top),
@@ -284,7 +310,8 @@ def validate_bars(bars: pl.DataFrame) -> ValidationResult:
     """Split bars into clean rows and a quarantine that keeps every rejected row.
 
     A row is rejected with the first failing reason of ``REJECT_REASONS``:
-    null/NaN/inf in any price or volume (or a null ticker/date), a price <= 0,
+    null/NaN/inf in any price or volume (or a null ticker/date), an empty or blank ticker,
+    a price <= 0,
     ``high < low``, ``high < max(open, close)``, ``low > min(open, close)``,
     ``volume < 0``, and last a ``(ticker, date)`` key that occurs more than once
     (all its rows are quarantined).

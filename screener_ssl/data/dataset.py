@@ -10,7 +10,7 @@ Layout under the data root::
     datasets/shape_features/   values.npy offsets.npy dates.npy meta.json
     datasets/windowed/         window_index.npz splits.json dataset.json
     datasets/labels/           labels.npy events.parquet unmatched.parquet labels.json
-    warehouse.duckdb           tables bars, bars_quarantine, label_events
+    warehouse.duckdb           tables bars, bars_recent (+ _meta), bars_quarantine, label_events
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import polars as pl
 
 from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
 from screener_ssl.data.contracts import PATTERNS
-from screener_ssl.data.features import FeatureStore, compute_shape_features
+from screener_ssl.data.features import FeatureStore, read_shape_features
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
+from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
+from screener_ssl.data.warehouse import LockRetry, publish_dir_and_tables, write_tables
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.tracking.artifacts import atomic_dir, atomic_write_json
@@ -38,17 +40,12 @@ BARS_DIR = Path("bars")
 WAREHOUSE = "warehouse.duckdb"
 
 
-def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame]) -> None:
-    """Replace each table in one transaction (DuckDB allows one writer process at a time)."""
-    import duckdb
+def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame], retry: LockRetry | None = None) -> None:
+    """Replace each table in one transaction (DuckDB allows one writer process; a lock is retried).
 
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(db_path)) as con:
-        con.execute("BEGIN TRANSACTION")
-        for name, frame in tables.items():
-            arrow = frame.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
-            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM arrow')
-        con.execute("COMMIT")
+    Writing ``bars`` also rewrites its recent-dates slice ``bars_recent`` (what the scan reads).
+    """
+    write_tables(db_path, tables, retry)
 
 
 # --------------------------------------------------------------------------- bars
@@ -64,8 +61,18 @@ class BarsReport:
     source: str
 
 
-def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) -> BarsReport:
-    """Read bars from ``source`` ('synthetic' or a Parquet/CSV file or folder), validate, write."""
+def ingest_bars(
+    data_root: Path,
+    source: str,
+    synthetic: SyntheticMarketConfig,
+    date_format: str | None = None,
+    retry: LockRetry | None = None,
+) -> BarsReport:
+    """Read bars from ``source`` ('synthetic' or a Parquet/CSV file or folder), validate, write.
+
+    ``bars/`` and the warehouse tables ``bars``/``bars_quarantine`` change together or not at
+    all (a locked warehouse is retried per ``retry``, then nothing changes).
+    """
     if source == "synthetic":
         market = generate_market(synthetic)
         raw, events = market.bars, market.events
@@ -73,7 +80,7 @@ def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) 
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"the bars source {path} does not exist")
-        raw, events = read_bars(path), None
+        raw, events = read_bars(path, date_format=date_format), None
     result = validate_bars(raw)
     if result.clean.height == 0:
         raise ValueError(f"every bar from {source} was rejected: {result.counts}")
@@ -86,14 +93,20 @@ def ingest_bars(data_root: Path, source: str, synthetic: SyntheticMarketConfig) 
         last_date=str(result.clean.get_column("date").max()),
         source=source if source != "synthetic" else f"synthetic:{synthetic.model_dump_json()}",
     )
-    with atomic_dir(data_root / BARS_DIR, overwrite=True) as tmp:
+
+    def write_files(tmp: Path) -> None:
         result.clean.write_parquet(tmp / "bars.parquet")
         result.quarantine.write_parquet(tmp / "quarantine.parquet")
         if events is not None:
             events.write_parquet(tmp / "source_events.parquet")
         atomic_write_json(tmp / "bars.json", report.__dict__)
-    write_duckdb_tables(
-        data_root / WAREHOUSE, {"bars": result.clean, "bars_quarantine": result.quarantine}
+
+    publish_dir_and_tables(
+        data_root / BARS_DIR,
+        write_files,
+        data_root / WAREHOUSE,
+        {"bars": result.clean, "bars_quarantine": result.quarantine},
+        retry,
     )
     return report
 
@@ -113,13 +126,52 @@ def bars_report(data_root: Path) -> dict:
 
 
 def build_features(data_root: Path, volume_lookback: int) -> tuple[FeatureStore, str]:
-    bars = load_clean_bars(data_root)
-    store = compute_shape_features(bars, volume_lookback=volume_lookback)
-    version = fingerprint({"bars": bars_report(data_root)["content_hash"], "volume_lookback": volume_lookback})
+    """Shape features of the validated bars, streamed from their Parquet file in row blocks.
+
+    The bar table is never resident whole beside the feature array (peak memory is the
+    store plus about one row group of bars). The features' version is the content hash of
+    the very bars read: ``bars.json`` is read before and after streaming and must not change
+    in between (an ingest swapping ``bars/`` meanwhile makes the build read again), so
+    features never carry another market's version.
+    """
+    path = data_root / BARS_DIR / "bars.parquet"
+    for _ in range(3):
+        if not path.exists():
+            raise FileNotFoundError(f"no validated bars at {path}; build the bars first")
+        bars_hash = bars_report(data_root)["content_hash"]
+        store = read_shape_features(path, volume_lookback=volume_lookback)
+        if bars_report(data_root)["content_hash"] == bars_hash:
+            break
+    else:
+        raise RuntimeError(f"bars under {path.parent} kept changing while features were built; retry")
+    version = fingerprint({"bars": bars_hash, "volume_lookback": volume_lookback})
     with atomic_dir(data_root / FEATURES_DIR, overwrite=True) as tmp:
         store.save(tmp)
-        atomic_write_json(tmp / "version.json", {"data_version": version, "volume_lookback": volume_lookback})
+        atomic_write_json(
+            tmp / "version.json",
+            {"data_version": version, "volume_lookback": volume_lookback, "bars_hash": bars_hash},
+        )
     return store, version
+
+
+def load_features_consistently(data_root: Path) -> tuple[FeatureStore, dict]:
+    """The feature store and its ``version.json``, from one and the same build.
+
+    The directory is swapped atomically, but a store is several files: the version is read
+    before and after loading and must not change in between.
+    """
+    version_path = data_root / FEATURES_DIR / "version.json"
+    for _ in range(3):
+        if not version_path.exists():
+            raise FileNotFoundError(f"no shape features at {version_path.parent}; materialize shape_features first")
+        before = version_path.read_text()
+        store = FeatureStore.load(data_root / FEATURES_DIR)
+        if version_path.read_text() == before:
+            version = json.loads(before)
+            if "bars_hash" not in version:
+                raise ValueError(f"{version_path} predates bar versioning; materialize shape_features again")
+            return store, version
+    raise RuntimeError(f"shape features under {version_path.parent} kept changing while being read; retry")
 
 
 def dataset_fingerprint(spec: WindowSpec, bars_hash: str) -> str:
@@ -127,12 +179,27 @@ def dataset_fingerprint(spec: WindowSpec, bars_hash: str) -> str:
     return fingerprint({"spec": spec.model_dump(mode="json"), "bars": bars_hash})
 
 
+def tickers_without_windows(store: FeatureStore, index: WindowIndex, spec: WindowSpec) -> dict:
+    """Tickers that end no window (too few bars for ``min_history``, or all inside embargoes)."""
+    has_window = np.zeros(store.n_tickers, dtype=bool)
+    has_window[np.unique(index.ticker_id)] = True
+    missing = np.flatnonzero(~has_window)
+    bars = np.diff(store.offsets)
+    return {
+        "count": int(len(missing)),
+        "min_history": spec.min_history,
+        # The first few by name with their bar counts: enough to see what is wrong.
+        "examples": {store.tickers[i]: int(bars[i]) for i in missing[:20]},
+    }
+
+
 def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowIndex, dict]:
-    store = FeatureStore.load(data_root / FEATURES_DIR)
-    if spec.volume_lookback != json.loads((data_root / FEATURES_DIR / "version.json").read_text())["volume_lookback"]:
+    store, feature_version = load_features_consistently(data_root)
+    if spec.volume_lookback != feature_version["volume_lookback"]:
         raise ValueError("shape_features were computed with another volume_lookback than the window spec; rebuild them")
     index = build_window_index(store, spec)
-    bars_hash = bars_report(data_root)["content_hash"]
+    # The bars the features were computed from, not whatever bars.json says now.
+    bars_hash = feature_version["bars_hash"]
     info = {
         "spec": spec.model_dump(mode="json"),
         "spec_fingerprint": spec.fingerprint(),
@@ -142,6 +209,7 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
         "split_bounds": index.split_bounds,
         "n_tickers": store.n_tickers,
         "n_bars": int(store.values.shape[0]),
+        "tickers_without_windows": tickers_without_windows(store, index, spec),
     }
     with atomic_dir(data_root / WINDOWED_DIR, overwrite=True) as tmp:
         index.save(tmp)
@@ -153,7 +221,7 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
 
 
 def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tuple[str, ...], str]:
-    """(events, patterns, description) for 'synthetic', 'talib' or a label file."""
+    """(events, patterns, description) for 'synthetic', 'talib', 'chart[:p1,p2,...]' or a label file."""
     if source == "synthetic":
         path = data_root / BARS_DIR / "source_events.parquet"
         if not path.exists():
@@ -166,13 +234,21 @@ def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tu
         from screener_ssl.data.label_sources import TALIB_PATTERNS, talib_events
 
         return talib_events(load_clean_bars(data_root)), tuple(TALIB_PATTERNS), "TA-Lib candlestick functions"
+    if source == "chart" or source.startswith("chart:"):
+        from screener_ssl.data.chart_patterns import chart_pattern_events, parse_chart_source
+
+        config = parse_chart_source(source)
+        events = chart_pattern_events(load_clean_bars(data_root), config)
+        return events, config.patterns, f"ta-patterns chart detectors ({config.mode}): {', '.join(config.patterns)}"
     from screener_ssl.data.label_sources import read_label_events
 
     events = read_label_events(Path(source))
     return events, tuple(sorted(events.get_column("pattern").unique().to_list())), f"label file {source}"
 
 
-def build_labels(data_root: Path, source: str, spec: WindowSpec) -> dict:
+def build_labels(data_root: Path, source: str, spec: WindowSpec, retry: LockRetry | None = None) -> dict:
+    """Label events and the per-window label matrix; ``datasets/labels/`` and the warehouse's
+    ``label_events`` change together or not at all."""
     store = FeatureStore.load(data_root / FEATURES_DIR)
     index = WindowIndex.load(data_root / WINDOWED_DIR)
     events, patterns, description = resolve_label_events(data_root, source)
@@ -194,12 +270,15 @@ def build_labels(data_root: Path, source: str, spec: WindowSpec) -> dict:
              "events": int(events.hash_rows().sum()) if events.height else 0, "source": source}
         ),
     }
-    with atomic_dir(data_root / LABELS_DIR, overwrite=True) as tmp:
+
+    def write_files(tmp: Path) -> None:
         np.save(tmp / "labels.npy", labels)
         located.events.write_parquet(tmp / "events.parquet")
         located.unmatched.write_parquet(tmp / "unmatched.parquet")
         atomic_write_json(tmp / "labels.json", info)
-    write_duckdb_tables(data_root / WAREHOUSE, {"label_events": located.events})
+
+    publish_dir_and_tables(data_root / LABELS_DIR, write_files, data_root / WAREHOUSE,
+                           {"label_events": located.events}, retry)
     return info
 
 

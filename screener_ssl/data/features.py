@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import polars as pl
@@ -72,37 +73,12 @@ class FeatureStore:
 
 
 FEATURE_BLOCK_ROWS = 1 << 18  # rows per block: temporaries stay a few MB whatever the market size
+PARQUET_BLOCK_ROWS = 1 << 16  # rows per block read from a file: smaller blocks, less decoded Parquet resident
 
 
 def _float64_block(block: pl.DataFrame, name: str) -> np.ndarray:
     # A zero-copy view when the block lies in one chunk of a float64 column; else a block-sized copy.
     return np.asarray(block.get_column(name).to_numpy(), dtype=np.float64)
-
-
-def _first_rows_checked(bars: pl.DataFrame, block_rows: int) -> np.ndarray:
-    """bool [N]: True on each ticker's first row; raises unless bars are sorted by (ticker, date), unique.
-
-    Works on row blocks (one row of overlap) so no full-length string temporaries are made.
-    """
-    n = bars.height
-    change = np.empty(n, dtype=bool)
-    prev_ticker = pl.col("ticker").shift(1)
-    for a in range(0, n, block_rows):
-        b = min(a + block_rows, n)
-        lead = 1 if a > 0 else 0  # the previous block's last row, to compare across the seam
-        block = bars.slice(a - lead, b - a + lead).select("ticker", "date")
-        flags = block.select(
-            new_ticker=(pl.col("ticker") != prev_ticker).fill_null(True),
-            # Sortedness is a precondition of the contiguous layout; check rather than trust.
-            ordered=(
-                (pl.col("ticker") > prev_ticker)
-                | ((pl.col("ticker") == prev_ticker) & (pl.col("date") > pl.col("date").shift(1)))
-            ).fill_null(True),
-        )
-        if not flags.get_column("ordered").all():
-            raise ValueError("bars must be sorted by (ticker, date) and unique; validate them first")
-        change[a:b] = flags.get_column("new_ticker").to_numpy()[lead:]
-    return change
 
 
 def compute_shape_features(bars: pl.DataFrame, volume_lookback: int = VOLUME_LOOKBACK) -> FeatureStore:
@@ -115,27 +91,106 @@ def compute_shape_features(bars: pl.DataFrame, volume_lookback: int = VOLUME_LOO
     """
     if bars.height == 0:
         raise ValueError("no bars to compute features from (the validated bar table is empty)")
-    n = bars.height
-    change = _first_rows_checked(bars, FEATURE_BLOCK_ROWS)
-    start_rows = np.flatnonzero(change)
-    offsets = np.append(start_rows, n).astype(np.int64)
+    blocks = (bars.slice(a, FEATURE_BLOCK_ROWS) for a in range(0, bars.height, FEATURE_BLOCK_ROWS))
+    return shape_features_from_blocks(blocks, bars.height, volume_lookback)
 
+
+def read_shape_features(
+    path: str | Path, volume_lookback: int = VOLUME_LOOKBACK, block_rows: int = PARQUET_BLOCK_ROWS
+) -> FeatureStore:
+    """Validated bars in a Parquet file -> :class:`FeatureStore`, streamed in row blocks.
+
+    Equal to ``compute_shape_features(pl.read_parquet(path))`` (the same block code), but
+    the bar table is never resident whole: each block is a row slice read from the file
+    (polars reads only the row groups it overlaps), so peak memory is the store plus a
+    few blocks of bars.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no bar file at {path}")
+    columns = ["ticker", "date", "open", "high", "low", "close", "volume"]
+    missing = [c for c in columns if c not in pl.read_parquet_schema(path)]
+    if missing:
+        raise ValueError(f"bar file {path}: missing column(s) {missing}")
+    frame = pl.scan_parquet(path).select(columns)
+    n_rows = int(pl.scan_parquet(path).select(pl.len()).collect().item())
+    if n_rows == 0:
+        raise ValueError(f"no bars to compute features from ({path} has no rows)")
+    blocks = (frame.slice(a, block_rows).collect() for a in range(0, n_rows, block_rows))
+    return shape_features_from_blocks(blocks, n_rows, volume_lookback)
+
+
+def _block_flags(block: pl.DataFrame, prev_key: tuple | None) -> tuple[np.ndarray, bool]:
+    """(new_ticker bool [m], ordered): ticker changes and (ticker, date) order within ``block``.
+
+    ``prev_key``: (ticker, date) of the row before the block (None at the first block), so the
+    seam between blocks is checked like any other pair of rows.
+    """
+    prev_ticker = pl.col("ticker").shift(1)
+    flags = block.select(
+        new_ticker=(pl.col("ticker") != prev_ticker).fill_null(True),
+        # Sortedness is a precondition of the contiguous layout; check rather than trust.
+        ordered=(
+            (pl.col("ticker") > prev_ticker)
+            | ((pl.col("ticker") == prev_ticker) & (pl.col("date") > pl.col("date").shift(1)))
+        ).fill_null(True),
+    )
+    new_ticker = flags.get_column("new_ticker").to_numpy().copy()
+    ordered = bool(flags.get_column("ordered").all())
+    if prev_key is not None:
+        ticker0, date0 = block.row(0)[:2]
+        new_ticker[0] = ticker0 != prev_key[0]
+        ordered &= ticker0 > prev_key[0] or (ticker0 == prev_key[0] and date0 > prev_key[1])
+    return new_ticker, ordered
+
+
+def shape_features_from_blocks(
+    blocks: Iterable[pl.DataFrame], n_rows: int, volume_lookback: int = VOLUME_LOOKBACK
+) -> FeatureStore:
+    """Consecutive row blocks of validated bars (sorted by ticker, date; ``n_rows`` in all) -> store.
+
+    A ticker may span blocks: the previous close, the running log-volume sum and the last
+    ``volume_lookback + 1`` prefix sums are carried across each seam, so the result does
+    not depend on where blocks end.
+    """
     lookback = volume_lookback
-    values = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
+    values = np.empty((n_rows, len(FEATURE_NAMES)), dtype=np.float32)
+    dates = np.empty(n_rows, dtype="datetime64[D]")
+    start_rows: list[np.ndarray] = []
+    tickers: list = []
     # Running sum of log1p(volume) over all rows so far, carried across blocks, plus the last
     # lookback + 1 prefix sums: csum[k] = sum of log_v[0 .. k-1], as one global cumsum would give.
     carry = 0.0
     csum_tail = np.zeros(1, dtype=np.float64)  # csum[a - len(tail) + 1 .. a] for the block starting at a
     last_close = np.nan  # close of the row before the block
-    for a in range(0, n, FEATURE_BLOCK_ROWS):
-        b = min(a + FEATURE_BLOCK_ROWS, n)
-        # Columns are read block by block: a whole-column to_numpy would copy a chunked column.
-        block = bars.slice(a, b - a)
+    current_start = 0  # first row of the ticker the previous block ended in
+    prev_key = None
+    a = 0
+    for block in blocks:
+        m = block.height
+        if m == 0:
+            continue
+        b = a + m
+        if b > n_rows:
+            raise ValueError(f"bar blocks hold more than the {n_rows} rows announced")
+        change, ordered = _block_flags(block.select("ticker", "date"), prev_key)
+        if not ordered:
+            raise ValueError("bars must be sorted by (ticker, date) and unique; validate them first")
+        prev_key = block.select("ticker", "date").row(m - 1)
+        new_at = np.flatnonzero(change)
+        start_rows.append(a + new_at)
+        tickers.extend(block.get_column("ticker").gather(new_at).to_list())
+        # First row of each row's ticker, carried from the previous block until a new ticker starts.
+        idx = np.arange(a, b)
+        first_row = np.maximum.accumulate(np.where(change, idx, -1))
+        first_row = np.where(first_row < 0, current_start, first_row)
+        current_start = int(first_row[-1])
+
         ob, cb = _float64_block(block, "open"), _float64_block(block, "close")
-        prev_close = np.empty(b - a)
+        prev_close = np.empty(m)
         prev_close[0] = last_close
         prev_close[1:] = cb[:-1]
-        prev_close[change[a:b]] = np.nan  # no previous close across tickers
+        prev_close[change] = np.nan  # no previous close across tickers
         last_close = cb[-1]
         out = values[a:b]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -152,22 +207,21 @@ def compute_shape_features(bars: pl.DataFrame, volume_lookback: int = VOLUME_LOO
             carry = float(block_csum[-1])
             csum = np.concatenate([csum_tail, block_csum])  # csum[a + 1 - len(tail) .. b]
             base = a + 1 - len(csum_tail)  # global csum index of csum[0]
-            idx = np.arange(a, b)
             mean = (csum[idx - base] - csum[np.maximum(idx - lookback, 0) - base]) / lookback
             # Rows within lookback of their ticker's first row have no full trailing window.
-            pos_in_ticker = idx - start_rows[np.searchsorted(start_rows, idx, side="right") - 1]
-            mean[pos_in_ticker < lookback] = np.nan
+            mean[idx - first_row < lookback] = np.nan
             out[:, 5] = log_v - mean
         csum_tail = csum[-(lookback + 1) :]
 
-    if bars.schema["date"] == pl.Date:
-        # Days since epoch, block by block, straight into the datetime64[D] output.
-        dates = np.empty(n, dtype="datetime64[D]")
-        for a in range(0, n, FEATURE_BLOCK_ROWS):
-            dates.view(np.int64)[a : a + FEATURE_BLOCK_ROWS] = (
-                bars.get_column("date").slice(a, FEATURE_BLOCK_ROWS).cast(pl.Int32).to_numpy()
-            )
-    else:
-        dates = bars.get_column("date").to_numpy().astype("datetime64[D]")
-    tickers = tuple(bars.get_column("ticker").gather(start_rows).to_list())
-    return FeatureStore(values=values, offsets=offsets, dates=dates, tickers=tickers)
+        date_column = block.get_column("date")
+        if date_column.dtype == pl.Date:
+            dates.view(np.int64)[a:b] = date_column.cast(pl.Int32).to_numpy()  # days since epoch
+        else:
+            dates[a:b] = date_column.to_numpy().astype("datetime64[D]")
+        a = b
+    if a != n_rows:
+        raise ValueError(f"bar blocks held {a} rows, {n_rows} were announced")
+    if n_rows == 0:
+        raise ValueError("no bars to compute features from (the validated bar table is empty)")
+    offsets = np.append(np.concatenate(start_rows), n_rows).astype(np.int64)
+    return FeatureStore(values=values, offsets=offsets, dates=dates, tickers=tuple(tickers))

@@ -10,10 +10,21 @@ Chart patterns are piecewise-linear templates in log price (knots in normalised
 time ``u in [0, 1]``, unit height) whose increments are added to the close-to-close
 returns over the span, so the level shift a breakout makes persists afterwards.
 Their height is ``snr * sigma_span * sqrt(length)`` — a multiple of the random
-walk's own spread over the span — and the span's noise is damped, both set by
-``difficulty``. The last bar of a span (``end_idx``) is the completion bar: the
-close breaks the neckline / resistance there. Near-miss distractors use the same
-machinery with a template that fails the pattern's defining property.
+walk's own spread over the span — set by ``difficulty``. The last bar of a span
+(``end_idx``) is the completion bar: the close breaks the neckline / resistance
+there. Near-miss distractors use the same machinery with a template that fails
+the pattern's defining property.
+
+Only shape may tell a pattern apart. Inside a span the shock is scaled so that
+each bar's expected squared return (template drift plus noise) stays the
+ticker's own variance wherever the drift allows (variance matching, floored by
+``span_noise_easy``), and intraday range, gaps and volume follow the unscaled
+volatility, so span boundaries are not visible from volatility alone; every
+near miss ends with a final move of the same size as its pattern's break, and
+both go through one code path, so whatever non-shape signature a pattern
+carries its distractor carries too. Confirmation volume on the completion bar
+(``breakout_volume_boost``) is real but a tell that no distractor shares, so it
+is off by default.
 
 Randomness is drawn from one generator per ticker (seeded by ``(seed, ticker)``)
 and one for the market, so a ticker's bars do not depend on how many tickers are
@@ -52,18 +63,22 @@ class SyntheticMarketConfig(BaseModel):
     n_days: int = Field(1500, ge=100, le=20_000)  # business days (Mon-Fri), shared by all tickers
     start_date: datetime.date = datetime.date(2015, 1, 2)  # rolled forward to a weekday
     seed: int = Field(0, ge=0)
-    # 0 = big clean patterns (snr_easy, damped span noise); 1 = faint ones in full noise (snr_hard).
+    # 0 = big clean patterns (snr_easy: the drift leaves little room for noise); 1 = faint ones (snr_hard).
     difficulty: float = Field(0.5, ge=0.0, le=1.0)
     patterns_per_ticker_per_year: float = Field(3.0, ge=0.0, le=50.0)  # approximate: spans cannot overlap
-    distractor_rate: float = Field(0.5, ge=0.0, le=5.0)  # near-miss distractors per planted pattern
+    # Near-miss distractors per planted pattern: as many as patterns, so a pattern's non-shape traits
+    # (its final move, its volume) predict "pattern or near miss" no better than a coin.
+    distractor_rate: float = Field(1.0, ge=0.0, le=5.0)
     min_pattern_len: int = Field(15, ge=12, le=500)  # 12 bars fit the densest template's knots
     max_pattern_len: int = Field(60, ge=12, le=500)
     min_event_gap: int = Field(3, ge=1, le=250)  # bars left free between consecutive spans of a ticker
     warmup_bars: int = Field(20, ge=0, le=1000)  # no span starts before this bar: history precedes it
     pattern_snr_easy: float = Field(4.0, gt=0.0, le=20.0)  # pattern height / (sigma * sqrt(len)) at difficulty 0
     pattern_snr_hard: float = Field(0.6, gt=0.0, le=20.0)  # the same at difficulty 1
-    span_noise_easy: float = Field(0.2, gt=0.0, le=1.0)  # shock scale inside a span at difficulty 0 (1 at 1)
-    breakout_volume_boost: float = Field(0.7, ge=0.0, le=3.0)  # extra log volume on a completion bar at difficulty 0
+    # Floor of the variance-matched shock scale inside a span (where the template's drift exceeds the vol).
+    span_noise_easy: float = Field(0.2, gt=0.0, le=1.0)
+    # Extra log volume on a completion bar at difficulty 0; a non-shape tell (distractors lack it): off by default.
+    breakout_volume_boost: float = Field(0.0, ge=0.0, le=3.0)
     # Return process.
     market_vol: float = Field(0.010, gt=0.0, le=0.1)  # long-run daily vol of the market factor
     idio_vol: float = Field(0.015, gt=0.0, le=0.2)  # median long-run daily idiosyncratic vol
@@ -220,7 +235,7 @@ def _bull_flag(p: np.ndarray, last_x: np.ndarray, near_miss: bool) -> Knots:
 def _ascending_triangle(p: np.ndarray, last_x: np.ndarray, near_miss: bool) -> Knots:
     """Three touches of a flat resistance with rising lows between them, then a close above it.
 
-    Near miss: the highs fall too (a symmetric triangle) and price ends inside it, no breakout.
+    Near miss: the highs fall too (a symmetric triangle) and price breaks down out of it.
     """
     n = len(p)
     low_1 = _lerp(0.3, 0.45, p[:, 6])
@@ -230,8 +245,9 @@ def _ascending_triangle(p: np.ndarray, last_x: np.ndarray, near_miss: bool) -> K
         high_3 = high_2 - _lerp(0.12, 0.2, p[:, 8])
         low_2 = low_1 + _lerp(0.3, 0.45, p[:, 9]) * (high_2 - low_1)
         low_3 = low_2 + _lerp(0.3, 0.45, p[:, 10]) * (high_3 - low_2)
+        # Breaks down out of the converging range, as far as the pattern breaks up: same final move.
         middle = 0.5 * (low_3 + high_3)
-        before, end = middle - 0.02, middle + _lerp(-0.02, 0.02, p[:, 11])
+        before, end = middle, middle - _lerp(0.12, 0.25, p[:, 11])
     else:
         high_1 = 1.0 + _lerp(-0.02, 0.02, p[:, 7])
         high_2 = 1.0 + _lerp(-0.02, 0.02, p[:, 8])
@@ -261,7 +277,8 @@ _CUP_FRACTIONS = np.arange(1, 8) / 8.0  # interior knots of the rounded cup
 def _cup_and_handle(p: np.ndarray, last_x: np.ndarray, near_miss: bool) -> Knots:
     """A rounded (sine) cup back to the left rim, a shallow handle, then a close above the rim.
 
-    Near miss: a V-shaped cup whose right side recovers only about half the depth; no breakout.
+    Near miss: a V-shaped cup whose right side recovers only about half the depth, then a bounce
+    of the size of the pattern's breakout that stays far below the rim.
     """
     n = len(p)
     if near_miss:
@@ -270,7 +287,8 @@ def _cup_and_handle(p: np.ndarray, last_x: np.ndarray, near_miss: bool) -> Knots
         x = _knots(
             0.0, _lerp(0.35, 0.45, p[:, 0]), _lerp(0.72, 0.78, p[:, 1]), _lerp(0.82, 0.87, p[:, 4]), last_x, 1.0, n=n
         )
-        y = _knots(0.0, -1.0, right_side, handle, right_side - 0.05, right_side + _lerp(0.0, 0.05, p[:, 5]), n=n)
+        before = right_side - 0.05
+        y = _knots(0.0, -1.0, right_side, handle, before, before + _lerp(0.12, 0.25, p[:, 5]), n=n)
         return x, y
     rim_x = _lerp(0.68, 0.76, p[:, 0])
     cup_x = rim_x[:, None] * _CUP_FRACTIONS[None, :]  # [E, 7]
@@ -303,14 +321,34 @@ def _mirrored(builder: TemplateBuilder) -> TemplateBuilder:
     return build
 
 
+# Share of each template's final (completion-bar) move that is kept: the full move would be a
+# one-bar jump of several sigma, a volatility tell; half of it keeps the break clear of the neckline.
+BREAK_SCALE = 0.5
+
+
+def _soft_break(builder: TemplateBuilder) -> TemplateBuilder:
+    """Shrink the completion bar's move: a one-bar break of several sigma would be a volatility tell."""
+
+    def build(p: np.ndarray, last_x: np.ndarray, near_miss: bool) -> Knots:
+        x, y = builder(p, last_x, near_miss)
+        y = y.copy()
+        y[:, -1] = y[:, -2] + BREAK_SCALE * (y[:, -1] - y[:, -2])
+        return x, y
+
+    return build
+
+
 _TEMPLATE_BUILDERS: dict[str, TemplateBuilder] = {
-    "head_and_shoulders": _head_and_shoulders,
-    "inverse_head_and_shoulders": _mirrored(_head_and_shoulders),
-    "double_top": _double_top,
-    "double_bottom": _mirrored(_double_top),
-    "bull_flag": _bull_flag,
-    "ascending_triangle": _ascending_triangle,
-    "cup_and_handle": _cup_and_handle,
+    name: _soft_break(builder)
+    for name, builder in {
+        "head_and_shoulders": _head_and_shoulders,
+        "inverse_head_and_shoulders": _mirrored(_head_and_shoulders),
+        "double_top": _double_top,
+        "double_bottom": _mirrored(_double_top),
+        "bull_flag": _bull_flag,
+        "ascending_triangle": _ascending_triangle,
+        "cup_and_handle": _cup_and_handle,
+    }.items()
 }
 assert set(_TEMPLATE_BUILDERS) == set(PATTERNS), "every contract pattern needs a template"
 
@@ -459,7 +497,7 @@ def _plant_spans(
     noise_scale: np.ndarray,
     total_vol: np.ndarray,
 ) -> None:
-    """Damp the noise inside each span and add its template's increments, in place.
+    """Add each span's template increments to the returns and variance-match its noise, in place.
 
     ``returns, noise_scale, total_vol: [N, T]``; ``spans`` from :func:`_schedule`.
     """
@@ -495,14 +533,17 @@ def _plant_spans(
     snr = config.pattern_snr_easy + (config.pattern_snr_hard - config.pattern_snr_easy) * difficulty
     span_vol = np.bincount(event_of_bar, weights=total_vol.ravel()[flat_bar], minlength=n_spans) / lengths
     height = snr * span_vol * np.sqrt(lengths) * _lerp(0.75, 1.35, params[:, 4])
-    clean_noise = config.span_noise_easy + (1.0 - config.span_noise_easy) * difficulty
-    span_noise = np.minimum(clean_noise * _lerp(0.85, 1.15, params[:, 5]), 1.0)
+    floor = config.span_noise_easy
 
     target = flat_bar[inside]
+    drift = height[event_of_bar[inside]] * increment[inside]  # template log return of every span bar
+    # drift^2 + (scale * vol)^2 = vol^2: the bar is as volatile as outside the span, unless the drift alone is more.
+    drift_share = (drift / total_vol.ravel()[target]) ** 2
+    scale = np.sqrt(np.clip(1.0 - drift_share, floor**2, 1.0))
     flat_returns = returns.reshape(-1)
     flat_noise = noise_scale.reshape(-1)
-    flat_noise[target] = span_noise[event_of_bar[inside]]
-    flat_returns[target] = flat_returns[target] * flat_noise[target] + height[event_of_bar[inside]] * increment[inside]
+    flat_noise[target] = scale
+    flat_returns[target] = flat_returns[target] * scale + drift
 
 
 def _generate_chunk(
@@ -547,11 +588,12 @@ def _generate_chunk(
     log_start = np.log(config.start_price_median) + 0.8 * draws.static[:, 2]  # prices from ~$10 to ~$150
     np.exp(log_start[:, None] + np.cumsum(returns, axis=1), out=close)
     previous_close = np.concatenate([np.exp(log_start)[:, None], close[:, :-1]], axis=1)
-    # The jump opens the bar; the rest of the gap is small overnight noise.
-    gap = noise_scale * (jump + 0.25 * total_vol * overnight_z)
+    # The jump opens the bar; the rest of the gap is small overnight noise. Gaps and ranges ignore the
+    # span's shock scale (noise_scale): a quieter gap or range inside spans would mark their boundaries.
+    gap = jump + 0.25 * total_vol * overnight_z
     np.multiply(previous_close, np.exp(gap.astype(np.float32)), out=open_)
     # Multipliers >= 1 (<= 1) keep high >= max(open, close) and low <= min(open, close) exactly.
-    excursion = (config.intraday_range * noise_scale * total_vol).astype(np.float32)
+    excursion = (config.intraday_range * total_vol).astype(np.float32)
     one = np.float32(1.0)
     np.multiply(np.maximum(open_, close), np.maximum(np.exp(excursion * draws.exponential[:, 0]), one), out=high)
     np.multiply(np.minimum(open_, close), np.minimum(np.exp(-excursion * draws.exponential[:, 1]), one), out=low)
@@ -566,7 +608,7 @@ def _generate_chunk(
         + _ar1(config.volume_noise * volume_z, persistence=0.7)
     )
     completes = ~spans["distractor"]
-    if completes.any():
+    if completes.any() and config.breakout_volume_boost > 0:
         # Confirmation volume is itself a tell, so it fades with difficulty too.
         boost = config.breakout_volume_boost * (1.0 - 0.7 * config.difficulty)
         end_bar = spans["ticker"][completes] * n_days + spans["start"][completes] + spans["length"][completes] - 1

@@ -25,7 +25,8 @@ class ScreenerSettings(dg.ConfigurableResource):
 
     data_dir: str = "data"
     bars: str = "synthetic"  # 'synthetic' or a Parquet/CSV file or folder
-    labels: str = "synthetic"  # 'synthetic', 'talib' or a label file
+    bars_date_format: str = ""  # strftime layout of non-ISO CSV dates, e.g. '%m/%d/%Y'; empty = ISO only
+    labels: str = "synthetic"  # 'synthetic', 'talib', 'chart' / 'chart:<pattern>,...' or a label file
     sweep: str = ""  # sweep file; empty = the bundled sweeps/default.yaml
 
     @property
@@ -47,6 +48,7 @@ class ScreenerSettings(dg.ConfigurableResource):
         return cls(
             data_dir=env.get("SCREENER_SSL_DATA_DIR", "data"),
             bars=env.get("SCREENER_SSL_BARS", "synthetic"),
+            bars_date_format=env.get("SCREENER_SSL_BARS_DATE_FORMAT", ""),
             labels=env.get("SCREENER_SSL_LABELS", "synthetic"),
             sweep=env.get("SCREENER_SSL_SWEEP", ""),
         )

@@ -5,6 +5,9 @@ import dagster as dg
 from screener_ssl.runs.sweep import Sweep
 
 SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
+# A step whose worker died (preempted node, OOM kill, lost Ray job) is retried; training resumes
+# from its last checkpoint, so a retry costs at most checkpoint_every steps.
+SWEEP_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=1)
 
 
 def build_sweep_jobs(partitions: dg.PartitionsDefinition) -> tuple:
@@ -12,6 +15,7 @@ def build_sweep_jobs(partitions: dg.PartitionsDefinition) -> tuple:
         "sweep_partition_job",
         selection=dg.AssetSelection.assets(*SWEEP_ASSETS),
         partitions_def=partitions,
+        op_retry_policy=SWEEP_RETRY_POLICY,
         description="Schema, pretraining and probe for one objective|variant partition.",
     )
     index_job = dg.define_asset_job(

@@ -259,29 +259,57 @@ def _standardizer(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_logistic(
-    z: np.ndarray, y: np.ndarray, fitted: list[int], C: float, seed: int
+    z: np.ndarray,
+    y: np.ndarray,
+    fitted: list[int],
+    C_grid: Sequence[float],
+    seed: int,
+    class_weight: str | None = None,
+    z_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``coef [P, D]``, ``intercept [P]`` of lbfgs logistic regressions for the patterns in ``fitted``."""
+    """``coef [P, D]``, ``intercept [P]`` of lbfgs logistic regressions for the patterns in ``fitted``.
+
+    With several values in ``C_grid`` each pattern keeps the C of highest val
+    AUPRC (``z_val [m, D]``, ``y_val [m, P]``; ties go to the smaller C, the
+    stronger penalty). The grid is walked from small to large C with warm starts.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
     from threadpoolctl import threadpool_limits
 
     n_patterns, dim = y.shape[1], z.shape[1]
     coef = np.zeros((n_patterns, dim), dtype=np.float64)
     intercept = np.zeros(n_patterns, dtype=np.float64)
-    n_iter, unconverged = {}, []
+    grid = sorted(float(c) for c in C_grid)
+    n_iter, unconverged, chosen, val_by_C = {}, [], {}, {}
     for p in fitted:
-        model = LogisticRegression(C=C, solver="lbfgs", max_iter=LOGISTIC_MAX_ITER, random_state=seed)
-        # One BLAS thread: on [n, D] this small, thread hand-offs cost more than they save (5x measured).
-        with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(z, y[:, p])
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        model = LogisticRegression(
+            C=grid[0], solver="lbfgs", max_iter=LOGISTIC_MAX_ITER, random_state=seed,
+            class_weight=class_weight, warm_start=len(grid) > 1,
+        )
+        best: tuple[float, float, np.ndarray, float, int, bool] | None = None
+        scores: dict[str, float] = {}
+        for C in grid:
+            model.set_params(C=C)
+            # One BLAS thread: on [n, D] this small, thread hand-offs cost more than they save (5x measured).
+            with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):
+                warnings.simplefilter("always", ConvergenceWarning)
+                model.fit(z, y[:, p])
+            failed = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            score = float("nan")
+            if len(grid) > 1 and y_val[:, p].any():
+                score = float(average_precision_score(y_val[:, p], z_val @ model.coef_[0] + model.intercept_[0]))
+            scores[repr(C)] = score
+            if best is None or (not math.isnan(score) and (math.isnan(best[0]) or score > best[0])):
+                best = (score, C, model.coef_[0].copy(), float(model.intercept_[0]), int(model.n_iter_[0]), failed)
+        _, C_best, coef[p], intercept[p], n_iter[p], failed = best
+        chosen[p] = C_best
+        val_by_C[p] = scores
+        if failed:
             unconverged.append(p)
-        coef[p] = model.coef_[0]
-        intercept[p] = model.intercept_[0]
-        n_iter[p] = int(model.n_iter_[0])
-    return coef, intercept, {"n_iter": n_iter, "unconverged": unconverged}
+    return coef, intercept, {"n_iter": n_iter, "unconverged": unconverged, "C": chosen, "val_auprc_by_C": val_by_C}
 
 
 def _fit_mlp(z: np.ndarray, y: np.ndarray, hidden: int, seed: int) -> tuple[dict[str, np.ndarray], dict]:
@@ -333,9 +361,12 @@ def fit_probe_head(
     y_train: np.ndarray,
     patterns: Sequence[str],
     kind: HeadKind = "logistic",
-    C: float = 1.0,
+    C: float | Sequence[float] = 1.0,
     mlp_hidden: int = 64,
     seed: int = 0,
+    class_weight: Literal["none", "balanced"] = "none",
+    emb_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
 ) -> ProbeHead:
     """Fit one binary head per pattern on standardized train embeddings.
 
@@ -346,6 +377,11 @@ def fit_probe_head(
         patterns: the P pattern names.
         kind: "logistic" (sklearn lbfgs, L2 strength ``1/C``) or "mlp" (one
             hidden layer of ``mlp_hidden`` units, seeded, 300 AdamW steps of BCE).
+        C: one inverse L2 strength, or a grid of them: then each pattern keeps
+            the C with the highest AUPRC on ``emb_val [m, D]`` / ``y_val [m, P]``
+            (required for a grid). The choice is in ``fit_info["C"]``.
+        class_weight: "balanced" reweights each pattern's classes to equal total
+            weight in the logistic loss (probabilities then overstate prevalence).
 
     A pattern whose train labels are all one class gets a constant head
     predicting its train prevalence; it is listed in ``head.constant`` and in
@@ -369,8 +405,19 @@ def fit_probe_head(
         raise ValueError("y_train: labels must be 0 or 1")
     if kind not in HEAD_KINDS:
         raise ValueError(f"probe head kind must be one of {HEAD_KINDS}, found {kind!r}")
-    if C <= 0:
-        raise ValueError(f"C must be positive, found {C}")
+    C_grid = [float(C)] if np.isscalar(C) else [float(c) for c in C]
+    if not C_grid or any(c <= 0 for c in C_grid):
+        raise ValueError(f"C must be positive (a value or a non-empty grid), found {C}")
+    if class_weight not in ("none", "balanced"):
+        raise ValueError(f"class_weight must be 'none' or 'balanced', found {class_weight!r}")
+    if len(C_grid) > 1 and kind == "logistic":
+        if emb_val is None or y_val is None:
+            raise ValueError(f"a C grid {C_grid} is chosen on val: pass emb_val and y_val")
+        if np.shape(emb_val)[1:] != emb.shape[1:] or np.shape(y_val) != (np.shape(emb_val)[0], len(patterns)):
+            raise ValueError(
+                f"emb_val/y_val must be [m, {emb.shape[1]}] / [m, {len(patterns)}], "
+                f"found {np.shape(emb_val)} / {np.shape(y_val)}"
+            )
     if mlp_hidden < 1:
         raise ValueError(f"mlp_hidden must be >= 1, found {mlp_hidden}")
     y = y.astype(np.uint8)
@@ -383,11 +430,19 @@ def fit_probe_head(
         "n_train": int(emb.shape[0]),
         "n_pos": {patterns[p]: int(n_pos[p]) for p in range(len(patterns))},
         "constant_patterns": sorted(constant),
-        "C": float(C),
         "seed": int(seed),
     }
     if kind == "logistic":
-        coef, intercept, info = _fit_logistic(z, y, fitted, C, seed)
+        z_val = None if emb_val is None else (np.asarray(emb_val, dtype=np.float64) - mean) / scale
+        coef, intercept, info = _fit_logistic(
+            z, y, fitted, C_grid, seed, None if class_weight == "none" else class_weight, z_val,
+            None if y_val is None else np.asarray(y_val),
+        )
+        fit_info["C_grid"] = C_grid
+        fit_info["C"] = {patterns[p]: c for p, c in info["C"].items()}
+        fit_info["class_weight"] = class_weight
+        if len(C_grid) > 1:
+            fit_info["val_auprc_by_C"] = {patterns[p]: v for p, v in info["val_auprc_by_C"].items()}
         fit_info["n_iter"] = {patterns[p]: n for p, n in info["n_iter"].items()}
         fit_info["unconverged"] = [patterns[p] for p in info["unconverged"]]
         return ProbeHead(

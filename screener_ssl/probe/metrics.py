@@ -15,6 +15,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_curve
 
 PREFIX_FRACS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+BLOCK_DAYS = 20  # trading days per time block of the block bootstrap (about a month)
+BOOTSTRAP_SCHEMES: tuple[str, ...] = ("ticker_time_block", "window")
 
 
 # --------------------------------------------------------------------------- input checks
@@ -54,6 +57,99 @@ def _scores(score: np.ndarray, name: str, n: int | None = None) -> np.ndarray:
 
 def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- bootstrap designs
+
+
+class BootstrapDesign:
+    """How a bootstrap resample weights the rows of one evaluation set.
+
+    Overlapping windows are not independent: neighbouring decision days of a
+    ticker share all but one bar and an event is positive on several consecutive
+    days, and every ticker shares the market factor on a given day. The default
+    scheme, ``"ticker_time_block"``, is a two-way (pigeonhole) bootstrap: each
+    resample draws whole tickers with replacement AND contiguous time blocks of
+    ``block_days`` calendar positions with replacement; row ``i`` then counts
+    ``ticker_draws[ticker_i] * block_draws[block_i]`` times. Scheme ``"window"``
+    draws rows independently (the naive bootstrap, kept to show why it is wrong).
+
+    Args:
+        ticker_id: ``[N]`` integer ticker of each row.
+        day: ``[N]`` integer calendar position of each row's decision day.
+        scheme: one of ``BOOTSTRAP_SCHEMES``.
+        block_days: calendar positions per time block.
+    """
+
+    def __init__(
+        self,
+        ticker_id: np.ndarray | None,
+        day: np.ndarray | None,
+        scheme: str = "ticker_time_block",
+        block_days: int = BLOCK_DAYS,
+        n: int | None = None,
+    ) -> None:
+        if scheme not in BOOTSTRAP_SCHEMES:
+            raise ValueError(f"bootstrap scheme must be one of {BOOTSTRAP_SCHEMES}, found {scheme!r}")
+        if block_days < 1:
+            raise ValueError(f"block_days must be >= 1, found {block_days}")
+        self.scheme = scheme
+        self.block_days = int(block_days)
+        if scheme == "window" and ticker_id is None:
+            if n is None:
+                raise ValueError("a window bootstrap design needs n (rows) when no ticker/day is given")
+            self.n = int(n)
+            self.ticker_code = self.block_code = None
+            self.n_tickers = self.n_blocks = 0
+            return
+        if ticker_id is None or day is None:
+            raise ValueError(f"bootstrap scheme {scheme!r} needs ticker_id and day for every row")
+        tid = np.asarray(ticker_id)
+        d = np.asarray(day)
+        if tid.ndim != 1 or d.shape != tid.shape:
+            raise ValueError(f"ticker_id and day must both be [N], found {tid.shape} and {d.shape}")
+        if n is not None and tid.shape[0] != n:
+            raise ValueError(f"bootstrap design: expected {n} rows, found {tid.shape[0]}")
+        self.n = int(tid.shape[0])
+        _, self.ticker_code = np.unique(tid, return_inverse=True)
+        block = (d.astype(np.int64) - (int(d.min()) if d.size else 0)) // self.block_days
+        _, self.block_code = np.unique(block, return_inverse=True)
+        self.n_tickers = int(self.ticker_code.max() + 1) if self.n else 0
+        self.n_blocks = int(self.block_code.max() + 1) if self.n else 0
+
+    @classmethod
+    def window(cls, n: int) -> "BootstrapDesign":
+        """The naive design: rows drawn independently."""
+        return cls(None, None, scheme="window", n=n)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """Integer weights ``[N]``: how often each row enters one resample."""
+        if self.scheme == "window":
+            return np.bincount(rng.integers(0, self.n, size=self.n), minlength=self.n)
+        tickers = np.bincount(rng.integers(0, self.n_tickers, size=self.n_tickers), minlength=self.n_tickers)
+        blocks = np.bincount(rng.integers(0, self.n_blocks, size=self.n_blocks), minlength=self.n_blocks)
+        return tickers[self.ticker_code] * blocks[self.block_code]
+
+    def describe(self) -> dict:
+        """What ``probe_metrics.json`` records about the resampling."""
+        out: dict = {"scheme": self.scheme, "n_rows": self.n}
+        if self.scheme != "window":
+            out |= {"block_days": self.block_days, "n_tickers": self.n_tickers, "n_blocks": self.n_blocks}
+        return out
+
+
+def _design_for(design: BootstrapDesign | None, n: int) -> BootstrapDesign:
+    if design is None:
+        return BootstrapDesign.window(n)
+    if design.n != n:
+        raise ValueError(f"bootstrap design covers {design.n} rows, the labels have {n}")
+    return design
+
+
+def _percentile_ci(boot: list[float], alpha: float) -> tuple[float, float]:
+    if not boot:
+        return float("nan"), float("nan")
+    return float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2))
 
 
 # --------------------------------------------------------------------------- AUPRC
@@ -93,8 +189,9 @@ def auprc_with_ci(
     n_boot: int = 200,
     seed: int = 0,
     alpha: float = 0.05,
+    design: BootstrapDesign | None = None,
 ) -> dict:
-    """Average precision with a percentile bootstrap CI over rows.
+    """Average precision with a percentile bootstrap CI.
 
     Args:
         y: labels ``[N]`` in {0, 1}.
@@ -102,6 +199,8 @@ def auprc_with_ci(
         n_boot: bootstrap resamples; a resample without a positive is skipped
             (AUPRC is undefined there) and ``n_boot_used`` says how many counted.
         alpha: the CI covers ``1 - alpha``.
+        design: how a resample weights the rows (:class:`BootstrapDesign`);
+            None = rows drawn independently (only right for independent rows).
 
     Returns dict(auprc, ci_low, ci_high, prevalence, n_pos, n, n_boot_used,
     defined, reason). With no positive at all every AUPRC field is NaN,
@@ -129,18 +228,16 @@ def auprc_with_ci(
         return out
     out["auprc"] = float(average_precision_score(y, score))
     out["defined"] = True
+    design = _design_for(design, n)
     sorted_scores = _SortedScores(y, score)
     rng = np.random.default_rng(seed)
     boot = []
     for _ in range(n_boot):
-        draws = np.bincount(rng.integers(0, n, size=n), minlength=n)
-        ap = sorted_scores.average_precision(draws)
+        ap = sorted_scores.average_precision(design.draw(rng))
         if not math.isnan(ap):  # no positive drawn: AUPRC undefined, resample skipped
             boot.append(ap)
     out["n_boot_used"] = len(boot)
-    if boot:
-        out["ci_low"] = float(np.quantile(boot, alpha / 2))
-        out["ci_high"] = float(np.quantile(boot, 1 - alpha / 2))
+    out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
     return out
 
 
@@ -150,6 +247,7 @@ def macro_auprc_with_ci(
     n_boot: int = 200,
     seed: int = 0,
     alpha: float = 0.05,
+    design: BootstrapDesign | None = None,
 ) -> dict:
     """Macro AUPRC (mean over patterns with positives) with a joint bootstrap CI.
 
@@ -157,7 +255,7 @@ def macro_auprc_with_ci(
         y: labels ``[N, P]`` (one column per pattern).
         score: scores ``[N, P]``.
 
-    Each resample draws one set of row indices shared by all patterns, so the CI
+    Each resample draws one set of row weights (``design``) shared by all patterns, so the CI
     keeps the correlation between patterns scored on the same windows. Within a
     resample the mean runs over the patterns that have a positive there.
     Returns dict(auprc, ci_low, ci_high, n_patterns_used, n_boot_used, defined).
@@ -184,21 +282,127 @@ def macro_auprc_with_ci(
     if not used:
         return out
     out["auprc"] = float(np.mean([average_precision_score(cols[p], s_arr[:, p]) for p in used]))
-    n = y_arr.shape[0]
+    design = _design_for(design, y_arr.shape[0])
     sorted_scores = [_SortedScores(cols[p], s_arr[:, p]) for p in used]
     rng = np.random.default_rng(seed)
     boot = []
     for _ in range(n_boot):
-        # One draw of rows shared by every pattern.
-        draws = np.bincount(rng.integers(0, n, size=n), minlength=n)
+        draws = design.draw(rng)  # one draw of rows shared by every pattern
         aps = [ap for ss in sorted_scores if not math.isnan(ap := ss.average_precision(draws))]
         if aps:
             boot.append(float(np.mean(aps)))
     out["n_boot_used"] = len(boot)
-    if boot:
-        out["ci_low"] = float(np.quantile(boot, alpha / 2))
-        out["ci_high"] = float(np.quantile(boot, 1 - alpha / 2))
+    out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
     return out
+
+
+def _check_score_set(y_arr: np.ndarray, scores: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
+    out = [np.asarray(s, dtype=np.float64) for s in scores]
+    if not out:
+        raise ValueError(f"{name}: at least one score array is needed")
+    for i, arr in enumerate(out):
+        if arr.shape != y_arr.shape:
+            raise ValueError(f"{name}[{i}]: expected scores of shape {y_arr.shape} like the labels, found {arr.shape}")
+        for p in range(arr.shape[1]):
+            _scores(arr[:, p], f"{name}[{i}][:, {p}]")
+    return out
+
+
+def pooled_macro_comparison(
+    y: np.ndarray,
+    scores_a: Sequence[np.ndarray],
+    scores_b: Sequence[np.ndarray] | None = None,
+    design: BootstrapDesign | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Mean macro AUPRC over the runs (seeds) of group a, minus that of group b, with shared draws.
+
+    Args:
+        y: labels ``[N, P]``, the rows every run scored.
+        scores_a: one ``[N, P]`` score array per run of group a (e.g. its seeds).
+        scores_b: the same for group b; None gives group a's pooled estimate and CI alone.
+
+    Each resample weights the rows once and scores every run of both groups
+    under those weights, so the CI covers row sampling and the seeds' spread
+    is kept apart (report it beside). Patterns without a positive are left out.
+    ``verdict`` (with b) is "better" when the CI lies above 0, "worse" below,
+    else "tie". Returns dict(diff, auprc_a, auprc_b, ci_low, ci_high, verdict,
+    n, n_runs_a, n_runs_b, n_patterns_used, n_boot_used, alpha).
+    """
+    y_arr = np.asarray(y)
+    if y_arr.ndim != 2:
+        raise ValueError(f"labels must be [N, P], found shape {y_arr.shape}")
+    group_a = _check_score_set(y_arr, scores_a, "scores_a")
+    group_b = None if scores_b is None else _check_score_set(y_arr, scores_b, "scores_b")
+    cols = [_binary_labels(y_arr[:, p], f"y[:, {p}]") for p in range(y_arr.shape[1])]
+    used = [p for p, col in enumerate(cols) if col.any()]
+    out = {
+        "diff": float("nan"),
+        "auprc_a": float("nan"),
+        "auprc_b": float("nan"),
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "verdict": "undefined",
+        "n": int(y_arr.shape[0]),
+        "n_runs_a": len(group_a),
+        "n_runs_b": 0 if group_b is None else len(group_b),
+        "n_patterns_used": len(used),
+        "n_boot_used": 0,
+        "alpha": float(alpha),
+    }
+    if not used:
+        return out
+
+    def point(group: list[np.ndarray]) -> float:
+        return float(np.mean([np.mean([average_precision_score(cols[p], s[:, p]) for p in used]) for s in group]))
+
+    out["auprc_a"] = point(group_a)
+    if group_b is not None:
+        out["auprc_b"] = point(group_b)
+        out["diff"] = out["auprc_a"] - out["auprc_b"]
+    design = _design_for(design, y_arr.shape[0])
+    sorted_a = [[_SortedScores(cols[p], s[:, p]) for p in used] for s in group_a]
+    sorted_b = [] if group_b is None else [[_SortedScores(cols[p], s[:, p]) for p in used] for s in group_b]
+    rng = np.random.default_rng(seed)
+
+    def resampled(group: list[list[_SortedScores]], draws: np.ndarray) -> float:
+        # Same labels for every run: a pattern without a drawn positive is NaN for all and is skipped.
+        return float(np.mean([np.nanmean([ss.average_precision(draws) for ss in run]) for run in group]))
+
+    boot = []
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no positive drawn anywhere
+        for _ in range(n_boot):
+            draws = design.draw(rng)
+            value = resampled(sorted_a, draws) - (resampled(sorted_b, draws) if sorted_b else 0.0)
+            if not math.isnan(value):
+                boot.append(value)
+    out["n_boot_used"] = len(boot)
+    out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
+    if group_b is not None and boot:
+        out["verdict"] = "better" if out["ci_low"] > 0 else "worse" if out["ci_high"] < 0 else "tie"
+    return out
+
+
+def paired_macro_difference(
+    y: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    design: BootstrapDesign | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Macro AUPRC of ``score_a`` minus that of ``score_b`` (both ``[N, P]``) on the same rows ``y [N, P]``.
+
+    Every resample weights the rows once and scores both runs under those
+    weights, so the CI is of the difference itself (far narrower than two
+    overlapping intervals when the runs err on the same rows); see
+    :func:`pooled_macro_comparison`, of which this is the one-run-per-side case.
+    """
+    return pooled_macro_comparison(y, [score_a], [score_b], design=design, n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 # --------------------------------------------------------------------------- thresholds and alerts
@@ -244,6 +448,32 @@ def threshold_at_precision(
     out["threshold"] = float(thresholds[i])
     out["achieved_precision"] = float(precision[i])
     out["recall"] = float(recall[i])
+    return out
+
+
+def threshold_at_budget(score_val: np.ndarray, alerts_per_1000: float) -> dict:
+    """The val threshold that raises ``alerts_per_1000`` alerts per 1,000 ticker-days.
+
+    Args:
+        score_val: validation scores ``[N]`` (one row per ticker-day).
+        alerts_per_1000: the alert budget.
+
+    The threshold is the score of the ``k``-th highest val row, ``k = max(1,
+    round(budget * N / 1000))``; ties at it alert too. Unlike a precision target
+    it always exists, so the earliest-detection curve built on it is defined for
+    every model and compares them at the same alert volume.
+    Returns dict(threshold, alerts_per_1000, val_alerts_per_1000, k).
+    """
+    score_val = _scores(score_val, "score_val")
+    if not alerts_per_1000 > 0:
+        raise ValueError(f"alerts_per_1000 must be positive, found {alerts_per_1000}")
+    out = {"threshold": float("nan"), "alerts_per_1000": float(alerts_per_1000), "val_alerts_per_1000": float("nan"), "k": 0}
+    n = score_val.shape[0]
+    if n == 0:
+        return out
+    k = int(min(n, max(1, round(alerts_per_1000 * n / 1000.0))))
+    thr = float(np.sort(score_val)[::-1][k - 1])
+    out.update(threshold=thr, k=k, val_alerts_per_1000=1000.0 * float((score_val >= thr).sum()) / n)
     return out
 
 
@@ -332,6 +562,32 @@ def earliest_detection_curve(event_scores: Mapping[float, np.ndarray], threshold
     for frac in sorted(event_scores):
         s = _scores(event_scores[frac], f"event_scores[{frac}]")
         curve[float(frac)] = float((s >= threshold).mean()) if s.size else float("nan")
+    return curve
+
+
+def earliest_detection_auprc(
+    event_scores: Mapping[float, np.ndarray], negative_scores: np.ndarray
+) -> dict:
+    """Threshold-free detection per prefix: AUPRC of the events among the test negatives.
+
+    Args:
+        event_scores: prefix fraction -> scores ``[n_events]`` of every event
+            decided at that prefix.
+        negative_scores: ``[M]`` scores of the test windows not labelled with the pattern.
+
+    For each fraction the events decided there are the positives and the
+    negatives are ranked against them. Returns dict(frac -> AUPRC); NaN where
+    no event (or no negative).
+    """
+    neg = _scores(negative_scores, "negative_scores")
+    curve = {}
+    for frac in sorted(event_scores):
+        pos = _scores(event_scores[frac], f"event_scores[{frac}]")
+        if pos.size == 0 or neg.size == 0:
+            curve[float(frac)] = float("nan")
+            continue
+        y = np.r_[np.ones(pos.size, dtype=np.int8), np.zeros(neg.size, dtype=np.int8)]
+        curve[float(frac)] = float(average_precision_score(y, np.r_[pos, neg]))
     return curve
 
 
@@ -432,8 +688,10 @@ def pattern_report(
     seed: int = 0,
     alpha: float = 0.05,
     n_bins: int = 15,
+    alert_budget_per_1000: float = 5.0,
+    design: BootstrapDesign | None = None,
 ) -> dict:
-    """Every screener metric of one pattern: threshold on val, everything else on test.
+    """Every screener metric of one pattern: thresholds on val, everything else on test.
 
     Args:
         y_val, score_val: validation labels/scores ``[Nv]`` (threshold only).
@@ -445,23 +703,51 @@ def pattern_report(
             earliest-detection curve is None without it.
         scores_aug: ``[M, K]`` test scores under K augmentations; stability is
             None without it.
+        alert_budget_per_1000: alerts per 1,000 ticker-days at which the
+            earliest-detection recall is read (threshold chosen on val).
+        design: the bootstrap design of the test rows (see :class:`BootstrapDesign`).
 
-    Returns dict(auprc, threshold, alerts, earliest_detection, stability, calibration).
+    The alert report follows the saved head: when no val threshold reaches
+    ``target_precision`` the pattern raises no alerts (``reachable`` False,
+    0 alerts, recall 0, precision undefined), never alerts at a fallback threshold.
+
+    Returns dict(auprc, val_auprc, threshold, alerts, alert_budget,
+    earliest_detection, earliest_detection_auprc, stability, calibration).
     """
-    auprc = auprc_with_ci(y_test, score_test, n_boot=n_boot, seed=seed, alpha=alpha)
-    thr = threshold_at_precision(y_val, score_val, target_precision)
-    alerts = alerts_at_threshold(y_test, score_test, thr["threshold"], n_ticker_days)
+    auprc = auprc_with_ci(y_test, score_test, n_boot=n_boot, seed=seed, alpha=alpha, design=design)
+    y_val_arr = _binary_labels(y_val, "y_val")
+    score_val_arr = _scores(score_val, "score_val", y_val_arr.shape[0])
+    val_auprc = float(average_precision_score(y_val_arr, score_val_arr)) if y_val_arr.any() else float("nan")
+    thr = threshold_at_precision(y_val_arr, score_val_arr, target_precision)
+    if thr["achievable"]:
+        alerts = alerts_at_threshold(y_test, score_test, thr["threshold"], n_ticker_days) | {"reachable": True}
+    else:
+        n_pos = int(_binary_labels(y_test, "y_test").sum())
+        alerts = {
+            "alerts": 0,
+            "alerts_per_day_per_ticker": 0.0,
+            "precision": float("nan"),
+            "recall": 0.0 if n_pos else float("nan"),
+            "true_alerts": 0,
+            "n_pos": n_pos,
+            "reachable": False,
+        }
+    budget = threshold_at_budget(score_val_arr, alert_budget_per_1000)
     if prob_test is None:
         s = np.asarray(score_test, dtype=np.float64)
         prob_test = s if s.size and s.min() >= 0 and s.max() <= 1 else None
+    negatives = np.asarray(score_test, dtype=np.float64)[_binary_labels(y_test, "y_test") == 0]
     return {
         "auprc": auprc,
+        "val_auprc": val_auprc,
         "threshold": thr,
         "alerts": alerts,
+        "alert_budget": budget,
         "earliest_detection": (
-            None
-            if event_scores is None
-            else earliest_detection_curve(event_scores, thr["threshold"])
+            None if event_scores is None else earliest_detection_curve(event_scores, budget["threshold"])
+        ),
+        "earliest_detection_auprc": (
+            None if event_scores is None else earliest_detection_auprc(event_scores, negatives)
         ),
         "stability": None if scores_aug is None else stability(scores_aug),
         "calibration": None if prob_test is None else calibration(y_test, prob_test, n_bins),
@@ -480,6 +766,7 @@ def macro(
     n_boot: int = 200,
     seed: int = 0,
     alpha: float = 0.05,
+    design: BootstrapDesign | None = None,
 ) -> dict:
     """Macro averages over the per-pattern reports of :func:`pattern_report`.
 
@@ -489,9 +776,11 @@ def macro(
             with ``score_test`` it gives the joint bootstrap CI of macro AUPRC.
         score_test: ``[N, P]`` test scores.
 
-    Macro AUPRC is the mean over patterns with a test positive; the other
-    metrics are NaN-skipping means over patterns (earliest detection per
-    fraction). ``patterns`` lists the patterns whose AUPRC entered the mean.
+    Macro AUPRC is the mean over patterns with a test positive (val AUPRC over
+    patterns with a val positive); alert volume, precision and recall average
+    the patterns whose precision target is reachable on val (``reachable`` says
+    "k of n"); the other metrics are NaN-skipping means over patterns (earliest
+    detection per fraction). ``patterns`` lists the patterns whose AUPRC entered the mean.
     """
     names = list(reports)
     used = [p for p in names if reports[p]["auprc"]["defined"]]
@@ -499,6 +788,8 @@ def macro(
         "patterns": used,
         "n_patterns": len(names),
         "auprc": _nanmean([reports[p]["auprc"]["auprc"] for p in used]),
+        # A random score's expected AUPRC: the reference for "x times the prevalence".
+        "prevalence": _nanmean([reports[p]["auprc"]["prevalence"] for p in used]),
         "ci_low": float("nan"),
         "ci_high": float("nan"),
     }
@@ -509,19 +800,23 @@ def macro(
                 f"macro: y_test must be [N, P] with P = {len(names)} patterns {names}, "
                 f"found shape {y_arr.shape}"
             )
-        ci = macro_auprc_with_ci(y_arr, s_arr, n_boot=n_boot, seed=seed, alpha=alpha)
+        ci = macro_auprc_with_ci(y_arr, s_arr, n_boot=n_boot, seed=seed, alpha=alpha, design=design)
         out["ci_low"], out["ci_high"] = ci["ci_low"], ci["ci_high"]
         out["n_boot_used"] = ci["n_boot_used"]
+    val_used = [p for p in names if not math.isnan(reports[p].get("val_auprc", float("nan")))]
+    out["val_auprc"] = _nanmean([reports[p]["val_auprc"] for p in val_used])
+    reachable = [p for p in names if reports[p]["alerts"].get("reachable", reports[p]["threshold"]["achievable"])]
+    out["n_reachable"] = len(reachable)
+    out["reachable"] = f"{len(reachable)} of {len(names)} reachable"
     for key in ("alerts_per_day_per_ticker", "precision", "recall"):
-        out[key] = _nanmean([reports[p]["alerts"][key] for p in names])
+        out[key] = _nanmean([reports[p]["alerts"][key] for p in reachable])
     out["achievable_share"] = _nanmean(
         [float(reports[p]["threshold"]["achievable"]) for p in names]
     )
-    curves = [reports[p]["earliest_detection"] for p in names if reports[p]["earliest_detection"]]
-    fracs = sorted({f for c in curves for f in c})
-    out["earliest_detection"] = (
-        {f: _nanmean([c.get(f, float("nan")) for c in curves]) for f in fracs} if curves else None
-    )
+    for key in ("earliest_detection", "earliest_detection_auprc"):
+        curves = [reports[p].get(key) for p in names if reports[p].get(key)]
+        fracs = sorted({f for c in curves for f in c})
+        out[key] = {f: _nanmean([c.get(f, float("nan")) for c in curves]) for f in fracs} if curves else None
     stabs = [reports[p]["stability"] for p in names if reports[p]["stability"]]
     out["stability_mean_std"] = _nanmean([s["mean_std"] for s in stabs])
     cals = [reports[p]["calibration"] for p in names if reports[p]["calibration"]]
@@ -546,6 +841,8 @@ def screener_report(
     seed: int = 0,
     alpha: float = 0.05,
     n_bins: int = 15,
+    alert_budget_per_1000: float = 5.0,
+    design: BootstrapDesign | None = None,
 ) -> dict:
     """Per-pattern reports and their macro, ready for ``probe_metrics.json``.
 
@@ -556,6 +853,8 @@ def screener_report(
         prob_test: ``[N, P]`` test probabilities, optional (see pattern_report).
         event_scores: pattern -> (prefix fraction -> scores ``[n_events]``).
         scores_aug: pattern -> ``[M, K]`` scores under K augmentations.
+        design: bootstrap design of the test rows; None = rows drawn
+            independently (recorded as scheme "window": only for independent rows).
 
     Returns dict(per_pattern={pattern: report}, macro=..., config=...).
     """
@@ -585,7 +884,10 @@ def screener_report(
             seed=seed,
             alpha=alpha,
             n_bins=n_bins,
+            alert_budget_per_1000=alert_budget_per_1000,
+            design=design,
         )
+    design = _design_for(design, arrays["y_test"].shape[0])
     return {
         "per_pattern": per_pattern,
         "macro": macro(
@@ -595,8 +897,11 @@ def screener_report(
             n_boot=n_boot,
             seed=seed,
             alpha=alpha,
+            design=design,
         ),
         "config": {
+            "bootstrap": design.describe(),
+            "alert_budget_per_1000": float(alert_budget_per_1000),
             "target_precision": float(target_precision),
             "n_boot": int(n_boot),
             "seed": int(seed),

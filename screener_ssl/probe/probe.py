@@ -38,10 +38,17 @@ from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.data.windows import split_calendar_positions
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
-from screener_ssl.probe.metrics import PREFIX_FRACS, prefix_decision_offsets, screener_report, threshold_at_precision
+from screener_ssl.probe.metrics import (
+    BLOCK_DAYS,
+    PREFIX_FRACS,
+    BootstrapDesign,
+    prefix_decision_offsets,
+    screener_report,
+    threshold_at_precision,
+)
 from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
-from screener_ssl.ssl.encoder import Encoder, embed_decisions, embed_positions
+from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions
 from screener_ssl.tracking.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
@@ -65,18 +72,36 @@ class ProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     head: Literal["logistic", "mlp"] = "logistic"
-    C: float = Field(1.0, gt=0.0)  # inverse L2 strength of the logistic head
+    # Inverse L2 strengths of the logistic head; each pattern keeps the one of best val AUPRC.
+    C_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    class_weight: Literal["none", "balanced"] = "none"
     mlp_hidden: int = Field(64, ge=1, le=4096)
     max_train_windows: int = Field(40_000, ge=10)
+    # A wide embedding needs more rows than a narrow one: train windows >= this x D (when available).
+    train_windows_per_dim: int = Field(20, ge=0, le=10_000)
     max_val_windows: int = Field(40_000, ge=10)
     max_test_windows: int | None = Field(None, ge=1)  # None = every test window
     target_precision: float = Field(0.8, gt=0.0, le=1.0)
+    # Earliest detection is recall at this alert volume (threshold chosen on val), the same for every model.
+    alert_budget_per_1000: float = Field(5.0, gt=0.0, le=1000.0)  # alerts per 1,000 ticker-days, per pattern
     n_boot: int = Field(200, ge=0, le=100_000)
+    # Resampling of the CIs: whole tickers x contiguous calendar blocks (overlapping windows are not independent).
+    bootstrap: Literal["ticker_time_block", "window"] = "ticker_time_block"
+    block_days: int = Field(BLOCK_DAYS, ge=1, le=2520)
     stability_windows: int = Field(256, ge=0)  # 0 = no stability measurement
     stability_augs: int = Field(8, ge=2, le=256)
     prefix_fracs: tuple[float, ...] = PREFIX_FRACS
     batch_size: int = Field(1024, ge=1, le=65_536)
+    # Embedding at the decision bar ("last") or a running max/mean over every visible bar up to it.
+    pooling: Pooling = "last"
     seed: int = Field(0, ge=0)
+
+    @field_validator("C_grid")
+    @classmethod
+    def _check_grid(cls, grid: tuple[float, ...]) -> tuple[float, ...]:
+        if not grid or any(not c > 0 for c in grid):
+            raise ValueError(f"C_grid must be non-empty positive values, found {list(grid)}")
+        return tuple(sorted(set(grid)))
 
     @field_validator("prefix_fracs")
     @classmethod
@@ -117,6 +142,31 @@ def _subsample(positions: np.ndarray, limit: int | None, rng: np.random.Generato
     if limit is None or positions.shape[0] <= limit:
         return positions
     return np.sort(rng.choice(positions, size=limit, replace=False))
+
+
+def stratified_subsample(
+    positions: np.ndarray, labels: np.ndarray, limit: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted seeded subsample of ``positions [n]`` of size about ``limit``, stratified by label.
+
+    Strata: windows with no positive, then per pattern the windows whose first
+    positive is that pattern (``labels [n, P]``). Each stratum keeps its share
+    (at least one window), so rare patterns keep their positives and the
+    sample's prevalence stays the natural one (never rebalanced).
+    """
+    if limit is None or positions.shape[0] <= limit:
+        return positions
+    stratum = np.where(labels.any(axis=1), labels.argmax(axis=1) + 1, 0)  # [n]
+    strata, counts = np.unique(stratum, return_counts=True)
+    # Largest-remainder quotas: exactly ``limit`` windows, every stratum at least one.
+    quota = limit * counts / positions.shape[0]
+    take = np.minimum(np.maximum(np.floor(quota).astype(np.int64), 1), counts)
+    for i in np.argsort(-(quota - np.floor(quota)), kind="stable"):
+        if take.sum() >= limit:
+            break
+        take[i] += take[i] < counts[i]
+    keep = [rng.choice(positions[stratum == s], size=int(k), replace=False) for s, k in zip(strata, take, strict=True)]
+    return np.sort(np.concatenate(keep))
 
 
 def gather_decisions(
@@ -173,6 +223,15 @@ def _thresholds(
         reports[name] = rep
         head_thr[name] = rep["threshold"] if rep["achievable"] else float("nan")
     return head_thr, reports
+
+
+def bootstrap_design(dataset: Dataset, positions: np.ndarray, config: ProbeConfig) -> BootstrapDesign:
+    """The resampling design of the windows at ``positions`` (their tickers and calendar days)."""
+    if config.bootstrap == "window":
+        return BootstrapDesign.window(positions.shape[0])
+    index = dataset.index
+    day = np.searchsorted(index.calendar, dataset.store.dates[index.decision_row[positions]])
+    return BootstrapDesign(index.ticker_id[positions], day, scheme=config.bootstrap, block_days=config.block_days)
 
 
 def _predictions_frame(
@@ -233,8 +292,11 @@ def run_probe(
             f"{dataset.spec.n_features} features {dataset.spec.feature_names}"
         )
     augment = augment or AugmentConfig()
+    if config.pooling != getattr(encoder, "pooling", "last"):
+        encoder = encoder.with_pooling(config.pooling)
     patterns = tuple(dataset.patterns)
     timings: dict[str, float] = {}
+    cost: dict[str, float] = {}  # embedding seconds / windows, accumulated by embed_decisions
     started = clock = time.perf_counter()
 
     def lap(stage: str) -> float:
@@ -250,7 +312,9 @@ def run_probe(
     )
     index = dataset.index
     available = index.counts()
-    train_pos = _subsample(index.rows_of("train"), config.max_train_windows, rng_train)
+    train_rows = index.rows_of("train")
+    n_train = max(config.max_train_windows, config.train_windows_per_dim * encoder.embed_dim)
+    train_pos = stratified_subsample(train_rows, dataset.labels[train_rows], n_train, rng_train)
     val_pos = _subsample(index.rows_of("val"), config.max_val_windows, rng_val)
     test_pos = _subsample(index.rows_of("test"), config.max_test_windows, rng_test)
     for split, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos)):
@@ -258,21 +322,33 @@ def run_probe(
             raise ValueError(f"the {split} split has no windows; the probe needs train, val and test windows")
     y_train, y_val, y_test = dataset.labels[train_pos], dataset.labels[val_pos], dataset.labels[test_pos]
 
-    emb_train = embed_positions(encoder, dataset, train_pos, config.batch_size)
+    emb_train = embed_positions(encoder, dataset, train_pos, config.batch_size, clock=cost)
     log(
         f"probe: embedded {len(train_pos)} of {available['train']} train windows "
         f"(D={encoder.embed_dim}) in {lap('embed_train'):.1f}s"
     )
+    emb_val = embed_positions(encoder, dataset, val_pos, config.batch_size, clock=cost)
+    lap("embed_val")
     head = fit_probe_head(
-        emb_train, y_train, patterns, kind=config.head, C=config.C, mlp_hidden=config.mlp_hidden, seed=config.seed
+        emb_train,
+        y_train,
+        patterns,
+        kind=config.head,
+        C=config.C_grid,
+        mlp_hidden=config.mlp_hidden,
+        seed=config.seed,
+        class_weight=config.class_weight,
+        emb_val=emb_val,
+        y_val=y_val,
     )
     constant = head.fit_info.get("constant_patterns", [])
     log(
         f"probe: fitted {config.head} head on {len(patterns)} patterns in {lap('fit_head'):.1f}s"
+        + (f", C per pattern {head.fit_info['C']}" if "C" in head.fit_info else "")
         + (f"; constant (no train positive): {constant}" if constant else "")
     )
 
-    prob_val = head.predict_proba(embed_positions(encoder, dataset, val_pos, config.batch_size))
+    prob_val = head.predict_proba(emb_val)
     head_thresholds, val_threshold_reports = _thresholds(patterns, y_val, prob_val, config.target_precision)
     head.set_thresholds(head_thresholds, config.target_precision)
     unreachable = [p for p in patterns if np.isnan(head_thresholds[p])]
@@ -281,7 +357,7 @@ def run_probe(
         f"in {lap('val'):.1f}s" + (f"; unreachable for {unreachable}" if unreachable else "")
     )
 
-    prob_test = head.predict_proba(embed_positions(encoder, dataset, test_pos, config.batch_size))
+    prob_test = head.predict_proba(embed_positions(encoder, dataset, test_pos, config.batch_size, clock=cost))
     log(f"probe: scored {len(test_pos)} of {available['test']} test windows in {lap('test'):.1f}s")
 
     events = event_prefix_decisions(dataset, config.prefix_fracs)
@@ -293,6 +369,7 @@ def run_probe(
             events.decision_row.reshape(-1),
             np.repeat(dataset.store.offsets[:-1][events.ticker_id], n_fracs),
             config.batch_size,
+            cost,
         )
     ).reshape(n_events, n_fracs, len(patterns))  # [E, F, P]
     event_scores = {
@@ -327,8 +404,13 @@ def run_probe(
         scores_aug=scores_aug,
         n_boot=config.n_boot,
         seed=config.seed,
+        alert_budget_per_1000=config.alert_budget_per_1000,
+        design=bootstrap_design(dataset, test_pos, config),
     )
-    log(f"probe: metrics with {config.n_boot} bootstrap resamples in {lap('report'):.1f}s")
+    log(
+        f"probe: metrics with {config.n_boot} {report['config']['bootstrap']['scheme']} bootstrap resamples "
+        f"in {lap('report'):.1f}s"
+    )
 
     plots = {
         "pr_curves": pr_curves_png({name: (y_test[:, p], prob_test[:, p]) for p, name in enumerate(patterns)}),
@@ -354,7 +436,7 @@ def run_probe(
                     "embed_dim": encoder.embed_dim,
                     "input_channels": encoder.input_channels,
                     "normalization": encoder.normalization,
-                    "backbone": encoder.backbone.config.model_dump(mode="json"),
+                    **encoder.describe(),
                     "meta": encoder.meta,
                 },
                 "spec_fingerprint": dataset.spec.fingerprint(),
@@ -363,6 +445,12 @@ def run_probe(
             "patterns": list(patterns),
             "per_pattern": report["per_pattern"],
             "macro": report["macro"],
+            # Selection (of models, variants, the scan's default) reads these; test is only reported.
+            "val": {
+                "macro_auprc": report["macro"]["val_auprc"],
+                "per_pattern": {name: rep["val_auprc"] for name, rep in report["per_pattern"].items()},
+            },
+            "bootstrap": report["config"]["bootstrap"],
             "n_windows": {"train": len(train_pos), "val": len(val_pos), "test": len(test_pos)},
             "windows_available": available,
             "prevalence": {
@@ -383,13 +471,21 @@ def run_probe(
                 "val_thresholds": val_threshold_reports,
                 "fit_info": head.fit_info,
             },
-            "timings": timings,
+            # Seconds per stage; "embed" sums the embedding of every split and the events (not stability).
+            "timings": timings | {"embed": cost.get("embed_seconds", 0.0)},
+            # Compute cost beside quality (its seconds are timings.embed and timings.fit_head).
+            "cost": {
+                "windows_embedded": int(cost.get("windows_embedded", 0)),
+                "embed_dim": encoder.embed_dim,
+                "encoder_parameters": encoder.describe().get("n_parameters"),
+            },
         }
     )
     macro = report["macro"]
     log(
         f"probe: macro AUPRC {macro['auprc']:.4f} [{macro['ci_low']:.4f}, {macro['ci_high']:.4f}] "
-        f"on {len(test_pos)} test windows; total {timings['total']:.1f}s"
+        f"on {len(test_pos)} test windows (val {macro['val_auprc']:.4f}); {macro['reachable']}; "
+        f"total {timings['total']:.1f}s"
     )
     return ProbeResult(metrics=metrics, predictions=predictions, head=head, plots=plots)
 

@@ -27,6 +27,7 @@ from screener_ssl.ssl.encoder import Encoder, embed_positions
 from screener_ssl.ssl.objectives.base import FitJob, Objective, get_objective_class
 from screener_ssl.ssl.schema import SSLSchema
 from screener_ssl.ssl.trainer import TrainResult, seed_everything
+from screener_ssl.tracking.names import check_name
 
 COLLAPSE_SAMPLE = 1024
 
@@ -99,18 +100,31 @@ def pretrain_partition(
     checkpoint_dir = data_root / "checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     run_key = fingerprint(point.model_dump(mode="json"), schema.fingerprint)[:16]
-    checkpoint = checkpoint_dir / f"{resolved.model_type}__{point.variant}__{run_key}.pt"
+    checkpoint = checkpoint_dir / (
+        f"{check_name(resolved.model_type, 'model type')}__{check_name(point.variant, 'variant')}__{run_key}.pt"
+    )
     seed_everything(point.train.seed, point.train.threads)  # weights start from the same state for every path
     backbone = build_backbone(point.backbone, n_channels)
     log(f"{point.partition_key} ({resolved.model_type})")
     job = FitJob(dataset, point.train, point.augment, point.objective_config, checkpoint)
-    backbone, result = entry.fit(backbone, job, log=log)
+    fitted, result = entry.fit(backbone, job, log=log)
 
-    encoder = Encoder(backbone, normalization="none", meta={"objective": point.objective})
+    if isinstance(fitted, Encoder) or not hasattr(fitted, "forward"):  # a fitted feature extractor (minirocket)
+        encoder = fitted
+        windows_seen = int(getattr(fitted, "cost", {}).get("fit_windows", 0))
+        trained_parameters = encoder.describe().get("n_parameters")
+    else:
+        encoder = Encoder(fitted, normalization="none", meta={"objective": point.objective})
+        windows_seen = result.steps * (point.train.batch_size if entry.trains else 0)
+        trained_parameters = sum(p.numel() for p in fitted.parameters()) if entry.trains else 0
     rng = np.random.default_rng(point.train.seed)
     val_pos = dataset.index.rows_of("val")
     sample = rng.choice(val_pos, size=min(COLLAPSE_SAMPLE, len(val_pos)), replace=False)
-    collapse = collapse_report(embed_positions(encoder, dataset, np.sort(sample)))
+    embed_started = time.perf_counter()
+    collapse = collapse_report(
+        embed_positions(encoder, dataset, np.sort(sample)), objective_facts=result.objective_facts
+    )
+    collapse_embed_s = time.perf_counter() - embed_started
 
     written = write_run(
         data_root,
@@ -132,10 +146,20 @@ def pretrain_partition(
                 "windows_per_s": result.windows_per_s,
                 "train_seconds": result.seconds,
                 "resumed_from_step": result.resumed_from_step,
+                "diverged_at_step": result.diverged_at_step,
                 "last_logs": result.last_logs,
                 "collapse": collapse,
             },
             "loss_curve": result.losses,
+            # Compute cost beside quality (the probe adds embedding and head seconds).
+            "cost": {
+                "pretrain_seconds": result.seconds,
+                "windows_seen": int(windows_seen),
+                "encoder_parameters": encoder.describe().get("n_parameters"),
+                "trained_parameters": trained_parameters,
+                "collapse_embed_seconds": collapse_embed_s,
+                **({"minirocket": dict(encoder.cost)} if hasattr(encoder, "cost") else {}),
+            },
         },
         experiment={
             "model_type": resolved.model_type,
@@ -152,6 +176,7 @@ def pretrain_partition(
         started=started,
         run_context=run_context,
         environ=environ,
+        write_extra=result.write_extra,
     )
     checkpoint.unlink(missing_ok=True)
     log(

@@ -5,6 +5,12 @@ from a ``grids`` entry (every combination of the listed values becomes one
 named point, ``<grid>-<value>[-<value>...]``). Each point overrides the
 defaults section by section (``backbone``, ``train``, ``augment``,
 ``objective``, ``probe``).
+
+Seeds are replicates, each its own run: a variant may name ``seeds: [0, 1, 2]``
+(or the file's top-level ``seeds`` applies); a variant with more than one seed
+expands into ``<variant>-s<seed>`` points whose ``train.seed`` is that seed
+(the probe's own seed stays put, so every replicate is scored on the same rows).
+``partition_keys(variant)`` matches either the expanded or the declared name.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.trainer import TrainConfig
+from screener_ssl.runs.sweep_checks import check_names, describe_validation_error, validate_point
 
 DEFAULT_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "default.yaml"
 SECTIONS = ("backbone", "train", "augment", "objective", "probe")
@@ -45,6 +52,7 @@ class ObjectiveEntry(BaseModel):
 class SweepFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: DatasetSection = DatasetSection()
+    seeds: list[int] | None = None  # replicates of every variant that names none
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
     objectives: dict[str, ObjectiveEntry]
 
@@ -60,6 +68,11 @@ class SweepPoint(BaseModel):
     augment: AugmentConfig
     objective_config: dict[str, Any]
     probe: dict[str, Any]
+    declared_variant: str = ""  # the variant's name before seed expansion ("" = same as variant)
+
+    @property
+    def base_variant(self) -> str:
+        return self.declared_variant or self.variant
 
     @property
     def partition_key(self) -> str:
@@ -104,7 +117,29 @@ class Sweep:
                     if name in named:
                         raise SweepError(f"{source}: objectives.{objective}: grid point {name!r} clashes with a variant")
                     named[name] = _dotted_to_nested(dict(zip(keys, combo)))
+            expanded: dict[str, tuple[str, dict]] = {}
             for variant, overrides in named.items():
+                overrides = dict(overrides)
+                seeds = overrides.pop("seeds", spec.seeds)
+                if seeds is not None and (
+                    not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and x >= 0 for x in seeds)
+                    or len(set(seeds)) != len(seeds)
+                ):
+                    raise SweepError(
+                        f"{source}: objectives.{objective}.variants.{variant}: seeds must be a list of distinct "
+                        f"non-negative integers, found {seeds!r}"
+                    )
+                if seeds is None or len(seeds) == 1:
+                    if seeds:
+                        overrides["train"] = {**overrides.get("train", {}), "seed": seeds[0]}
+                    expanded[variant] = (variant, overrides)
+                    continue
+                for seed in seeds:
+                    name = f"{variant}-s{seed}"
+                    if name in named:
+                        raise SweepError(f"{source}: objectives.{objective}: seed point {name!r} clashes with a variant")
+                    expanded[name] = (variant, {**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
+            for variant, (declared, overrides) in expanded.items():
                 unknown = set(overrides) - set(SECTIONS)
                 if unknown:
                     raise SweepError(
@@ -112,18 +147,23 @@ class Sweep:
                         f"expected {SECTIONS}"
                     )
                 merged = {s: _merge(spec.defaults.get(s, {}), overrides.get(s, {})) for s in SECTIONS}
-                try:
+                problems = check_names(source, objective, variant)
+                sections = {}
+                for section, model in (("backbone", BackboneConfig), ("train", TrainConfig), ("augment", AugmentConfig)):
+                    try:
+                        sections[section] = model.model_validate(merged[section])
+                    except ValidationError as exc:
+                        problems.append(describe_validation_error(exc, source, objective, variant, section))
+                if not problems:
                     point = SweepPoint(
-                        objective=objective,
-                        variant=variant,
-                        backbone=BackboneConfig.model_validate(merged["backbone"]),
-                        train=TrainConfig.model_validate(merged["train"]),
-                        augment=AugmentConfig.model_validate(merged["augment"]),
-                        objective_config=merged["objective"],
-                        probe=merged["probe"],
+                        objective=objective, variant=variant, **sections,
+                        objective_config=merged["objective"], probe=merged["probe"],
+                        declared_variant="" if declared == variant else declared,
                     )
-                except ValidationError as exc:
-                    raise SweepError(f"{source}: objectives.{objective}, variant {variant!r}: {exc}") from exc
+                    # Objective, its config and the probe config: checked now, not when the asset runs.
+                    problems = validate_point(point, source)
+                if problems:
+                    raise SweepError("\n".join(problems))
                 self.points[(objective, variant)] = point
 
     @property
@@ -144,7 +184,11 @@ class Sweep:
         return self.points[(objective, variant)]
 
     def partition_keys(self, variant: str | None = None) -> list[str]:
-        return [p.partition_key for (o, v), p in self.points.items() if variant is None or v == variant]
+        return [
+            p.partition_key
+            for (o, v), p in self.points.items()
+            if variant is None or variant in (v, p.base_variant)
+        ]
 
 
 def load_sweep(path: str | Path | None = None) -> Sweep:

@@ -75,5 +75,6 @@ def write_run(
                 "timings": {"started": started, "finished": finished, "seconds": finished - started},
             },
         )
-        weights_hash = hashlib.sha256((tmp / "encoder.pt").read_bytes()).hexdigest()
+        weights_file = tmp / ("encoder.pt" if (tmp / "encoder.pt").exists() else "minirocket.pkl")
+        weights_hash = hashlib.sha256(weights_file.read_bytes()).hexdigest()
     return WrittenRun(final_dir, fingerprint({"weights": weights_hash, "schema": schema.fingerprint}))

@@ -34,12 +34,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from screener_ssl.data.bars import _is_sorted_by_ticker_date
 from screener_ssl.data.contracts import BAR_COLUMNS
 from screener_ssl.data.features import compute_shape_features
+from screener_ssl.data.recent_bars import usable_recent_table
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import load_schema
 
 AUPRC_COLUMN = "probe_metrics.macro.auprc"
+# Models are chosen on val; the test AUPRC is reported, never used to choose.
+VAL_AUPRC_COLUMN = "probe_metrics.val.macro_auprc"
 SCORE_COLUMNS: dict[str, pl.DataType] = {
     "ticker": pl.String(),
     "date": pl.Date(),
@@ -132,14 +135,20 @@ def load_latest_bars(
         missing = [c for c in BAR_COLUMNS if c not in present]
         if missing:
             raise ValueError(f"{db_path}: table {table!r} lacks bar columns {missing}")
+        # The recent-dates slice kept beside the table answers the same query from far fewer rows.
+        recent_slice = usable_recent_table(con, table)
+        source = _quote_identifier(recent_slice[0]) if recent_slice else name
         if as_of is None:
-            as_of = con.execute(f"SELECT max(date) FROM {name}").fetchone()[0]
+            as_of = con.execute(f"SELECT max(date) FROM {source}").fetchone()[0]
             if as_of is None:
                 raise ValueError(f"{db_path}: table {table!r} is empty")
-        cutoff = _kth_latest_date(con, name, as_of, k)
+        cutoff = _kth_latest_date(con, source, as_of, k) if recent_slice else dt.date.min
+        if not recent_slice or as_of < recent_slice[1] or cutoff < recent_slice[1]:
+            source = name  # the window reaches back before the slice: read the whole table
+            cutoff = _kth_latest_date(con, name, as_of, k)
         # No ORDER BY: the scan keeps the table's (usually sorted) order; sorting costs more than checking.
         recent = con.execute(
-            f"SELECT {columns} FROM {name} WHERE date >= $cutoff AND date <= $as_of",
+            f"SELECT {columns} FROM {source} WHERE date >= $cutoff AND date <= $as_of",
             {"cutoff": cutoff, "as_of": as_of},
         ).pl()
         short = recent.group_by("ticker").len().filter(pl.col("len") < k).select("ticker")
@@ -296,15 +305,23 @@ def batched_embeddings(
     chunk_size: int,
     device: str = "cpu",
 ) -> np.ndarray:
-    """``x, observed [n, W, C]`` -> embeddings at the decision bar ``[n, D]`` float32, in chunks."""
+    """``x, observed [n, W, C]`` -> embeddings at the decision bar ``[n, D]`` float32, in chunks.
+
+    ``pooled`` computes the last position only (the TCN evaluates just its receptive cone).
+    On CUDA the chunks go through pinned memory and come back in one copy at the end.
+    """
     n = x.shape[0]
-    out = np.empty((n, backbone.embed_dim), dtype=np.float32)
+    on_cuda = torch.device(device).type == "cuda"
+    out = torch.empty((n, backbone.embed_dim), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for begin in range(0, n, chunk_size):
-            xb = torch.from_numpy(x[begin : begin + chunk_size]).to(device, non_blocking=True)
-            ob = torch.from_numpy(observed[begin : begin + chunk_size]).to(device, non_blocking=True)
-            out[begin : begin + chunk_size] = backbone(xb, ob)[:, -1].float().cpu().numpy()
-    return out
+            xb = torch.from_numpy(x[begin : begin + chunk_size])
+            ob = torch.from_numpy(observed[begin : begin + chunk_size])
+            if on_cuda:
+                xb, ob = xb.pin_memory(), ob.pin_memory()
+            xb, ob = xb.to(device, non_blocking=True), ob.to(device, non_blocking=True)
+            out[begin : begin + chunk_size] = backbone.pooled(xb, ob).float()
+    return out.cpu().numpy()
 
 
 def _ranked_scores(
@@ -421,13 +438,17 @@ def scan_market(
 
 
 def select_best_run(index: pl.DataFrame) -> Path:
-    """The ``run_dir`` of the run with the highest macro AUPRC among runs that have a ``probe_head.json``."""
-    for column in ("run_dir", AUPRC_COLUMN):
+    """The ``run_dir`` of the run with the highest VAL macro AUPRC among runs that have a ``probe_head.json``.
+
+    Test AUPRC plays no part: choosing the deployed model on test would make its
+    reported test score optimistic.
+    """
+    for column in ("run_dir", VAL_AUPRC_COLUMN):
         if column not in index.columns:
             raise ValueError(f"the experiment index has no column {column!r}; run the probe and rebuild the index")
     rows = index.select(
         pl.col("run_dir").cast(pl.String),
-        pl.col(AUPRC_COLUMN).cast(pl.Float64, strict=False).alias("auprc"),
+        pl.col(VAL_AUPRC_COLUMN).cast(pl.Float64, strict=False).alias("auprc"),
         *([pl.col("run_id").cast(pl.String)] if "run_id" in index.columns else [pl.lit("").alias("run_id")]),
     ).filter(pl.col("auprc").is_not_null() & pl.col("auprc").is_not_nan() & pl.col("run_dir").is_not_null())
     candidates = [
@@ -437,9 +458,9 @@ def select_best_run(index: pl.DataFrame) -> Path:
     ]
     if not candidates:
         raise FileNotFoundError(
-            f"no run in the experiment index has both a finite {AUPRC_COLUMN} and a {HEAD_FILE} "
-            f"({index.height} rows, {rows.height} with an AUPRC); run probe_metrics first"
+            f"no run in the experiment index has both a finite {VAL_AUPRC_COLUMN} and a {HEAD_FILE} "
+            f"({index.height} rows, {rows.height} with a val AUPRC); run probe_metrics first"
         )
-    # Highest AUPRC; among equals the latest run id (ids sort by creation time).
+    # Highest val AUPRC; among equals the latest run id (ids sort by creation time).
     best = max(candidates, key=lambda c: (c[0], c[1]))
     return Path(best[2])

@@ -32,11 +32,17 @@ def effective_rank(embeddings) -> float:
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def collapse_report(embeddings: np.ndarray) -> dict:
-    """Per-dimension std and effective rank of ``embeddings [N, D]``, with the thresholds used."""
+def collapse_report(embeddings: np.ndarray, objective_facts: dict[str, dict] | None = None) -> dict:
+    """Per-dimension std and effective rank of ``embeddings [N, D]``, with the thresholds used.
+
+    ``objective_facts`` (from ``Objective.collapse_facts``, e.g. codebook usage) are kept in
+    the report under ``objective_facts``; any of them flagged ``collapsed`` marks the run collapsed.
+    """
     std = embeddings.std(axis=0)
     rank = effective_rank(embeddings)
     dead_share = float((std < DEAD_DIM_STD).mean())
+    facts = dict(objective_facts or {})
+    collapsed_facts = sorted(name for name, fact in facts.items() if fact.get("collapsed"))
     return {
         "n": int(embeddings.shape[0]),
         "dim": int(embeddings.shape[1]),
@@ -50,7 +56,9 @@ def collapse_report(embeddings: np.ndarray) -> dict:
             "max_dead_dim_share": MAX_DEAD_DIM_SHARE,
             "dead_dim_std": DEAD_DIM_STD,
         },
-        "collapsed": bool(rank < MIN_EFFECTIVE_RANK or dead_share > MAX_DEAD_DIM_SHARE),
+        "objective_facts": facts,
+        "collapsed_facts": collapsed_facts,
+        "collapsed": bool(rank < MIN_EFFECTIVE_RANK or dead_share > MAX_DEAD_DIM_SHARE or collapsed_facts),
     }
 
 
@@ -66,7 +74,9 @@ def judge_collapse(report: dict, rule: str = "std_and_rank") -> bool:
     if rule == "std_and_rank":
         return bool(report["collapsed"])
     if rule == "rank_only":
-        return bool(report["effective_rank"] < report["thresholds"]["min_effective_rank"])
+        return bool(
+            report["effective_rank"] < report["thresholds"]["min_effective_rank"] or report.get("collapsed_facts")
+        )
     raise ValueError(f"unknown collapse rule {rule!r}; known: {list(COLLAPSE_RULES)}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from screener_ssl.data.dataset import Dataset
 
 Normalization = Literal["expanding_zscore", "none"]
+# How a per-timestep embedding becomes the embedding at t: the step itself ("last"), or a
+# running max / mean over every visible step up to t (TS2Vec's full-series max pooling, prefix-only).
+Pooling = Literal["last", "max", "mean"]
+POOLINGS: tuple[str, ...] = ("last", "max", "mean")
 
 
 def expanding_zscore(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,13 +42,58 @@ def expanding_zscore(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(z, -ZSCORE_CLIP, ZSCORE_CLIP).astype(np.float32), observed
 
 
-class Encoder:
-    """Embeds ``[N, T, C]`` arrays with a frozen backbone; ``encode(X)[:, t]`` depends only on ``X[:, :t+1]``."""
+def causal_pool(h: torch.Tensor, visible: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """Running pooling of ``h [B, T, D]`` over visible steps ``visible [B, T]`` (bool) up to each t.
 
-    def __init__(self, backbone: SSLBackbone, normalization: Normalization, meta: dict[str, Any] | None = None):
+    Step t of the result depends on steps ``<= t`` only. Steps before the first visible one
+    (left padding) stay 0; a masked step inside the window is skipped, not counted.
+    """
+    assert h.dim() == 3 and visible.shape == h.shape[:2], f"h {tuple(h.shape)} and visible {tuple(visible.shape)}"
+    if pooling == "last":
+        return h
+    vis = visible.unsqueeze(-1)  # [B, T, 1]
+    if pooling == "max":
+        pooled = torch.where(vis, h, torch.full_like(h, float("-inf"))).cummax(dim=1).values
+        return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))
+    if pooling == "mean":
+        count = vis.to(h.dtype).cumsum(dim=1)  # [B, T, 1]
+        total = torch.where(vis, h, torch.zeros_like(h)).cumsum(dim=1)
+        return total / count.clamp(min=1.0)
+    raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
+
+
+class Encoder:
+    """Embeds ``[N, T, C]`` arrays with a frozen backbone; ``encode(X)[:, t]`` depends only on ``X[:, :t+1]``.
+
+    ``pooling`` (default for every call; each call may override it): "last" = the backbone's
+    embedding at t, "max"/"mean" = a running max/mean of it over every visible step up to t.
+    """
+
+    def __init__(
+        self,
+        backbone: SSLBackbone,
+        normalization: Normalization,
+        meta: dict[str, Any] | None = None,
+        pooling: Pooling = "last",
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
         self.backbone = backbone.eval()
         self.normalization = normalization
         self.meta = dict(meta or {})
+        self.pooling = pooling
+
+    def with_pooling(self, pooling: Pooling) -> "Encoder":
+        """The same frozen backbone with another default pooling."""
+        return Encoder(self.backbone, self.normalization, self.meta, pooling=pooling)
+
+    def describe(self) -> dict[str, Any]:
+        """What a probe records about this encoder."""
+        return {
+            "backbone": self.backbone.config.model_dump(mode="json"),
+            "pooling": self.pooling,
+            "n_parameters": int(sum(p.numel() for p in self.backbone.parameters())),
+        }
 
     @property
     def input_channels(self) -> int:
@@ -63,21 +113,37 @@ class Encoder:
         return np.where(observed, X, 0.0).astype(np.float32), observed
 
     @torch.inference_mode()
-    def encode(self, X: np.ndarray, per_timestep: bool = False, batch_size: int = 256) -> np.ndarray:
+    def encode(
+        self, X: np.ndarray, per_timestep: bool = False, batch_size: int = 256, pooling: Pooling | None = None
+    ) -> np.ndarray:
         """``X float [N, T, C]`` (NaN = missing) -> ``[N, D]`` at the last step, or ``[N, T, D]``."""
         x, observed = self.prepare(X)
-        return self.encode_prepared(x, observed, per_timestep=per_timestep, batch_size=batch_size)
+        return self.encode_prepared(x, observed, per_timestep=per_timestep, batch_size=batch_size, pooling=pooling)
 
     @torch.inference_mode()
     def encode_prepared(
-        self, x: np.ndarray, observed: np.ndarray, per_timestep: bool = False, batch_size: int = 256
+        self,
+        x: np.ndarray,
+        observed: np.ndarray,
+        per_timestep: bool = False,
+        batch_size: int = 256,
+        pooling: Pooling | None = None,
     ) -> np.ndarray:
         """Already-normalized ``x, observed [N, T, C]`` -> embeddings (no further normalization)."""
+        pooling = pooling or self.pooling
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
         out = []
         for i in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
             ob = torch.from_numpy(np.ascontiguousarray(observed[i : i + batch_size]))
+            if pooling == "last" and not per_timestep:
+                # pooled(): the last step alone, through the backbone's cheaper form where it has one.
+                out.append(self.backbone.pooled(xb, ob).numpy())
+                continue
             h = self.backbone(xb, ob)
+            if pooling != "last":
+                h = causal_pool(h, ob.any(dim=-1), pooling)  # a step is visible when any channel is
             out.append((h if per_timestep else h[:, -1]).numpy())
         if not out:
             shape = (0, x.shape[1], self.embed_dim) if per_timestep else (0, self.embed_dim)
@@ -94,6 +160,7 @@ class Encoder:
                 "backbone": self.backbone.config.model_dump(mode="json"),
                 "input_channels": self.input_channels,
                 "normalization": self.normalization,
+                "pooling": self.pooling,
                 "meta": self.meta,
             },
         )
@@ -101,24 +168,46 @@ class Encoder:
 
 
 def load_encoder(directory: str | Path) -> Encoder:
+    """The encoder saved in ``directory``: a backbone :class:`Encoder`, or a fitted MiniRocket."""
     directory = Path(directory)
     spec_path = directory / "encoder.json"
     if not spec_path.exists():
         raise FileNotFoundError(f"no encoder at {directory} (missing encoder.json)")
-    spec = json.loads(spec_path.read_text())
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"encoder spec {spec_path} is corrupt ({err}); rematerialize the run") from err
+    if spec.get("kind") == "minirocket":
+        from screener_ssl.ssl.minirocket import load_minirocket
+
+        return load_minirocket(directory)
     backbone = build_backbone(BackboneConfig.model_validate(spec["backbone"]), int(spec["input_channels"]))
-    state = torch.load(directory / "encoder.pt", map_location="cpu", weights_only=True)
-    backbone.load_state_dict(state)
-    return Encoder(backbone, spec["normalization"], spec.get("meta"))
+    weights = directory / "encoder.pt"
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        backbone.load_state_dict(state)
+    except Exception as err:  # truncated, garbage, or weights of another backbone
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"encoder weights {weights} cannot be loaded ({first_line}); rematerialize the run") from err
+    return Encoder(backbone, spec["normalization"], spec.get("meta"), pooling=spec.get("pooling", "last"))
 
 
 # --------------------------------------------------------------------------- the one embed path
 
 
 def embed_decisions(
-    encoder: Encoder, dataset: "Dataset", decision_row: np.ndarray, ticker_start: np.ndarray, batch_size: int = 1024
+    encoder: Encoder,
+    dataset: "Dataset",
+    decision_row: np.ndarray,
+    ticker_start: np.ndarray,
+    batch_size: int = 1024,
+    clock: dict | None = None,
 ) -> np.ndarray:
-    """Embeddings ``[n, D]`` float32 at global ``decision_row [n]`` (first row of each ticker: ``ticker_start [n]``)."""
+    """Embeddings ``[n, D]`` float32 at global ``decision_row [n]`` (first row of each ticker: ``ticker_start [n]``).
+
+    ``clock``, when given, accumulates ``embed_seconds`` and ``windows_embedded`` (compute cost).
+    """
+    started = time.perf_counter()
     decision_row = np.asarray(decision_row, dtype=np.int64)
     ticker_start = np.asarray(ticker_start, dtype=np.int64)
     out = np.empty((decision_row.shape[0], encoder.embed_dim), dtype=np.float32)
@@ -126,12 +215,17 @@ def embed_decisions(
         sl = slice(i, i + batch_size)
         x, observed = dataset.windows_at(decision_row[sl], ticker_start[sl])
         out[sl] = encoder.encode_prepared(x, observed, batch_size=batch_size)
+    if clock is not None:
+        clock["embed_seconds"] = clock.get("embed_seconds", 0.0) + time.perf_counter() - started
+        clock["windows_embedded"] = clock.get("windows_embedded", 0) + int(decision_row.shape[0])
     return out
 
 
-def embed_positions(encoder: Encoder, dataset: "Dataset", positions: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def embed_positions(
+    encoder: Encoder, dataset: "Dataset", positions: np.ndarray, batch_size: int = 1024, clock: dict | None = None
+) -> np.ndarray:
     """Embeddings ``[n, D]`` at the decision row of the windows at index ``positions``."""
     positions = np.asarray(positions, dtype=np.int64)
     return embed_decisions(
-        encoder, dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions), batch_size
+        encoder, dataset, dataset.index.decision_row[positions], dataset.ticker_start(positions), batch_size, clock
     )

@@ -35,6 +35,7 @@ from screener_ssl.data.dataset import Dataset
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
+from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
 from screener_ssl.ssl.trainer import (
@@ -71,7 +72,7 @@ class FinetuneConfig(BaseModel):
     prior_correction: bool = True
     jitter_sigma: float = Field(0.0, ge=0.0, le=1.0)  # Gaussian noise on observed cells, z-score units
     val_windows: int = Field(VAL_SAMPLE_MAX, ge=1, le=1_000_000)  # seeded val sample for val_loss
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     threads: int = Field(2, ge=1, le=256)
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(50, ge=1)
@@ -283,7 +284,7 @@ def train_classifier(
     losses: list[float] = []
     start_step = 0
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = load_checkpoint(checkpoint_path)
         differing = diff_fields(config, state["config"])
         if differing:
             raise ValueError(
@@ -328,8 +329,7 @@ def train_classifier(
                 f"lr {scheduler.get_last_lr()[-1]:.2e} {rate:.0f} windows/s"
             )
         if checkpoint_path is not None and done % config.checkpoint_every == 0 and done < config.steps:
-            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_torch_save(
+            save_checkpoint(
                 checkpoint_path,
                 {
                     "classifier": classifier.state_dict(),

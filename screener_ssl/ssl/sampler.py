@@ -3,16 +3,59 @@
 Index-level randomness (which windows, t*, crop lengths) uses a numpy Generator;
 value-level augmentation uses a torch Generator. Both are seeded and their state
 is part of a checkpoint, so a resumed run continues the same stream.
+
+A predictive objective asks for ``future_bars`` > 0: each batch then also carries the
+bars t*+1 .. t*+H (targets only, never part of a view) in ``extras``, and only windows
+whose future stays inside the candidate set's own span of their ticker are drawn, so
+when the candidates are the train split the future bars are train bars too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from screener_ssl.data.windows import WindowSpec, gather_windows
+from screener_ssl.data.windows import ZSCORE_CLIP, ZSCORE_EPS, WindowSpec, gather_windows, zscore_observed
 from screener_ssl.ssl.augment import AugmentConfig, augment_view, sample_crop_lengths, sample_decision_offsets
 from screener_ssl.ssl.objectives.base import SSLBatch, View
+
+
+@dataclass(frozen=True)
+class GatheredRows:
+    """The feature rows of B windows ending at their t*, gathered once; views are masks over them.
+
+    ``view(lengths, decision_known)`` equals ``gather_windows(values, start, decision, W,
+    lengths=lengths, open_known=...)`` bit for bit: a crop only hides the oldest bars and the
+    censoring only hides cells of the last bar, so neither needs another gather.
+    """
+
+    x: np.ndarray  # float32 [B, W, C], raw feature values (NaN kept; padding rows repeat t*)
+    present: np.ndarray  # bool [B, W, C]: inside the ticker's history and finite
+    back: np.ndarray  # int64 [W]: bars before t* at each position (W-1 .. 0)
+
+    def view(
+        self, lengths: np.ndarray, decision_known: np.ndarray, normalize: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """lengths int [B] bars kept up to t*; decision_known bool [B, C] cells kept on bar t*."""
+        observed = self.present & (self.back[None, :] < np.asarray(lengths)[:, None])[:, :, None]
+        observed[:, -1, :] &= decision_known
+        x = np.where(observed, self.x, np.float32(0.0))
+        return (zscore_observed(x, observed) if normalize else x), observed
+
+
+def gather_window_rows(values: np.ndarray, ticker_start: np.ndarray, decision_row: np.ndarray, window: int) -> GatheredRows:
+    """values float32 [N, C]; ticker_start, decision_row int64 [B] -> the rows of each window, once."""
+    decision_row = np.asarray(decision_row, dtype=np.int64)
+    ticker_start = np.asarray(ticker_start, dtype=np.int64)
+    batch, n_channels = decision_row.shape[0], values.shape[1]
+    back = np.arange(window - 1, -1, -1, dtype=np.int64)
+    rows = decision_row[:, None] - back[None, :]  # [B, W]
+    in_ticker = rows >= ticker_start[:, None]
+    rows = np.where(in_ticker, rows, decision_row[:, None])
+    x = np.asarray(values[rows.reshape(-1)], dtype=np.float32).reshape(batch, window, n_channels)
+    return GatheredRows(x=x, present=in_ticker[:, :, None] & np.isfinite(x), back=back)
 
 
 class WindowSampler:
@@ -31,14 +74,36 @@ class WindowSampler:
         neighbors_per_anchor: int = 0,
         neighbor_radius: int = 0,
         normalize: bool = True,
+        future_bars: int = 0,
     ) -> None:
-        """values: float32 [N, C]; ticker_start, decision_row: int64 [M] for the candidate windows."""
+        """values: float32 [N, C]; ticker_start, decision_row: int64 [M] for the candidate windows.
+
+        ``future_bars`` > 0: hand over the H bars after t* as ``extras`` and keep only candidates
+        whose decision row + H does not pass the last candidate row of their ticker.
+        """
         if len(decision_row) == 0:
             raise ValueError("no windows to sample from (the training split is empty)")
         assert ticker_start.shape == decision_row.shape
+        if future_bars < 0:
+            raise ValueError(f"future_bars must be >= 0, got {future_bars}")
+        if future_bars > spec.embargo:
+            # Defence in depth beside the candidate filter below: no future can jump a whole embargo.
+            raise ValueError(
+                f"a prediction horizon of {future_bars} bars exceeds the embargo of {spec.embargo} bars "
+                f"between splits; the embargo must cover the horizon (widen it or shorten the horizon)"
+            )
         self.values = values
         self.ticker_start = np.asarray(ticker_start, dtype=np.int64)
         self.decision_row = np.asarray(decision_row, dtype=np.int64)
+        self.future_bars = int(future_bars)
+        if self.future_bars > 0:
+            keep = future_inside_candidates(self.ticker_start, self.decision_row, self.future_bars)
+            if not keep.any():
+                raise ValueError(
+                    f"no candidate window has {self.future_bars} future bars inside its split "
+                    f"({len(decision_row)} candidates); shorten the prediction horizon"
+                )
+            self.ticker_start, self.decision_row = self.ticker_start[keep], self.decision_row[keep]
         self.spec = spec
         self.augment = augment
         self.n_views = n_views
@@ -81,13 +146,22 @@ class WindowSampler:
             sample_crop_lengths(self.rng, len(picks), window, self.spec.crop_lengths, self.augment)
             for _ in range(max(self.n_views, 1))
         ]
-        clean_x, clean_obs = self._gather(start, decision, crops[0], keep_whole)
+        # Each window's rows are gathered once; every view is a crop + censoring mask over them.
+        rows = gather_window_rows(self.values, start, decision, window)
+        decision_known = np.where(keep_whole[:, None], True, self.open_known[None, :])  # [B, C]
+        extras: dict[str, torch.Tensor] = {}
+        if self.future_bars > 0:
+            raw_x, clean_obs = rows.view(crops[0], decision_known, False)
+            clean_x, future_x, future_obs = self._with_future(raw_x, clean_obs, start, decision)
+            extras = {"future_x": torch.from_numpy(future_x), "future_observed": torch.from_numpy(future_obs)}
+        else:
+            clean_x, clean_obs = rows.view(crops[0], decision_known, self.normalize)
         views = []
         for v in range(self.n_views):
             if v == 0:
                 x, obs = clean_x, clean_obs
             else:
-                x, obs = self._gather(start, decision, crops[v], keep_whole)
+                x, obs = rows.view(crops[v], decision_known, self.normalize)
             xa, oa = augment_view(torch.from_numpy(x), torch.from_numpy(obs), self.augment, self.gen)
             views.append(View(xa, oa))
         return SSLBatch(
@@ -96,22 +170,36 @@ class WindowSampler:
             # A ticker's first feature row identifies it uniquely within the store.
             ticker_id=torch.from_numpy(start.astype(np.int64)),
             decision_bar=torch.from_numpy((decision - start).astype(np.int64)),
+            extras=extras,
         )
 
-    def _gather(self, start, decision, lengths, keep_whole) -> tuple[np.ndarray, np.ndarray]:
-        x, obs = gather_windows(
-            self.values, start, decision, self.spec.window_max, lengths=lengths, open_known=self.open_known,
-            normalize=self.normalize,
+    def _with_future(self, raw_x, obs, start, decision):
+        """The clean window (normalized as configured) and the H whole bars after t* ``[B, H, C]``.
+
+        The future is z-scored with the clean window's own statistics (its observed cells up to
+        t*), so a target keeps its level relative to the context; no statistic reads the future.
+        """
+        horizon = self.future_bars
+        future_x, future_obs = gather_windows(
+            self.values, start, decision + horizon, horizon, open_known=np.ones_like(self.open_known), normalize=False
         )
-        if keep_whole.any():
-            xw, ow = gather_windows(
-                self.values,
-                start[keep_whole],
-                decision[keep_whole],
-                self.spec.window_max,
-                lengths=lengths[keep_whole],
-                open_known=np.ones_like(self.open_known),
-                normalize=self.normalize,
-            )
-            x[keep_whole], obs[keep_whole] = xw, ow
-        return x, obs
+        if not self.normalize:
+            return raw_x, future_x, future_obs
+        count = np.maximum(obs.sum(axis=1, keepdims=True).astype(np.float32), 1.0)
+        mean = raw_x.sum(axis=1, keepdims=True) / count  # [B, 1, C]; unobserved cells are zero
+        centered = np.where(obs, raw_x - mean, np.float32(0.0))
+        std = np.sqrt((centered * centered).sum(axis=1, keepdims=True) / count)
+        future_z = np.clip((future_x - mean) / (std + ZSCORE_EPS), -ZSCORE_CLIP, ZSCORE_CLIP)
+        future_z = np.where(future_obs, future_z, np.float32(0.0)).astype(np.float32)
+        return zscore_observed(raw_x, obs), future_z, future_obs
+
+def future_inside_candidates(ticker_start: np.ndarray, decision_row: np.ndarray, horizon: int) -> np.ndarray:
+    """bool [M]: candidates whose ``decision_row + horizon`` does not pass their ticker's last candidate row.
+
+    Rows of a ticker are consecutive bars and a split is a contiguous date range, so a future
+    that ends at or before a candidate of the same split stays inside that split.
+    """
+    tickers, inverse = np.unique(ticker_start, return_inverse=True)
+    last = np.full(len(tickers), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last, inverse, decision_row)
+    return decision_row + horizon <= last[inverse]

@@ -97,26 +97,36 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"index: cannot read run artifact {path}: {err}") from err
 
 
-def scan_runs(models_root: str | Path) -> list[dict[str, Any]]:
+def scan_runs(models_root: str | Path, problems: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """One flat dict per complete run under ``models_root``.
 
     Columns: model_type, run_id, run_dir, then ``<file stem>.<dotted key>`` for
     each JSON of :data:`RUN_JSON_FILES` present in the run dir. A JSON whose
     top level is not an object is stored whole as a JSON string under its stem.
+
+    A run with an unreadable JSON (corrupt, truncated, not UTF-8) is left out and
+    described in ``problems`` (run_dir, file, error) when a list is given; without
+    one it raises, naming the file.
     """
     rows = []
     for model_type, run_id, path in iter_run_dirs(models_root):
         row: dict[str, Any] = {"model_type": model_type, "run_id": run_id, "run_dir": str(path)}
-        for file_name in RUN_JSON_FILES:
-            file = path / file_name
-            if not file.is_file():
-                continue
-            stem = file_name.removesuffix(".json")
-            content = _read_json(file)
-            if isinstance(content, Mapping):
-                row.update(flatten(content, stem))
-            else:
-                row[stem] = json.dumps(content, sort_keys=True)
+        try:
+            for file_name in RUN_JSON_FILES:
+                file = path / file_name
+                if not file.is_file():
+                    continue
+                stem = file_name.removesuffix(".json")
+                content = _read_json(file)
+                if isinstance(content, Mapping):
+                    row.update(flatten(content, stem))
+                else:
+                    row[stem] = json.dumps(content, sort_keys=True)
+        except ValueError as err:
+            if problems is None:
+                raise
+            problems.append({"run_dir": str(path), "file": file_name, "error": str(err)})
+            continue
         rows.append(row)
     return rows
 
@@ -139,13 +149,15 @@ def _column(name: str, values: list[Any]) -> pl.Series:
     return pl.Series(name, as_text, dtype=pl.String)
 
 
-def build_index(models_root: str | Path) -> pl.DataFrame:
+def build_index(models_root: str | Path, problems: list[dict[str, str]] | None = None) -> pl.DataFrame:
     """The index table: one row per run, the union of all runs' columns (missing = null).
 
     Column order: model_type, run_id, run_dir, then the rest sorted. Rows are
-    sorted by (model_type, run_id); run ids sort by creation time.
+    sorted by (model_type, run_id); run ids sort by creation time. With a
+    ``problems`` list, unreadable runs are skipped and reported there (see
+    :func:`scan_runs`).
     """
-    rows = scan_runs(models_root)
+    rows = scan_runs(models_root, problems)
     keys = sorted({k for row in rows for k in row} - set(ID_COLUMNS))
     columns = list(ID_COLUMNS) + keys
     return pl.DataFrame([_column(c, [row.get(c) for row in rows]) for c in columns])

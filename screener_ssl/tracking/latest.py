@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from screener_ssl.tracking.artifacts import atomic_write_json
+from screener_ssl.tracking.names import check_name
 
 POINTER_DIR = Path("models") / "_partitions"
 
 
 def _pointer(data_root: Path, objective: str, variant: str) -> Path:
-    return data_root / POINTER_DIR / f"{objective}__{variant}.json"
+    return data_root / POINTER_DIR / f"{check_name(objective, 'objective')}__{check_name(variant, 'variant')}.json"
 
 
 def record_partition_run(data_root: Path, objective: str, variant: str, run_dir: Path, data_version: str) -> None:

@@ -1,16 +1,38 @@
-"""The leaderboard: the latest run of each (objective, variant, backbone) with its probe metrics."""
+"""The leaderboard: per (objective, variant, backbone), its seeds' runs, ranked by val, reported on test.
+
+Each row pools the latest run of every seed of a (objective, declared variant,
+backbone, model type): val and test macro AUPRC are the means over seeds,
+``seed_sd`` their spread, ``ci_low/ci_high`` the block-bootstrap CI of the
+seed-mean on the test rows all seeds scored, and two paired verdicts, each a
+difference of seed-means on shared rows with shared draws: against
+``masked_recon`` (same variant where it exists) and against the best baseline
+(chosen by val). Ranking is by val; test is reported, never used to choose.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
+from pathlib import Path
 
+import numpy as np
 import polars as pl
+
+from screener_ssl.probe.compare import JOIN_KEYS
+from screener_ssl.probe.metrics import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
+
+REFERENCE_OBJECTIVE = "masked_recon"
+PREDICTIONS_FILE = "probe_predictions.parquet"
 
 COLUMNS = {
     "experiment.objective": "objective",
     "experiment.variant": "variant",
     "experiment.backbone": "backbone",
     "probe_metrics.macro.auprc": "auprc",
+    "probe_metrics.val.macro_auprc": "val_auprc",
+    "run_meta.seed": "seed",
+    "probe_metrics.macro.n_reachable": "n_reachable",
+    "probe_metrics.macro.reachable": "reachable",
     "probe_metrics.macro.ci_low": "ci_low",
     "probe_metrics.macro.ci_high": "ci_high",
     "probe_metrics.macro.prevalence": "prevalence",
@@ -20,14 +42,19 @@ COLUMNS = {
     "probe_metrics.macro.ece": "ece",
     "pretrain_config.metrics.windows_per_s": "windows_per_s",
     "pretrain_config.metrics.final_loss": "final_loss",
+    "pretrain_config.cost.pretrain_seconds": "pretrain_s",
+    "pretrain_config.cost.windows_seen": "windows_seen",
+    "probe_metrics.timings.embed": "embed_s",
+    "probe_metrics.timings.fit_head": "head_s",
+    "probe_metrics.cost.encoder_parameters": "parameters",
     "model_type": "model_type",
     "run_id": "run_id",
     "run_dir": "run_dir",
 }
 
 
-def leaderboard(index: pl.DataFrame) -> pl.DataFrame:
-    """Latest probed run per (objective, variant, backbone), best macro AUPRC first."""
+def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
+    """The latest probed run per (objective, variant, backbone, model type, seed), renamed columns."""
     if index.height == 0 or "probe_metrics.macro.auprc" not in index.columns:
         return pl.DataFrame(schema={name: pl.String for name in COLUMNS.values()})
     present = {src: dst for src, dst in COLUMNS.items() if src in index.columns}
@@ -35,18 +62,138 @@ def leaderboard(index: pl.DataFrame) -> pl.DataFrame:
     for dst in COLUMNS.values():
         if dst not in table.columns:
             table = table.with_columns(pl.lit(None).alias(dst))
-    numeric = ["auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision", "recall_at_60pct", "ece",
-               "windows_per_s", "final_loss"]
+    numeric = ["auprc", "val_auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision",
+               "recall_at_60pct", "ece", "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
+               "head_s", "parameters"]
     table = table.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric])
+    table = table.with_columns(pl.col("seed").cast(pl.Int64, strict=False).fill_null(0))
     table = table.filter(pl.col("auprc").is_not_null())
     # A finetuned classifier shares its source objective's name; say which row is which.
     table = table.with_columns(
         objective=pl.when(pl.col("model_type").cast(pl.String).str.ends_with("_classifier"))
         .then(pl.col("objective").cast(pl.String) + " (finetuned)")
-        .otherwise(pl.col("objective").cast(pl.String))
+        .otherwise(pl.col("objective").cast(pl.String)),
+        # Seed replicates are named <variant>-s<seed>: they pool under the declared variant.
+        variant=pl.col("variant").cast(pl.String).str.replace(r"-s\d+$", ""),
     )
-    latest = table.sort("run_id").group_by(["objective", "variant", "backbone", "model_type"]).last()
-    return latest.sort("auprc", descending=True, nulls_last=True)
+    return table.sort("run_id").group_by(["objective", "variant", "backbone", "model_type", "seed"]).last()
+
+
+def _predictions(run_dir: str, cache: dict) -> pl.DataFrame | None:
+    if run_dir not in cache:
+        path = Path(run_dir) / PREDICTIONS_FILE
+        cache[run_dir] = pl.read_parquet(path).filter(pl.col("split") == "test") if path.is_file() else None
+    return cache[run_dir]
+
+
+def _shared_rows(frames: list[pl.DataFrame]) -> tuple[np.ndarray, list[np.ndarray], BootstrapDesign] | None:
+    """Labels, one score array per frame, and the block design, on the rows every frame scored."""
+    patterns = sorted(set.intersection(*({c[6:] for c in f.columns if c.startswith("score_")} for f in frames)))
+    if not patterns:
+        return None
+    keyed = [
+        f.select([*JOIN_KEYS, "date", *(f"label_{p}" for p in patterns), *(f"score_{p}" for p in patterns)])
+        for f in frames
+    ]
+    joined = keyed[0].rename({f"score_{p}": f"score_{p}__0" for p in patterns})
+    for i, frame in enumerate(keyed[1:], 1):
+        other = frame.select([*JOIN_KEYS, *(f"score_{p}" for p in patterns)])
+        joined = joined.join(other.rename({f"score_{p}": f"score_{p}__{i}" for p in patterns}), on=list(JOIN_KEYS))
+    if joined.height == 0:
+        return None
+    joined = joined.sort(list(JOIN_KEYS))
+    y = joined.select([f"label_{p}" for p in patterns]).to_numpy()
+    scores = [joined.select([f"score_{p}__{i}" for p in patterns]).to_numpy() for i in range(len(frames))]
+    dates = joined.get_column("date").to_numpy().astype("datetime64[D]")
+    design = BootstrapDesign(
+        joined.get_column("ticker").to_numpy(), np.searchsorted(np.unique(dates), dates), block_days=BLOCK_DAYS
+    )
+    return y, scores, design
+
+
+def leaderboard(
+    index: pl.DataFrame,
+    baselines: Collection[str] | None = None,
+    reference: str = REFERENCE_OBJECTIVE,
+    n_boot: int = 200,
+) -> pl.DataFrame:
+    """One row per (objective, variant, backbone, model type) pooling its seeds, best val AUPRC first.
+
+    ``baselines`` defaults to the registry's baselines. Paired verdicts need the
+    runs' ``probe_predictions.parquet``; without them the verdict columns are null.
+    """
+    runs = latest_runs(index)
+    if runs.height == 0:
+        return runs
+    if baselines is None:
+        from screener_ssl.ssl.objectives.base import baseline_names
+
+        baselines = baseline_names()
+    keys = ["objective", "variant", "backbone", "model_type"]
+    groups = (
+        runs.sort("seed")
+        .group_by(keys, maintain_order=True)
+        .agg(
+            pl.col("seed"),
+            pl.col("run_dir"),
+            pl.col("run_id").last(),
+            pl.col("val_auprc").mean(),
+            pl.col("auprc").mean(),
+            pl.col("auprc").std().alias("seed_sd"),
+            pl.len().alias("n_seeds"),
+            *[pl.col(c).mean() for c in ("prevalence", "alerts_per_day", "precision", "recall_at_60pct", "ece",
+                                          "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
+                                          "head_s", "parameters")],
+            pl.col("ci_low").first().alias("run_ci_low"),
+            pl.col("ci_high").first().alias("run_ci_high"),
+            pl.col("reachable").first(),
+        )
+    )
+    rows = groups.to_dicts()
+    cache: dict = {}
+
+    def frames_of(row: dict) -> list[pl.DataFrame] | None:
+        frames = [_predictions(d, cache) for d in row["run_dir"]]
+        return None if any(f is None for f in frames) else frames
+
+    def by_val(candidates: list[dict]) -> dict | None:
+        finite = [r for r in candidates if r["val_auprc"] is not None and not math.isnan(r["val_auprc"])]
+        return max(finite, key=lambda r: r["val_auprc"]) if finite else None
+
+    def compare(row: dict, other: dict | None, prefix: str) -> None:
+        for k in ("diff", "ci_low", "ci_high", "verdict", "against"):
+            row[f"{prefix}_{k}"] = None
+        if other is None or other is row:
+            return
+        a, b = frames_of(row), frames_of(other)
+        shared = None if a is None or b is None else _shared_rows(a + b)
+        if shared is None:
+            return
+        y, scores, design = shared
+        out = pooled_macro_comparison(y, scores[: len(a)], scores[len(a):], design=design, n_boot=n_boot)
+        row.update({f"{prefix}_{k}": out[k] for k in ("diff", "ci_low", "ci_high", "verdict")})
+        row[f"{prefix}_against"] = f"{other['objective']}|{other['variant']}"
+
+    best_baseline = by_val([r for r in rows if r["objective"] in set(baselines)])
+    for row in rows:
+        frames = frames_of(row)
+        shared = None if frames is None else _shared_rows(frames)
+        if shared is not None:
+            y, scores, design = shared
+            pooled = pooled_macro_comparison(y, scores, design=design, n_boot=n_boot)
+            row["ci_low"], row["ci_high"] = pooled["ci_low"], pooled["ci_high"]
+        else:
+            row["ci_low"], row["ci_high"] = row["run_ci_low"], row["run_ci_high"]
+        masked = [r for r in rows if r["objective"] == reference]
+        same_variant = [r for r in masked if r["variant"] == row["variant"] and r["backbone"] == row["backbone"]]
+        compare(row, by_val(same_variant or masked), "vs_reference")
+        compare(row, best_baseline, "vs_baseline")
+    board = pl.DataFrame(
+        [{k: v for k, v in r.items() if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high")}
+         | {"seeds": ",".join(str(s) for s in r["seed"])} for r in rows],
+        infer_schema_length=None,
+    )
+    return board.sort(["val_auprc", "auprc"], descending=True, nulls_last=True)
 
 
 def _fmt(value, spec: str) -> str:
@@ -55,32 +202,53 @@ def _fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
+def _verdict(row: dict, prefix: str) -> str:
+    verdict = row.get(f"{prefix}_verdict")
+    if not verdict:
+        return "-"
+    return f"{verdict} {_fmt(row[f'{prefix}_diff'], '+.3f')}"
+
+
 def format_leaderboard(board: pl.DataFrame) -> str:
-    """A fixed-width table for the terminal."""
+    """A fixed-width table for the terminal: ranked by val, test reported with its pooled CI and seed spread."""
     header = (
-        f"{'#':>2} {'objective':24s} {'variant':10s} {'backbone':17s} {'macro AUPRC [95% CI]':24s} "
-        f"{'alerts/day/tkr':>14s} {'recall@60%':>10s} {'ECE':>6s} {'win/s':>7s}"
+        f"{'#':>2} {'objective':22s} {'variant':9s} {'val AUPRC':>9s} {'test AUPRC [95% block CI]':26s} "
+        f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs best baseline':>17s} {'recall@60%':>10s} {'ECE':>6s} "
+        f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
     )
     lines = [header, "-" * len(header)]
     for i, row in enumerate(board.iter_rows(named=True), 1):
         auprc = f"{_fmt(row['auprc'], '.3f')} [{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}]"
+        seeds = f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)})"
         lines.append(
-            f"{i:>2} {str(row['objective'])[:24]:24s} {str(row['variant'])[:10]:10s} {str(row['backbone'])[:17]:17s} "
-            f"{auprc:24s} {_fmt(row['alerts_per_day'], '.4f'):>14s} {_fmt(row['recall_at_60pct'], '.3f'):>10s} "
-            f"{_fmt(row['ece'], '.3f'):>6s} {_fmt(row['windows_per_s'], '.0f'):>7s}"
+            f"{i:>2} {str(row['objective'])[:22]:22s} {str(row['variant'])[:9]:9s} {_fmt(row['val_auprc'], '.3f'):>9s} "
+            f"{auprc:26s} {seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_baseline'):>17s} "
+            f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s} "
+            f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
+            f"{_fmt(row['parameters'], '.0f'):>8s}"
         )
+    if board.height and "vs_baseline_against" in board.columns:
+        against = next((a for a in board.get_column("vs_baseline_against").to_list() if a), None)
+        if against:
+            lines.append(f"best baseline (by val): {against}; verdicts are paired differences at 95% (block bootstrap)")
     return "\n".join(lines)
 
 
 def leaderboard_markdown(board: pl.DataFrame) -> str:
     lines = [
-        "| # | objective | variant | backbone | macro AUPRC | 95% CI | alerts/day/ticker | recall @60% span | ECE | windows/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| # | objective | variant | val AUPRC | test AUPRC | 95% block CI | seed sd (n) | vs masked_recon | "
+        "vs best baseline | recall @60% span | ECE | windows/s | pretrain s | windows seen | embed s | head s | "
+        "parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, row in enumerate(board.iter_rows(named=True), 1):
         lines.append(
-            f"| {i} | {row['objective']} | {row['variant']} | {row['backbone']} | {_fmt(row['auprc'], '.3f')} | "
-            f"[{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}] | {_fmt(row['alerts_per_day'], '.4f')} | "
-            f"{_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | {_fmt(row['windows_per_s'], '.0f')} |"
+            f"| {i} | {row['objective']} | {row['variant']} | {_fmt(row['val_auprc'], '.3f')} | "
+            f"{_fmt(row['auprc'], '.3f')} | [{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}] | "
+            f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)}) | {_verdict(row, 'vs_reference')} | "
+            f"{_verdict(row, 'vs_baseline')} | {_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | "
+            f"{_fmt(row['windows_per_s'], '.0f')} | {_fmt(row['pretrain_s'], '.1f')} | "
+            f"{_fmt(row['windows_seen'], '.0f')} | {_fmt(row['embed_s'], '.1f')} | {_fmt(row['head_s'], '.1f')} | "
+            f"{_fmt(row['parameters'], '.0f')} |"
         )
     return "\n".join(lines)

@@ -340,3 +340,137 @@ def test_plots_return_png_bytes_and_write_files(tmp_path):
         plots.png_markdown(b"GIF89a", "x")
     with pytest.raises(ValueError, match="row 0 lacks keys"):
         plots.auprc_bar_png([{"label": "a", "auprc": 0.1}])
+
+
+# --------------------------------------------------------------------------- block bootstrap and paired comparisons
+
+
+def _ar1(rng: np.random.Generator, shape: tuple[int, int], rho: float) -> np.ndarray:
+    """Stationary unit-variance AR(1) along the last axis, ``[A, T]``."""
+    shocks = rng.standard_normal(shape)
+    out = np.empty(shape)
+    out[:, 0] = shocks[:, 0]
+    for t in range(1, shape[1]):
+        out[:, t] = rho * out[:, t - 1] + math.sqrt(1 - rho**2) * shocks[:, t]
+    return out
+
+
+def _autocorrelated_toy(seed: int, n_tickers: int, n_days: int, rho: float = 0.9) -> tuple[np.ndarray, ...]:
+    """A screener in miniature: events positive on 5 consecutive days, scores = signal + AR(1) noise
+    of the ticker + a market factor shared by every ticker. Returns y, score, ticker_id, day (all [N])."""
+    rng = np.random.default_rng(seed)
+    start = rng.random((n_tickers, n_days)) < 0.01
+    y = np.zeros((n_tickers, n_days), dtype=bool)
+    for k in range(5):
+        y[:, k:] |= start[:, : n_days - k]
+    score = 1.2 * y + _ar1(rng, (n_tickers, n_days), rho) + 0.7 * _ar1(rng, (1, n_days), rho)
+    ticker_id = np.repeat(np.arange(n_tickers), n_days)
+    day = np.tile(np.arange(n_days), n_tickers)
+    return y.ravel().astype(np.int8), score.ravel(), ticker_id, day
+
+
+def test_block_bootstrap_covers_the_truth_where_the_window_bootstrap_does_not():
+    # Truth: the AUPRC of the same process on a sample ~400x larger than one replication.
+    y_big, s_big, _, _ = _autocorrelated_toy(10_000, 300, 3000)
+    truth = average_precision_score(y_big, s_big)
+    covered = {"ticker_time_block": 0, "window": 0}
+    n_reps = 60
+    for rep in range(n_reps):
+        y, score, ticker_id, day = _autocorrelated_toy(rep, 12, 240)
+        designs = {
+            "ticker_time_block": m.BootstrapDesign(ticker_id, day, block_days=20),
+            "window": m.BootstrapDesign.window(y.shape[0]),
+        }
+        for scheme, design in designs.items():
+            out = m.auprc_with_ci(y, score, n_boot=100, seed=rep, design=design)
+            covered[scheme] += out["ci_low"] <= truth <= out["ci_high"]
+    coverage = {k: v / n_reps for k, v in covered.items()}
+    assert coverage["ticker_time_block"] >= 0.85, coverage
+    assert coverage["window"] < 0.85, coverage  # the naive bootstrap is too narrow for overlapping windows
+    print(f"95% CI coverage over {n_reps} replications: {coverage}")
+
+
+def test_bootstrap_design_draws_whole_tickers_and_blocks():
+    ticker_id = np.repeat([5, 7, 9], 60)
+    day = np.tile(np.arange(60), 3)
+    design = m.BootstrapDesign(ticker_id, day, block_days=20)
+    assert design.describe() == {
+        "scheme": "ticker_time_block", "n_rows": 180, "block_days": 20, "n_tickers": 3, "n_blocks": 3,
+    }
+    w = design.draw(np.random.default_rng(0)).reshape(3, 3, 20)  # [ticker, block, day in block]
+    assert (w == w[:, :, :1]).all()  # every day of a (ticker, block) cell shares its weight
+    assert w[:, :, 0].sum() == 9  # 3 tickers drawn x 3 blocks drawn
+    with pytest.raises(ValueError, match="scheme"):
+        m.BootstrapDesign(ticker_id, day, scheme="rows")
+    with pytest.raises(ValueError, match="180 rows"):
+        m.auprc_with_ci(np.r_[1, np.zeros(9, int)], np.zeros(10), design=design)
+
+
+def test_paired_difference_separates_runs_that_overlapping_intervals_cannot():
+    y, score, ticker_id, day = _autocorrelated_toy(3, 12, 240)
+    design = m.BootstrapDesign(ticker_id, day)
+    rng = np.random.default_rng(0)
+    better = score + 0.35 * y + 0.05 * rng.standard_normal(y.shape[0])  # same errors, a bit more signal
+    y2, a2, b2 = y[:, None], better[:, None], score[:, None]
+    ci_a = m.macro_auprc_with_ci(y2, a2, n_boot=200, design=design)
+    ci_b = m.macro_auprc_with_ci(y2, b2, n_boot=200, design=design)
+    assert ci_a["ci_low"] < ci_b["ci_high"]  # unpaired intervals overlap ...
+    paired = m.paired_macro_difference(y2, a2, b2, design=design, n_boot=200)
+    assert paired["verdict"] == "better" and paired["ci_low"] > 0  # ... the paired difference does not
+    assert paired["diff"] == pytest.approx(ci_a["auprc"] - ci_b["auprc"])
+    assert m.paired_macro_difference(y2, b2, a2, design=design, n_boot=200)["verdict"] == "worse"
+    assert m.paired_macro_difference(y2, b2, b2, design=design, n_boot=200)["verdict"] == "tie"
+
+
+def test_alert_budget_threshold_and_unreachable_patterns_raise_no_alerts():
+    rng = np.random.default_rng(0)
+    score_val = rng.random(10_000)
+    budget = m.threshold_at_budget(score_val, alerts_per_1000=5.0)
+    assert budget["k"] == 50 and budget["val_alerts_per_1000"] == pytest.approx(5.0)
+    y = _labels(4000, 0.05, seed=2)
+    noise = rng.random(4000)  # precision 0.8 is unreachable for a random score
+    report = m.pattern_report(
+        y_val=y, score_val=noise, y_test=y, score_test=noise, n_ticker_days=4000, n_boot=10,
+        event_scores={0.5: rng.random(30) + 0.5, 1.0: rng.random(30) + 1.0},
+    )
+    assert report["threshold"]["achievable"] is False
+    assert report["alerts"] == {
+        "alerts": 0, "alerts_per_day_per_ticker": 0.0, "precision": report["alerts"]["precision"],
+        "recall": 0.0, "true_alerts": 0, "n_pos": int(y.sum()), "reachable": False,
+    }
+    assert math.isnan(report["alerts"]["precision"])
+    assert report["earliest_detection"][1.0] == 1.0  # events scored above every negative are all found
+    assert report["earliest_detection_auprc"][1.0] == 1.0
+    assert 0.0 < report["earliest_detection_auprc"][0.5] < 1.0
+    assert report["val_auprc"] == pytest.approx(average_precision_score(y, noise))
+    good = y + 0.01 * rng.random(4000)
+    reachable = m.pattern_report(y_val=y, score_val=good, y_test=y, score_test=good, n_ticker_days=4000, n_boot=10)
+    mac = m.macro({"a": report, "b": reachable})
+    assert mac["reachable"] == "1 of 2 reachable" and mac["precision"] == reachable["alerts"]["precision"]
+
+
+def test_paired_comparison_joins_prediction_frames_on_ticker_and_decision_row():
+    import polars as pl
+
+    from screener_ssl.probe.compare import paired_comparison
+
+    y, score, ticker_id, day = _autocorrelated_toy(4, 10, 200)
+    rng = np.random.default_rng(1)
+    base = pl.DataFrame(
+        {
+            "ticker": [f"T{t}" for t in ticker_id],
+            "date": (np.datetime64("2021-01-01") + day).astype("datetime64[D]"),
+            "split": ["test"] * y.shape[0],
+            "decision_row": np.arange(y.shape[0], dtype=np.int64),
+            "label_p": y,
+        }
+    )
+    run_a = base.with_columns(score_p=pl.Series(score + 0.4 * y + 0.05 * rng.standard_normal(y.shape[0])))
+    run_b = base.with_columns(score_p=pl.Series(score)).sample(fraction=1.0, shuffle=True, seed=0)  # order differs
+    out = paired_comparison(run_a, run_b.head(1800), n_boot=200)
+    assert out["rows_shared"] == 1800 and out["verdict"] == "better" and out["bootstrap"]["block_days"] == 20
+    assert paired_comparison(run_b, run_a, n_boot=200)["verdict"] == "worse"
+    with pytest.raises(ValueError, match="different labels"):
+        paired_comparison(run_a, run_b.with_columns(label_p=1 - pl.col("label_p")), n_boot=10)
+    with pytest.raises(ValueError, match="share no test rows"):
+        paired_comparison(run_a, run_b.with_columns(split=pl.lit("val")), n_boot=10)

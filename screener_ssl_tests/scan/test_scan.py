@@ -349,7 +349,7 @@ def _fake_run(root: Path, name: str, with_head: bool) -> str:
     return str(run)
 
 
-def test_select_best_run_picks_the_highest_auprc_with_a_probe_head(tmp_path):
+def test_select_best_run_picks_the_highest_val_auprc_with_a_probe_head(tmp_path):
     index = pl.DataFrame(
         {
             "run_id": ["a", "b", "c", "d"],
@@ -359,11 +359,13 @@ def test_select_best_run_picks_the_highest_auprc_with_a_probe_head(tmp_path):
                 _fake_run(tmp_path, "c", False),  # best AUPRC, but never probed
                 _fake_run(tmp_path, "d", True),
             ],
-            "probe_metrics.macro.auprc": [0.31, 0.52, 0.90, None],
+            "probe_metrics.val.macro_auprc": [0.31, 0.52, 0.90, None],
+            "probe_metrics.macro.auprc": [0.99, 0.40, 0.90, 0.95],  # test: reported, never used to choose
         }
     )
+    # a has the best test AUPRC but the worse val one: not chosen.
     assert select_best_run(index) == tmp_path / "b"
     with pytest.raises(FileNotFoundError, match="probe_head.json"):
         select_best_run(index.filter(pl.col("run_id").is_in(["c", "d"])))
-    with pytest.raises(ValueError, match="probe_metrics.macro.auprc"):
-        select_best_run(index.drop("probe_metrics.macro.auprc"))
+    with pytest.raises(ValueError, match="probe_metrics.val.macro_auprc"):
+        select_best_run(index.drop("probe_metrics.val.macro_auprc"))

@@ -164,13 +164,26 @@ def test_same_seed_same_model_and_outputs(kind: str) -> None:
     assert not torch.allclose(outputs[0], other)
 
 
+def test_default_backbone_sees_the_whole_default_window() -> None:
+    from screener_ssl.data.windows import WindowSpec
+
+    window_max = WindowSpec().window_max
+    backbone = build_backbone(BackboneConfig(), input_channels=CHANNELS).eval()
+    assert backbone.receptive_field >= window_max
+    x, observed = make_batch(seed=3, batch=1, steps=window_max)
+    x_new = x.clone()
+    x_new[:, 0] += 5.0  # the oldest bar of the window reaches the decision-bar embedding
+    with torch.no_grad():
+        assert (backbone(x_new, observed)[:, -1] - backbone(x, observed)[:, -1]).abs().max().item() > 1e-6
+
+
 def test_tcn_receptive_field_is_exact() -> None:
     config = BackboneConfig(kind="tcn")
     torch.manual_seed(0)
     backbone = build_backbone(config, input_channels=CHANNELS).eval()
-    assert backbone.receptive_field == 61  # defaults: 1 + 2 * (3 - 1) * (1 + 2 + 4 + 8)
-    x, observed = make_batch(seed=9, batch=1, steps=70)
-    last = 69
+    assert backbone.receptive_field == 91  # defaults: 1 + 2 * (4 - 1) * (1 + 2 + 4 + 8)
+    x, observed = make_batch(seed=9, batch=1, steps=100)
+    last = 99
     oldest_seen = last - backbone.receptive_field + 1
     with torch.no_grad():
         base = backbone(x, observed)[:, last]

@@ -23,7 +23,9 @@ def ohlcv_bars(context: dg.AssetExecutionContext, settings: ScreenerSettings) ->
     """Validated daily bars (DuckDB table `bars` + Parquet); rejected rows kept in `bars_quarantine`."""
     sweep = settings.load_sweep()
     context.log.info(f"reading bars from {settings.bars}")
-    report = ds.ingest_bars(settings.root, settings.bars, sweep.spec.dataset.synthetic)
+    report = ds.ingest_bars(
+        settings.root, settings.bars, sweep.spec.dataset.synthetic, date_format=settings.bars_date_format or None
+    )
     counts = report.counts
     rejected = sum(counts[r] for r in REJECT_REASONS)
     share = rejected / max(counts["input_rows"], 1)
@@ -60,6 +62,8 @@ def ohlcv_bars(context: dg.AssetExecutionContext, settings: ScreenerSettings) ->
     group_name="data",
     deps=[ohlcv_bars],
     code_version=source_version("screener_ssl.data.features"),
+    # Reads what ohlcv_bars writes: sharing its pool keeps a feature build off a half-done ingest.
+    pool="duckdb",
 )
 def shape_features(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
     """Per-ticker contiguous float32 arrays of scale-free shape features (bars <= t only)."""
@@ -88,8 +92,12 @@ def windowed_dataset(context: dg.AssetExecutionContext, settings: ScreenerSettin
     spec = settings.load_sweep().spec.dataset.window
     _, info = ds.build_windowed_dataset(settings.root, spec)
     context.log.info(f"windows per split {info['windows']}, fingerprint {info['dataset_fingerprint'][:12]}")
+    short = info["tickers_without_windows"]
+    if short["count"]:
+        context.log.warning(f"{short['count']} tickers end no window (min_history {short['min_history']}): {short['examples']}")
     return dg.MaterializeResult(
         metadata={
+            "tickers_without_windows": dg.MetadataValue.json(short),
             "windows": dg.MetadataValue.json(info["windows"]),
             "split_bounds": dg.MetadataValue.json(info["split_bounds"]),
             "spec": dg.MetadataValue.json(info["spec"]),

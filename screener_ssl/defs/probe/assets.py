@@ -11,6 +11,7 @@ from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown
 from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.runs.probe import probe_reference_encoders
 from screener_ssl.runs.finetune import (
     NotFinetunableError,
     finetune_partition,
@@ -19,6 +20,8 @@ from screener_ssl.runs.finetune import (
 )
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
+from screener_ssl.tracking.artifacts import atomic_write_parquet
+from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
 from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_markdown
@@ -112,7 +115,17 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     def probe_metrics(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """Frozen encoder -> one-vs-rest head per pattern; test AUPRC (CI), alerts/day, earliest detection, stability, calibration."""
         objective, variant = partition_parts(context)
-        return probe_run_dir(context, settings, latest_partition_run(settings.root, objective, variant), "probe_metrics")
+        run_dir = latest_partition_run(settings.root, objective, variant)
+        result = probe_run_dir(context, settings, run_dir, "probe_metrics")
+        point = settings.load_sweep().point(objective, variant)
+        references = probe_reference_encoders(
+            run_dir, objective, load_dataset(settings.root), ProbeConfig(**point.probe), augment=point.augment,
+            log=context.log.info,
+        )
+        for name, macro in references.items():  # e.g. a distillation teacher, beside its student
+            result.metadata[f"{name}_macro_auprc"] = _float(macro["auprc"])
+            result.metadata[f"{name}_macro_auprc_ci"] = dg.MetadataValue.json([macro["ci_low"], macro["ci_high"]])
+        return result
 
     @dg.asset(
         group_name="probe",
@@ -160,15 +173,26 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
     pool="duckdb",
     automation_condition=dg.AutomationCondition.eager(),
+    check_specs=[
+        dg.AssetCheckSpec("runs_readable", asset="experiment_index",
+                          description="Every run dir's JSON artifacts parse; unreadable runs are left out"),
+    ],
 )
 def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
     """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
     models_root = settings.root / "models"
-    index = build_index(models_root)
+    cleaned = clean_data_root(settings.root)
+    problems: list[dict[str, str]] = []
+    index = build_index(models_root, problems)
+    for problem in problems:
+        context.log.warning(f"left out of the index: {problem['error']}")
     paths = write_index(index, models_root)
     if index.height:
         write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
     board = leaderboard(index)
+    if board.height:
+        # The verdicts (seed-pooled, paired, ranked by val) beside the per-run index.
+        atomic_write_parquet(models_root / "_leaderboard.parquet", board)
     rows = [
         {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
         for r in board.iter_rows(named=True)
@@ -178,14 +202,28 @@ def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettin
         "columns": index.width,
         "csv": dg.MetadataValue.path(str(paths["csv"])),
         "parquet": dg.MetadataValue.path(str(paths["parquet"])),
-        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+        "leaderboard": dg.MetadataValue.md(
+            "Ranked by val macro AUPRC; test reported with block-bootstrap CIs; verdicts are paired differences.\n\n"
+            + leaderboard_markdown(board)
+        ),
     }
     if rows:
         metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
             png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
         )
+    metadata["cleaned"] = dg.MetadataValue.json(cleaned)
     context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(index_fingerprint(models_root)))
+    return dg.MaterializeResult(
+        metadata=metadata,
+        data_version=dg.DataVersion(index_fingerprint(models_root)),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="runs_readable",
+                passed=not problems,
+                metadata={"unreadable_runs": len(problems), "problems": dg.MetadataValue.json(problems)},
+            )
+        ],
+    )
 
 
 __all__ = ["build_probe_assets", "experiment_index"]

@@ -16,6 +16,7 @@ from screener_ssl.ssl.checks import judge_collapse
 from screener_ssl.ssl.schema import SSLSchema, diff_fields
 from screener_ssl.tracking.artifacts import atomic_write_text
 from screener_ssl.tracking.latest import record_partition_run
+from screener_ssl.tracking.names import check_name
 
 SSL_CODE_VERSION = source_version(
     "screener_ssl.ssl.objectives",
@@ -23,13 +24,14 @@ SSL_CODE_VERSION = source_version(
     "screener_ssl.ssl.trainer",
     "screener_ssl.ssl.sampler",
     "screener_ssl.ssl.augment",
+    "screener_ssl.ssl.render",
     "screener_ssl.runs.pretrain",
     "screener_ssl.runs.writer",
 )
 
 
 def schema_path(root: Path, objective: str, variant: str) -> Path:
-    return root / "schemas" / f"{objective}__{variant}" / "schema.json"
+    return root / "schemas" / f"{check_name(objective, 'objective')}__{check_name(variant, 'variant')}" / "schema.json"
 
 
 def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:

@@ -21,11 +21,11 @@ class BackboneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["tcn", "patch_transformer", "ssm", "raw_window"] = "tcn"
+    kind: Literal["tcn", "patch_transformer", "ssm", "raw_window", "shape_free"] = "tcn"
     embed_dim: int = Field(64, ge=4, le=1024)
     hidden_dim: int = Field(64, ge=4, le=1024)
     n_layers: int = Field(4, ge=1, le=16)
-    kernel_size: int = Field(3, ge=2, le=9)  # tcn
+    kernel_size: int = Field(4, ge=2, le=9)  # tcn; 4 with 4 layers sees 91 bars, more than window_max 64
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     patch_len: int = Field(8, ge=1, le=64)  # patch_transformer
     n_heads: int = Field(4, ge=1, le=16)  # patch_transformer

@@ -18,7 +18,8 @@ by the trainer loop, so a module that declares nothing extra registers and train
 - ``finetunable`` (True): False = there are no weights to finetune end to end.
 - ``collapse_rule`` (``"std_and_rank"``): how :func:`screener_ssl.ssl.checks.judge_collapse`
   reads the held-out collapse report (``"rank_only"`` for inputs with constant channels by design).
-- ``sampler_settings(config)`` ({}): extra :class:`WindowSampler` arguments for this config.
+- ``sampler_settings(config)`` ({}): extra :class:`WindowSampler` arguments for this config
+  (e.g. ``future_bars``: a predictive objective's horizon after t*, handed over in ``SSLBatch.extras``).
 - ``resolve_config(config, train)``: the config recorded in the schema, every default filled in.
 - ``fit(backbone, job, log)``: how the backbone is trained on a :class:`FitJob`
   (default: the trainer loop over a :class:`WindowSampler`).
@@ -118,17 +119,45 @@ class Objective(nn.Module):
     backbone_kind: ClassVar[str | None] = None
     finetunable: ClassVar[bool] = True
     collapse_rule: ClassVar[str] = "std_and_rank"
+    is_baseline: ClassVar[bool] = False  # a reference row (paired verdicts compare runs with the best one)
 
     def __init__(self, backbone: SSLBackbone, config: ObjectiveConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = config
 
+    @property
+    def future_bars(self) -> int:
+        """Bars after t* the sampler hands over as ``extras["future_x"]`` / ``["future_observed"]``.
+
+        Read from :meth:`sampler_settings` (``future_bars``, default 0: the objective reads only
+        the window up to t*). With a horizon, the sampler draws only windows whose future stays
+        inside the sampled split.
+        """
+        return int(self.sampler_settings(self.config.model_dump(mode="json")).get("future_bars", 0))
+
     def forward(self, batch: SSLBatch) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError
 
     def on_after_step(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (EMA targets, schedules). Default: nothing."""
+
+    def collapse_facts(self) -> dict[str, dict[str, Any]]:
+        """Facts about the objective's own state that the collapse check includes (e.g. codebook usage).
+
+        ``name -> {metric: value, ..., "collapsed": bool}``; any ``collapsed`` fact marks the run
+        collapsed. Default: none (the embedding statistics alone decide).
+        """
+        return {}
+
+    def save_artifacts(self, directory: Path) -> None:
+        """Write extra trained parts the run dir keeps beside ``encoder.pt`` (e.g. a teacher). Default: nothing."""
+
+    @classmethod
+    def reference_encoders(cls, run_dir: Path) -> dict[str, Any]:
+        """Extra encoders a run dir holds that the probe scores for reference, by name (e.g. a
+        distillation teacher): ``name -> object with encode_prepared(x, observed)``. Default: none."""
+        return {}
 
     @classmethod
     def resolve_config(cls, config: dict[str, Any], train: "TrainConfig") -> dict[str, Any]:
@@ -164,6 +193,9 @@ class Objective(nn.Module):
         )
         log(f"{cls.name}: {train.steps} steps x {train.batch_size} windows from {len(train_pos)} train windows")
         result = train_loop(objective, sampler, train, checkpoint_path=job.checkpoint, log=log)
+        # The run writer reads the trained objective's hooks through the result.
+        result.objective_facts = objective.collapse_facts()
+        result.write_extra = objective.save_artifacts
         return objective.backbone, result
 
 
@@ -181,6 +213,13 @@ def objective_names() -> list[str]:
     from screener_ssl.ssl import objectives  # noqa: F401  (registration side effect)
 
     return sorted(_REGISTRY)
+
+
+def baseline_names() -> list[str]:
+    """Names of the registry's baselines (the references of the paired verdicts)."""
+    from screener_ssl.ssl import objectives  # noqa: F401  (registration side effect)
+
+    return sorted(n for n, c in _REGISTRY.items() if c.is_baseline)
 
 
 def trainer_objective_names() -> list[str]:

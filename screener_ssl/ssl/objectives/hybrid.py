@@ -37,9 +37,11 @@ class Hybrid(Objective):
     """Multi-view + masked reconstruction: ``L = lambda * L_multiview + (1 - lambda) * L_masked_recon``.
 
     The multi-view part is VICReg (default), Barlow Twins or InfoNCE on the two views; the
-    reconstruction part is :func:`masked_recon_loss` on ``views[0]`` with the clean window as
-    target, so reconstruction keeps the embedding grounded in the bars while the views teach
-    invariance. Both parts train ``self.backbone``; their heads are separate.
+    reconstruction part is :func:`masked_recon_loss` on ``views[0]`` with ``views[0]`` itself
+    as target: the view may be time-warped or cropped, so the clean window's bar t is not the
+    view's bar t, and only the view's own bars align with what the encoder sees. Reconstruction
+    keeps the embedding grounded in the bars while the views teach invariance. Both parts train
+    ``self.backbone``; their heads are separate.
     """
 
     name = "hybrid"
@@ -68,8 +70,9 @@ class Hybrid(Objective):
             )
         else:
             multiview_loss, multiview_logs = self.multiview_head(h_a, h_b)
+        # Targets from the encoded view itself: aligned bar for bar (a warped view is not the clean window).
         recon_loss, recon_logs = masked_recon_loss(
-            self.backbone, self.recon_head, batch.views[0], batch.clean, config.recon
+            self.backbone, self.recon_head, batch.views[0], batch.views[0], config.recon
         )
         weight = config.multiview_weight
         loss = weight * multiview_loss + (1.0 - weight) * recon_loss

@@ -6,6 +6,13 @@ per-timestep embedding. With a causal backbone, the embedding at a masked step
 sees only earlier steps, so the task is "fill in the hidden bar from the past".
 The loss counts only bars that were masked AND visible in the clean window
 (never censored decision-bar fields, never padding, never missing values).
+
+Normalization excludes the masked bars: the window arrives z-scored over all its
+visible bars, masked ones included, so the masked values would be recoverable
+from the visible normalized ones (each channel sums to zero). Input and target
+are therefore re-standardized per window and channel with statistics of the
+bars the encoder still sees (:func:`restandardize_visible`), which is the same
+as z-scoring the raw window on the visible bars only.
 """
 
 from __future__ import annotations
@@ -50,6 +57,30 @@ def sample_time_mask(batch_size: int, length: int, config: MaskedReconConfig, de
     return mask
 
 
+RESTANDARDIZE_EPS = 1e-6
+RESTANDARDIZE_CLIP = 10.0
+
+
+def restandardize_visible(
+    x: torch.Tensor, visible: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z-score ``x`` and ``target`` (``[B, T, C]``) by the mean/std of ``x`` over ``visible`` cells only.
+
+    ``x`` is already an affine function of the raw window per (window, channel), so
+    this equals z-scoring the raw window on the visible bars: nothing about the
+    hidden cells enters the statistics. Returns (input ``[B, T, C]``, zero where not
+    visible; target ``[B, T, C]`` on the same scale).
+    """
+    weight = visible.to(x.dtype)  # [B, T, C]
+    count = weight.sum(dim=1, keepdim=True).clamp_min(1.0)  # [B, 1, C]
+    mean = (x * weight).sum(dim=1, keepdim=True) / count
+    var = (((x - mean) * weight) ** 2).sum(dim=1, keepdim=True) / count
+    scale = var.sqrt() + RESTANDARDIZE_EPS  # [B, 1, C]
+    x_in = torch.where(visible, (x - mean) / scale, torch.zeros_like(x)).clamp(-RESTANDARDIZE_CLIP, RESTANDARDIZE_CLIP)
+    target_z = ((target - mean) / scale).clamp(-RESTANDARDIZE_CLIP, RESTANDARDIZE_CLIP)
+    return x_in, target_z
+
+
 def reconstruction_error(pred: torch.Tensor, target: torch.Tensor, config: MaskedReconConfig) -> torch.Tensor:
     """Elementwise error ``[B, T, C]`` of ``pred`` vs ``target`` (both ``[B, T, C]``)."""
     assert pred.shape == target.shape, f"pred {tuple(pred.shape)} vs target {tuple(target.shape)}"
@@ -64,21 +95,27 @@ def masked_recon_loss(
     view: View,
     target: View,
     config: MaskedReconConfig,
+    time_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Hide steps of ``view`` ([B, T, C]), reconstruct ``target`` ([B, T, C]) there.
 
+    ``target`` must be aligned with ``view`` (step t of both is the same bar).
     Counted cells: masked in time AND observed in the input view AND observed in the target.
+    ``time_mask`` ([B, T] bool, True = hidden) defaults to :func:`sample_time_mask`.
     """
     assert view.x.shape == target.x.shape, f"view {tuple(view.x.shape)} vs target {tuple(target.x.shape)}"
     batch_size, length, _ = view.x.shape
-    time_mask = sample_time_mask(batch_size, length, config, device=view.x.device)
+    if time_mask is None:
+        time_mask = sample_time_mask(batch_size, length, config, device=view.x.device)
+    assert time_mask.shape == (batch_size, length), f"time_mask {tuple(time_mask.shape)} vs [B, T] {batch_size, length}"
     hidden = time_mask.unsqueeze(-1) & view.observed
     visible = view.observed & ~hidden
-    h = backbone(torch.where(visible, view.x, torch.zeros_like(view.x)), visible)  # [B, T, D]
+    x_in, target_x = restandardize_visible(view.x, visible, target.x)
+    h = backbone(x_in, visible)  # [B, T, D]
     pred = recon_head(h)  # [B, T, C]
     counted = (hidden & target.observed).to(pred.dtype)
     n_counted = counted.sum()
-    err = reconstruction_error(pred, target.x, config)
+    err = reconstruction_error(pred, target_x, config)
     loss = (err * counted).sum() / n_counted.clamp_min(1.0)
     return loss, {"recon_loss": float(loss.detach()), "masked_cells": float(n_counted)}
 

@@ -17,6 +17,7 @@ class RandomInit(Objective):
     """No loss and no training: the seeded initial weights are the encoder."""
 
     name = "random_init"
+    is_baseline = True
     trains = False
 
     @classmethod

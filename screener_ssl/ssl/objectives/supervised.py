@@ -19,6 +19,7 @@ class Supervised(Objective):
     """Backbone + linear head trained with BCE on the train split's labels; the backbone is the encoder."""
 
     name = "supervised"
+    is_baseline = True
     needs_labels = True
 
     @classmethod

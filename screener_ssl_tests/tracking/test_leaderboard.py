@@ -1,0 +1,87 @@
+"""The leaderboard: seeds pooled, ranked by val, paired verdicts on shared test rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard
+
+
+def _run(tmp_path, name: str, signal: float, seed: int, val: float, y: np.ndarray, base: pl.DataFrame) -> dict:
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    rng = np.random.default_rng(seed + 17 * len(name))
+    score = signal * y + rng.standard_normal(y.shape[0])
+    base.with_columns(score_p=pl.Series(score)).write_parquet(run_dir / "probe_predictions.parquet")
+    return {"run_dir": str(run_dir), "val": val, "seed": seed, "test": float("nan")}
+
+
+def test_leaderboard_pools_seeds_ranks_by_val_and_gives_paired_verdicts(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    n_tickers, n_days = 8, 150
+    y = (rng.random(n_tickers * n_days) < 0.05).astype(np.int8)
+    base = pl.DataFrame(
+        {
+            "ticker": [f"T{t}" for t in np.repeat(np.arange(n_tickers), n_days)],
+            "date": (np.datetime64("2022-01-03") + np.tile(np.arange(n_days), n_tickers)).astype("datetime64[D]"),
+            "split": ["test"] * y.shape[0],
+            "decision_row": np.arange(y.shape[0], dtype=np.int64),
+            "label_p": y,
+        }
+    )
+    rows = []
+    # (objective, variant, signal, seed, val AUPRC, test AUPRC as indexed)
+    spec = [
+        ("masked_recon", "full-s0", 1.0, 0, 0.30, 0.30),
+        ("masked_recon", "full-s1", 1.0, 1, 0.32, 0.31),
+        ("vicreg", "full-s0", 3.0, 0, 0.50, 0.60),
+        ("vicreg", "full-s1", 3.0, 1, 0.52, 0.62),
+        ("raw_features", "full", 0.5, 0, 0.20, 0.90),  # best test, worst val: ranked last
+    ]
+    for i, (objective, variant, signal, seed, val, test) in enumerate(spec):
+        run = _run(tmp_path, f"{objective}-{variant}", signal, seed, val, y, base)
+        rows.append(
+            {
+                "model_type": objective, "run_id": f"r{i}", "run_dir": run["run_dir"],
+                "experiment.objective": objective, "experiment.variant": variant, "experiment.backbone": "tcn",
+                "run_meta.seed": seed, "probe_metrics.macro.auprc": test, "probe_metrics.val.macro_auprc": val,
+                "probe_metrics.macro.ci_low": test - 0.1, "probe_metrics.macro.ci_high": test + 0.1,
+            }
+        )
+    board = leaderboard(pl.DataFrame(rows), baselines={"raw_features"}, n_boot=100)
+    assert board.get_column("objective").to_list() == ["vicreg", "masked_recon", "raw_features"]
+    vicreg = board.row(0, named=True)
+    assert vicreg["variant"] == "full" and vicreg["n_seeds"] == 2 and vicreg["seeds"] == "0,1"
+    assert abs(vicreg["auprc"] - 0.61) < 1e-9 and abs(vicreg["seed_sd"] - np.std([0.60, 0.62], ddof=1)) < 1e-9
+    assert vicreg["ci_low"] < vicreg["ci_high"]  # pooled CI over the shared test rows
+    assert vicreg["vs_reference_verdict"] == "better" and vicreg["vs_reference_against"] == "masked_recon|full"
+    assert vicreg["vs_baseline_verdict"] == "better" and vicreg["vs_baseline_against"] == "raw_features|full"
+    masked = board.row(1, named=True)
+    assert masked["vs_reference_verdict"] is None  # not compared with itself
+    text = format_leaderboard(board)
+    assert "val AUPRC" in text and "better" in text and "best baseline (by val): raw_features|full" in text
+
+
+def test_sweep_seeds_expand_into_one_run_each(tmp_path) -> None:
+    from screener_ssl.runs.sweep import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "objectives:\n"
+        "  vicreg:\n"
+        "    variants:\n"
+        "      base: {}\n"
+        "      full: {seeds: [0, 1, 2], train: {steps: 10}}\n"
+    )
+    sweep = load_sweep(path)
+    assert sorted(v for _, v in sweep.points) == ["base", "full-s0", "full-s1", "full-s2"]
+    assert [sweep.point("vicreg", f"full-s{s}").train.seed for s in range(3)] == [0, 1, 2]
+    assert sweep.point("vicreg", "full-s2").train.steps == 10
+    assert sweep.partition_keys("full") == ["vicreg|full-s0", "vicreg|full-s1", "vicreg|full-s2"]
+    default = load_sweep()
+    assert all(
+        len([k for k in default.partition_keys("full") if k.startswith(f"{o}|")]) >= 3
+        for o, v in default.points if v.startswith("full")
+    )
+    assert "shape_free|base" in default.partition_keys("base")
