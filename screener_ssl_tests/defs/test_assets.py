@@ -198,3 +198,21 @@ def test_cli_materializes_probe_metrics_for_a_partition(tiny_env):
     assert len(runs) == 1
     metrics = json.loads((runs[0] / "probe_metrics.json").read_text())
     assert 0.0 <= metrics["macro"]["auprc"] <= 1.0
+
+
+def test_a_failing_blocking_check_stops_its_partitions_downstream(tiny_env, monkeypatch):
+    import screener_ssl.defs.ssl.assets as ssl_assets
+
+    monkeypatch.setattr(ssl_assets, "no_lookahead_report", lambda *a, **k: {"passed": False, "max_abs_diff": 1.0})
+    defs = _defs()
+    instance = dg.DagsterInstance.ephemeral()
+    _materialize(defs, instance, DATA_ASSETS)
+    result = dg.materialize(
+        list(defs.assets), selection=["ssl_schema", "pretrained_encoder", "probe_metrics"],
+        partition_key="raw_features|base", instance=instance, resources=defs.resources, raise_on_error=False,
+    )
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["no_lookahead"] is False
+    assert result.asset_materializations_for_node("pretrained_encoder")
+    assert not result.asset_materializations_for_node("probe_metrics")
