@@ -10,7 +10,7 @@ SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
 SWEEP_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=1)
 
 
-def build_sweep_jobs(partitions: dg.MultiPartitionsDefinition) -> tuple:
+def build_sweep_jobs(partitions: dg.PartitionsDefinition) -> tuple:
     sweep_job = dg.define_asset_job(
         "sweep_partition_job",
         selection=dg.AssetSelection.assets(*SWEEP_ASSETS),
@@ -26,7 +26,7 @@ def build_sweep_jobs(partitions: dg.MultiPartitionsDefinition) -> tuple:
 
 
 def build_nightly_schedule(sweep: Sweep, cron: str, variants: list[str] | None):
-    """Static x static partitions can't use build_schedule_from_partitioned_job, so the requests are explicit."""
+    """One explicit request per sweep point of the chosen variants (a subset of the job's partitions), then the index."""
 
     @dg.schedule(
         name="nightly_sweep",

@@ -1,4 +1,4 @@
-"""The sweep's objective x variant assets, jobs and schedule, read once from the settings resource's sweep file."""
+"""The sweep's assets, jobs and schedule, partitioned by exactly the sweep file's points, read once from the settings resource."""
 
 import os
 

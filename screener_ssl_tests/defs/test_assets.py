@@ -42,6 +42,22 @@ def test_definitions_load_with_the_documented_assets_and_partition_keys(tiny_env
     assert defs.resolve_job_def("sweep_partition_job") is not None
 
 
+def test_partitions_are_exactly_the_sweeps_points_and_follow_the_sweep_file(tiny_env):
+    from screener_ssl.defs.partitions import split_partition_key
+
+    sweep = ScreenerSettings.from_env().load_sweep()
+    keys = _defs().resolve_asset_graph().get(dg.AssetKey("probe_metrics")).partitions_def.get_partition_keys()
+    assert sorted(keys) == sorted(f"{o}|{v}" for o, v in sweep.points) and len(keys) == len(sweep.points) == 4
+    assert "vicreg|full" not in keys  # no product of objectives x variants
+    assert split_partition_key("vicreg|base") == ("vicreg", "base")
+    with pytest.raises(ValueError, match="objective\\|variant"):
+        split_partition_key("vicreg")
+    path = Path(tiny_env["SCREENER_SSL_SWEEP"])
+    path.write_text(path.read_text().replace("vicreg:\n    variants: {base: {}}", "vicreg:\n    variants: {base: {}, wide: {}}"))
+    keys = _defs().resolve_asset_graph().get(dg.AssetKey("probe_metrics")).partitions_def.get_partition_keys()
+    assert "vicreg|wide" in keys and len(keys) == 5
+
+
 def test_data_assets_materialize_and_checks_pass(tiny_env):
     defs = _defs()
     result = _materialize(defs, dg.DagsterInstance.ephemeral(), DATA_ASSETS)
@@ -103,10 +119,10 @@ def test_one_partition_end_to_end_through_probe_and_index(tiny_env):
 
 
 def test_undefined_variant_fails_with_a_clear_error(tiny_env):
+    # vicreg has no 'full' variant, so no such partition exists: Dagster refuses it before any run.
     defs = _defs()
     instance = dg.DagsterInstance.ephemeral()
-    _materialize(defs, instance, DATA_ASSETS)
-    with pytest.raises(Exception, match="variant 'full' is not defined for objective 'vicreg'"):
+    with pytest.raises(Exception, match="partition with key `vicreg\\|full`"):
         dg.materialize(list(defs.assets), selection=["ssl_schema"], partition_key="vicreg|full",
                        instance=instance, resources=defs.resources)
 
@@ -182,3 +198,21 @@ def test_cli_materializes_probe_metrics_for_a_partition(tiny_env):
     assert len(runs) == 1
     metrics = json.loads((runs[0] / "probe_metrics.json").read_text())
     assert 0.0 <= metrics["macro"]["auprc"] <= 1.0
+
+
+def test_a_failing_blocking_check_stops_its_partitions_downstream(tiny_env, monkeypatch):
+    import screener_ssl.defs.ssl.assets as ssl_assets
+
+    monkeypatch.setattr(ssl_assets, "no_lookahead_report", lambda *a, **k: {"passed": False, "max_abs_diff": 1.0})
+    defs = _defs()
+    instance = dg.DagsterInstance.ephemeral()
+    _materialize(defs, instance, DATA_ASSETS)
+    result = dg.materialize(
+        list(defs.assets), selection=["ssl_schema", "pretrained_encoder", "probe_metrics"],
+        partition_key="raw_features|base", instance=instance, resources=defs.resources, raise_on_error=False,
+    )
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["no_lookahead"] is False
+    assert result.asset_materializations_for_node("pretrained_encoder")
+    assert not result.asset_materializations_for_node("probe_metrics")

@@ -98,7 +98,7 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     )
 
 
-def build_probe_assets(partitions: dg.MultiPartitionsDefinition) -> list:
+def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="probe",
         partitions_def=partitions,

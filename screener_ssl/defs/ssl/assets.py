@@ -34,7 +34,7 @@ def schema_path(root: Path, objective: str, variant: str) -> Path:
     return root / "schemas" / f"{check_name(objective, 'objective')}__{check_name(variant, 'variant')}" / "schema.json"
 
 
-def build_ssl_assets(partitions: dg.MultiPartitionsDefinition) -> list:
+def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="ssl",
         partitions_def=partitions,
@@ -70,11 +70,13 @@ def build_ssl_assets(partitions: dg.MultiPartitionsDefinition) -> list:
         code_version=SSL_CODE_VERSION,
         pool="torch",
         check_specs=[
-            dg.AssetCheckSpec("no_lookahead", asset="pretrained_encoder",
+            # Blocking: a partition whose encoder sees the future or mismatches its schema stops
+            # its own downstream (probe, finetune) in the same run; other partitions run on.
+            dg.AssetCheckSpec("no_lookahead", asset="pretrained_encoder", blocking=True,
                               description="Perturb bars after t* and the decision bar's non-open fields: embedding unchanged"),
             dg.AssetCheckSpec("no_collapse", asset="pretrained_encoder",
                               description="Per-dimension std and effective rank of held-out embeddings"),
-            dg.AssetCheckSpec("schema_matches_dataset", asset="pretrained_encoder",
+            dg.AssetCheckSpec("schema_matches_dataset", asset="pretrained_encoder", blocking=True,
                               description="Encoder schema fingerprint equals ssl_schema's and the dataset's"),
         ],
     )
