@@ -104,7 +104,6 @@ def _bench_pair(dataset, objective_name: str, backbone_kind: str, args, device) 
     from screener_ssl.ssl.backbones.base import build_backbone
     from screener_ssl.ssl.device import autocast, batch_to_device
     from screener_ssl.ssl.objectives.base import build_objective
-    from screener_ssl.ssl.sampler import WindowSampler
     from screener_ssl.ssl.trainer import lr_factor, seed_everything
 
     backbone_cfg, train_cfg, augment_cfg, objective_cfg, source = _run_settings(
@@ -113,21 +112,8 @@ def _bench_pair(dataset, objective_name: str, backbone_kind: str, args, device) 
     seed_everything(train_cfg.seed, train_cfg.threads)
     objective = build_objective(objective_name, build_backbone(backbone_cfg, dataset.spec.n_features), objective_cfg)
     objective.to(device).train()
-    expansion = int(objective.config.model_dump().get("positive_expansion_k", 0) or 0)
-    train_pos = dataset.index.rows_of("train")
-    sampler = WindowSampler(
-        values=dataset.store.values,
-        ticker_start=dataset.ticker_start(train_pos),
-        decision_row=dataset.index.decision_row[train_pos],
-        spec=dataset.spec,
-        augment=augment_cfg,
-        n_views=type(objective).n_views,
-        batch_size=train_cfg.batch_size,
-        seed=train_cfg.seed,
-        neighbors_per_anchor=1 if expansion > 0 else 0,
-        neighbor_radius=expansion,
-        future_bars=objective.future_bars,  # predictive objectives read the bars after t* as targets
-    )
+    # The sampler each objective trains on, from its registry entry (views, neighbours, future bars).
+    sampler = type(objective).train_sampler(dataset, augment_cfg, train_cfg, objective_cfg)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     total = args.warmup + args.steps

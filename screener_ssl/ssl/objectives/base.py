@@ -170,27 +170,34 @@ class Objective(nn.Module):
         return {}
 
     @classmethod
+    def train_sampler(cls, dataset, augment, train: "TrainConfig", config: dict[str, Any] | None):
+        """The :class:`WindowSampler` over the train split that this objective trains on."""
+        from screener_ssl.ssl.sampler import WindowSampler
+
+        train_pos = dataset.index.rows_of("train")
+        return WindowSampler(
+            values=dataset.store.values,
+            ticker_start=dataset.ticker_start(train_pos),
+            decision_row=dataset.index.decision_row[train_pos],
+            spec=dataset.spec,
+            augment=augment,
+            n_views=cls.n_views,
+            batch_size=train.batch_size,
+            seed=train.seed,
+            **cls.sampler_settings(cls.resolve_config(config, train)),
+        )
+
+    @classmethod
     def fit(
         cls, backbone: SSLBackbone, job: "FitJob", log: Callable[[str], None] = print
     ) -> tuple[SSLBackbone, "TrainResult"]:
         """Train ``backbone`` for ``job`` on the train split; return the trained backbone and the loss record."""
-        from screener_ssl.ssl.sampler import WindowSampler
         from screener_ssl.ssl.trainer import train as train_loop
 
         dataset, train = job.dataset, job.train
         objective = cls(backbone, cls.config_cls.model_validate(job.config or {}))
         train_pos = dataset.index.rows_of("train")
-        sampler = WindowSampler(
-            values=dataset.store.values,
-            ticker_start=dataset.ticker_start(train_pos),
-            decision_row=dataset.index.decision_row[train_pos],
-            spec=dataset.spec,
-            augment=job.augment,
-            n_views=cls.n_views,
-            batch_size=train.batch_size,
-            seed=train.seed,
-            **cls.sampler_settings(cls.resolve_config(job.config, train)),
-        )
+        sampler = cls.train_sampler(dataset, job.augment, train, job.config)
         log(f"{cls.name}: {train.steps} steps x {train.batch_size} windows from {len(train_pos)} train windows")
         result = train_loop(objective, sampler, train, checkpoint_path=job.checkpoint, log=log)
         # The run writer reads the trained objective's hooks through the result.
