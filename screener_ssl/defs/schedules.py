@@ -2,12 +2,27 @@
 
 import dagster as dg
 
+from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.runs.sweep import Sweep
 
 SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
 # A step whose worker died (preempted node, OOM kill, lost Ray job) is retried; training resumes
 # from its last checkpoint, so a retry costs at most checkpoint_every steps.
 SWEEP_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=1)
+
+
+def sweep_run_tags(sweep: Sweep, partition_key: str) -> dict[str, str]:
+    """Tags of a sweep run, so runs are findable and filterable in the UI: objective, variant, seed, fingerprints."""
+    objective, variant = split_partition_key(partition_key)
+    point = sweep.point(objective, variant)
+    return {
+        "screener_ssl/objective": objective,
+        "screener_ssl/variant": point.base_variant,
+        "screener_ssl/point": variant,
+        "screener_ssl/seed": str(point.train.seed),
+        "screener_ssl/sweep_fingerprint": sweep.fingerprint,
+        "screener_ssl/point_fingerprint": sweep.point_fingerprint(objective, variant),
+    }
 
 
 def build_sweep_jobs(partitions: dg.PartitionsDefinition) -> tuple:

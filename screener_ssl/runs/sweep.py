@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from screener_ssl.data.synthetic import SyntheticMarketConfig
+from screener_ssl.fingerprint import fingerprint
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
@@ -182,6 +183,19 @@ class Sweep:
                 + (f"; defined: {defined}" if defined else f"; objectives in the sweep: {self.objectives}")
             )
         return self.points[(objective, variant)]
+
+    def point_fingerprint(self, objective: str, variant: str) -> str:
+        """What one partition's run depends on in the sweep file: its resolved point and the dataset section.
+
+        Editing a point's settings (steps, augmentations, probe sizes) or the dataset/window
+        settings changes it; editing another point does not.
+        """
+        return fingerprint(self.point(objective, variant), self.spec.dataset)[:16]
+
+    @property
+    def fingerprint(self) -> str:
+        """The whole sweep file as parsed: every point and the dataset section."""
+        return fingerprint(self.spec)[:16]
 
     def partition_keys(self, variant: str | None = None) -> list[str]:
         return [
