@@ -512,14 +512,14 @@ def alerts_at_threshold(
 # --------------------------------------------------------------------------- earliest detection
 
 
-def prefix_decision_offsets(
+def prefix_decision_rows(
     start_idx: np.ndarray, end_idx: np.ndarray, fracs: Sequence[float] = PREFIX_FRACS
 ) -> np.ndarray:
-    """Decision bar index for each event and prefix fraction.
+    """Decision row for each event and prefix fraction.
 
     Args:
-        start_idx: first bar of each event ``[E]`` (int, inclusive).
-        end_idx: last bar of each event ``[E]`` (int, inclusive).
+        start_idx: first row of each event ``[E]`` (int, inclusive).
+        end_idx: last row of each event ``[E]`` (int, inclusive).
         fracs: prefix fractions in (0, 1].
 
     Returns ``[E, F]`` int64 with ``start + round(frac * (end - start + 1))``
@@ -552,7 +552,7 @@ def earliest_detection_curve(event_scores: Mapping[float, np.ndarray], threshold
 
     Args:
         event_scores: prefix fraction -> scores ``[n_events]`` of every event
-            decided at that prefix (see :func:`prefix_decision_offsets`).
+            decided at that prefix (see :func:`prefix_decision_rows`).
         threshold: alert threshold (``score >= threshold`` is a detection).
 
     Returns dict(frac -> recall), fractions ascending; NaN where no event. A

@@ -42,7 +42,7 @@ from screener_ssl.probe.metrics import (
     BLOCK_DAYS,
     PREFIX_FRACS,
     BootstrapDesign,
-    prefix_decision_offsets,
+    prefix_decision_rows,
     screener_report,
     threshold_at_precision,
 )
@@ -177,7 +177,7 @@ def gather_decisions(
 
 
 def event_prefix_decisions(dataset: Dataset, fracs: tuple[float, ...] = PREFIX_FRACS) -> EventDecisions:
-    """Test events with their prefix decision rows (see :func:`prefix_decision_offsets`).
+    """Test events with their prefix decision rows (see :func:`prefix_decision_rows`).
 
     An event is kept when every prefix decision row lies inside its own ticker
     (``end_row + 1`` must exist), has ``min_history`` bars behind it, and falls
@@ -191,7 +191,7 @@ def event_prefix_decisions(dataset: Dataset, fracs: tuple[float, ...] = PREFIX_F
     pid = ev.get_column("pattern_id").to_numpy().astype(np.int64)
     start = ev.get_column("start_row").to_numpy().astype(np.int64)
     end = ev.get_column("end_row").to_numpy().astype(np.int64)
-    rows = prefix_decision_offsets(start, end, fracs)  # [E, F]
+    rows = prefix_decision_rows(start, end, fracs)  # [E, F]
     lo = store.offsets[:-1][tid][:, None]  # [E, 1] first row of the event's ticker
     hi = store.offsets[1:][tid][:, None]  # [E, 1] one past its last row
     inside = (rows < hi) & (rows - lo >= spec.min_history - 1)

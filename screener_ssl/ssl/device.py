@@ -65,6 +65,6 @@ def batch_to_device(batch: SSLBatch, device: torch.device) -> SSLBatch:
         views=[View(_move(v.x, device), _move(v.observed, device)) for v in batch.views],
         clean=View(_move(batch.clean.x, device), _move(batch.clean.observed, device)),
         ticker_id=_move(batch.ticker_id, device),
-        decision_bar=_move(batch.decision_bar, device),
+        decision_row=_move(batch.decision_row, device),
         extras={k: _move(t, device) for k, t in batch.extras.items()},
     )

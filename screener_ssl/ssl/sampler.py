@@ -26,7 +26,7 @@ from screener_ssl.ssl.objectives.base import SSLBatch, View
 class GatheredRows:
     """The feature rows of B windows ending at their t*, gathered once; views are masks over them.
 
-    ``view(lengths, decision_known)`` equals ``gather_windows(values, start, decision, W,
+    ``view(lengths, decision_known)`` equals ``gather_windows(values, start, decision_row, W,
     lengths=lengths, open_known=...)`` bit for bit: a crop only hides the oldest bars and the
     censoring only hides cells of the last bar, so neither needs another gather.
     """
@@ -140,19 +140,19 @@ class WindowSampler:
         window = self.spec.window_max
         start = self.ticker_start[picks]
         drop = sample_decision_offsets(self.rng, len(picks), window, self.augment)
-        decision = np.maximum(self.decision_row[picks] - drop, start)  # t*: bars after it removed
+        decision_row = np.maximum(self.decision_row[picks] - drop, start)  # t*: bars after it removed
         keep_whole = self.rng.random(len(picks)) >= self.augment.censor_last_prob
         crops = [
             sample_crop_lengths(self.rng, len(picks), window, self.spec.crop_lengths, self.augment)
             for _ in range(max(self.n_views, 1))
         ]
         # Each window's rows are gathered once; every view is a crop + censoring mask over them.
-        rows = gather_window_rows(self.values, start, decision, window)
+        rows = gather_window_rows(self.values, start, decision_row, window)
         decision_known = np.where(keep_whole[:, None], True, self.open_known[None, :])  # [B, C]
         extras: dict[str, torch.Tensor] = {}
         if self.future_bars > 0:
             raw_x, clean_obs = rows.view(crops[0], decision_known, False)
-            clean_x, future_x, future_obs = self._with_future(raw_x, clean_obs, start, decision)
+            clean_x, future_x, future_obs = self._with_future(raw_x, clean_obs, start, decision_row)
             extras = {"future_x": torch.from_numpy(future_x), "future_observed": torch.from_numpy(future_obs)}
         else:
             clean_x, clean_obs = rows.view(crops[0], decision_known, self.normalize)
@@ -169,11 +169,11 @@ class WindowSampler:
             clean=View(torch.from_numpy(clean_x), torch.from_numpy(clean_obs)),
             # A ticker's first feature row identifies it uniquely within the store.
             ticker_id=torch.from_numpy(start.astype(np.int64)),
-            decision_bar=torch.from_numpy((decision - start).astype(np.int64)),
+            decision_row=torch.from_numpy(decision_row.astype(np.int64)),
             extras=extras,
         )
 
-    def _with_future(self, raw_x, obs, start, decision):
+    def _with_future(self, raw_x, obs, start, decision_row):
         """The clean window (normalized as configured) and the H whole bars after t* ``[B, H, C]``.
 
         The future is z-scored with the clean window's own statistics (its observed cells up to
@@ -181,7 +181,8 @@ class WindowSampler:
         """
         horizon = self.future_bars
         future_x, future_obs = gather_windows(
-            self.values, start, decision + horizon, horizon, open_known=np.ones_like(self.open_known), normalize=False
+            self.values, start, decision_row + horizon, horizon,
+            open_known=np.ones_like(self.open_known), normalize=False,
         )
         if not self.normalize:
             return raw_x, future_x, future_obs

@@ -179,10 +179,10 @@ def test_alerts_at_threshold_counts():
 # --------------------------------------------------------------------------- earliest detection
 
 
-def test_prefix_decision_offsets_values():
+def test_prefix_decision_rows_values():
     start = np.array([10, 100, 0])
     end = np.array([19, 129, 0])  # lengths 10, 30, 1
-    got = m.prefix_decision_offsets(start, end)
+    got = m.prefix_decision_rows(start, end)
     expected = np.array(
         [
             [12, 14, 16, 18, 20],  # 10 + round(f * 10)
@@ -196,11 +196,11 @@ def test_prefix_decision_offsets_values():
     assert (np.diff(got, axis=1) >= 0).all()
 
 
-def test_prefix_decision_offsets_rejects_bad_events():
+def test_prefix_decision_rows_rejects_bad_events():
     with pytest.raises(ValueError, match="event 1: end_idx 3 < start_idx 5"):
-        m.prefix_decision_offsets(np.array([0, 5]), np.array([4, 3]))
+        m.prefix_decision_rows(np.array([0, 5]), np.array([4, 3]))
     with pytest.raises(ValueError, match="fracs"):
-        m.prefix_decision_offsets(np.array([0]), np.array([4]), fracs=(0.0, 1.0))
+        m.prefix_decision_rows(np.array([0]), np.array([4]), fracs=(0.0, 1.0))
 
 
 def test_earliest_detection_curve_recall():

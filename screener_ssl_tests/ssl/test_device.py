@@ -48,7 +48,7 @@ def test_unknown_device_names_are_refused(name):
 def test_batches_stay_put_on_the_cpu_and_autocast_is_optional():
     view = View(torch.zeros(2, 4, 3), torch.ones(2, 4, 3, dtype=torch.bool))
     batch = SSLBatch(views=[view], clean=view, ticker_id=torch.zeros(2, dtype=torch.long),
-                     decision_bar=torch.zeros(2, dtype=torch.long))
+                     decision_row=torch.zeros(2, dtype=torch.long))
     assert batch_to_device(batch, torch.device("cpu")) is batch
     with autocast(torch.device("cpu"), bf16=False):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

@@ -94,7 +94,7 @@ def test_missing_future_is_a_clear_error():
     objective = _objective()
     x = torch.zeros(4, 16, 6)
     view = View(x, torch.ones_like(x, dtype=torch.bool))
-    batch = SSLBatch(views=[view], clean=view, ticker_id=torch.arange(4), decision_bar=torch.zeros(4, dtype=torch.long))
+    batch = SSLBatch(views=[view], clean=view, ticker_id=torch.arange(4), decision_row=torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="future_bars=8"):
         objective(batch)
 
@@ -119,7 +119,7 @@ def test_sampler_hands_over_the_raw_bars_after_the_decision_bar():
     batch = sampler.sample()
     future = batch.extras["future_x"].numpy()
     assert future.shape == (16, 8, 6) and bool(batch.extras["future_observed"].all())
-    for i, t in enumerate(batch.decision_bar.tolist()):
+    for i, t in enumerate(batch.decision_row.tolist()):
         np.testing.assert_array_equal(future[i], values[t + 1 : t + 9])
         assert t + 8 <= rows.max()
     # No future requested: no extras, and the candidate set is untouched.
@@ -132,7 +132,7 @@ def test_future_is_scaled_by_the_context_windows_statistics():
     rows = np.arange(20, 300, dtype=np.int64)
     aug = AugmentConfig(censor_last_prob=0.0)  # decision bar kept whole: stats over every window cell
     batch = WindowSampler(values, np.zeros_like(rows), rows, GENERIC, aug, 1, 8, seed=2, future_bars=4).sample()
-    for i, t in enumerate(batch.decision_bar.tolist()):
+    for i, t in enumerate(batch.decision_row.tolist()):
         context = values[t - 15 : t + 1]
         expected = (values[t + 1 : t + 5] - context.mean(0)) / (context.std(0) + 1e-6)
         np.testing.assert_allclose(batch.extras["future_x"][i].numpy(), expected, rtol=1e-4, atol=1e-4)
@@ -163,8 +163,7 @@ def test_future_bars_come_from_the_train_split_only():
     for _ in range(8):
         batch = sampler.sample()
         start = batch.ticker_id.numpy()
-        decision = start + batch.decision_bar.numpy()
-        last_future = decision + objective.future_bars
+        last_future = batch.decision_row.numpy() + objective.future_bars
         ticker = np.searchsorted(store.offsets, start, side="right") - 1
         assert (last_future < ticker_end[ticker]).all()  # same ticker
         assert (store.dates[last_future] <= train_end).all()  # train bars, never the embargo or val
@@ -203,7 +202,7 @@ def test_perturbing_bars_after_t_star_changes_the_loss_not_the_embedding():
 
     a_batch, a_loss, a_emb = run(values)
     b_batch, b_loss, b_emb = run(perturbed)
-    assert (a_batch.decision_bar.numpy() <= p).all()
+    assert (a_batch.decision_row.numpy() - a_batch.ticker_id.numpy() <= p).all()
     for va, vb in zip((a_batch.clean, *a_batch.views), (b_batch.clean, *b_batch.views), strict=True):
         assert torch.equal(va.x, vb.x) and torch.equal(va.observed, vb.observed)
     assert torch.equal(a_emb, b_emb)

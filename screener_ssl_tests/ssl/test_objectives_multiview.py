@@ -94,7 +94,7 @@ def sine_batch(
     gen: torch.Generator,
     batch_size: int = 32,
     ticker_id: torch.Tensor | None = None,
-    decision_bar: torch.Tensor | None = None,
+    decision_row: torch.Tensor | None = None,
     length: int = WINDOW,
 ) -> SSLBatch:
     """Two noisy views of ``batch_size`` sine windows ``[B, length, 2]``; distinct tickers unless given."""
@@ -102,13 +102,13 @@ def sine_batch(
     views = [noisy_view(gen, clean), noisy_view(gen, clean)]
     if ticker_id is None:
         ticker_id = torch.arange(batch_size)
-    if decision_bar is None:
-        decision_bar = torch.randint(WINDOW, 5000, (batch_size,), generator=gen)
+    if decision_row is None:
+        decision_row = torch.randint(WINDOW, 5000, (batch_size,), generator=gen)
     return SSLBatch(
         views=views,
         clean=View(x=clean, observed=torch.ones_like(clean, dtype=torch.bool)),
         ticker_id=ticker_id,
-        decision_bar=decision_bar,
+        decision_row=decision_row,
     )
 
 
@@ -365,8 +365,8 @@ def test_soft_negatives_change_the_loss_only_above_the_threshold():
 
 def test_positive_expansion_picks_same_ticker_neighbours_and_excludes_overlaps():
     ticker_id = torch.tensor([0, 0, 0, 1])
-    decision_bar = torch.tensor([100, 103, 110, 100])
-    positives, negatives = pair_masks(ticker_id, decision_bar, window_length=20, positive_expansion_k=5)
+    decision_row = torch.tensor([100, 103, 110, 100])
+    positives, negatives = pair_masks(ticker_id, decision_row, window_length=20, positive_expansion_k=5)
     # Rows 0 and 1 (same ticker, 3 bars apart) are positives of each other; row 2 is 10 and 7 bars
     # away (> k but < T): neither positive nor negative; row 3 is another ticker: a negative.
     view_of = {0: (0, 4), 1: (1, 5), 2: (2, 6), 3: (3, 7)}
@@ -379,15 +379,15 @@ def test_positive_expansion_picks_same_ticker_neighbours_and_excludes_overlaps()
             assert pos == {j for r in expected_positive_rows[row] for j in view_of[r]} - {anchor}
             assert neg == {j for r in expected_negative_rows[row] for j in view_of[r]}
     # k = 0 turns expansion off: rows 0 and 1 overlap, so they become "don't care".
-    positives_off, negatives_off = pair_masks(ticker_id, decision_bar, window_length=20, positive_expansion_k=0)
+    positives_off, negatives_off = pair_masks(ticker_id, decision_row, window_length=20, positive_expansion_k=0)
     assert {int(j) for j in positives_off[0].nonzero()} == {4}
     assert not bool(negatives_off[0, 1] or negatives_off[0, 5])
 
 
 def test_multi_positive_loss_averages_over_positives():
     ticker_id = torch.tensor([0, 0, 1])
-    decision_bar = torch.tensor([50, 52, 50])
-    positives, negatives = pair_masks(ticker_id, decision_bar, window_length=20, positive_expansion_k=2)
+    decision_row = torch.tensor([50, 52, 50])
+    positives, negatives = pair_masks(ticker_id, decision_row, window_length=20, positive_expansion_k=2)
     gen = torch.Generator().manual_seed(10)
     z = F.normalize(torch.randn(6, 3, generator=gen), dim=1)
     s = z @ z.T
@@ -402,10 +402,10 @@ def test_multi_positive_loss_averages_over_positives():
 def test_overlapping_same_ticker_windows_are_not_negatives():
     window = 20
     ticker_id = torch.tensor([7, 7, 8, 9])
-    decision_bar = torch.tensor([300, 305, 300, 300])  # rows 0 and 1 overlap by 15 bars
-    overlap = same_ticker_overlap(ticker_id, decision_bar, window)
+    decision_row = torch.tensor([300, 305, 300, 300])  # rows 0 and 1 overlap by 15 bars
+    overlap = same_ticker_overlap(ticker_id, decision_row, window)
     assert bool(overlap[0, 1] and overlap[1, 0]) and int(overlap.sum()) == 4 + 2
-    positives, negatives = pair_masks(ticker_id, decision_bar, window)
+    positives, negatives = pair_masks(ticker_id, decision_row, window)
     gen = torch.Generator().manual_seed(11)
     z = F.normalize(torch.randn(8, 4, generator=gen), dim=1)
     s = z @ z.T
@@ -429,7 +429,7 @@ def test_infonce_objective_logs_the_excluded_overlaps():
     backbone = tiny_backbone()
     objective = build_objective("infonce", backbone, {"projector_hidden_dim": 16, "projector_dim": 8})
     batch = sine_batch(gen, 6, ticker_id=torch.tensor([0, 0, 1, 2, 3, 4]),
-                       decision_bar=torch.tensor([100, 110, 100, 100, 100, 100]))
+                       decision_row=torch.tensor([100, 110, 100, 100, 100, 100]))
     out = objective(batch)
     # 2 overlapping rows -> 4 ordered row pairs x 4 view pairs... = 8 excluded of 12 * 11 anchor pairs.
     assert out.logs["excluded_fraction"] == pytest.approx(8 / (12 * 11))

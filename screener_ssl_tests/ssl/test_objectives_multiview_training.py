@@ -75,7 +75,7 @@ def censored_batch(gen: torch.Generator, batch_size: int, length: int, channels:
         views=[view(), view()],
         clean=View(x=torch.where(observed, clean_x, torch.zeros_like(clean_x)), observed=observed),
         ticker_id=torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])[:batch_size],
-        decision_bar=torch.tensor([100, 104, 100, 100, 100, 100, 100, 100])[:batch_size],
+        decision_row=torch.tensor([100, 104, 100, 100, 100, 100, 100, 100])[:batch_size],
     )
 
 

@@ -141,7 +141,7 @@ def _objective(config: dict, seed: int = 0):
 
 def _batch(view: View) -> SSLBatch:
     n = view.x.shape[0]
-    return SSLBatch(views=[], clean=view, ticker_id=torch.arange(n), decision_bar=torch.full((n,), 100))
+    return SSLBatch(views=[], clean=view, ticker_id=torch.arange(n), decision_row=torch.full((n,), 100))
 
 
 def test_raw_loss_in_closed_form_with_a_zero_decoder():

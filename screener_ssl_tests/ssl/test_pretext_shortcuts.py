@@ -60,7 +60,7 @@ def test_hybrid_reconstructs_the_view_it_encodes() -> None:
         views=[View(warped, observed), View(torch.randn(4, 12, CHANNELS, generator=gen), observed)],
         clean=View(clean_x, observed),
         ticker_id=torch.arange(4),
-        decision_bar=torch.full((4,), 50),
+        decision_row=torch.full((4,), 50),
     )
     captured = {}
     original = hybrid_module.masked_recon_loss

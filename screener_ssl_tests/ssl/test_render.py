@@ -65,10 +65,11 @@ def test_missing_shape_feature_is_a_clear_error():
         render_candles(x, observed, feature_names=names)
 
 
-def _images(bars: pl.DataFrame, decision: int, spec: WindowSpec) -> torch.Tensor:
+def _images(bars: pl.DataFrame, decision_row: int, spec: WindowSpec) -> torch.Tensor:
     store = compute_shape_features(bars, volume_lookback=spec.volume_lookback)
     x, observed = gather_windows(
-        store.values, np.zeros(1, dtype=np.int64), np.array([decision]), spec.window_max, open_known=spec.open_known_mask
+        store.values, np.zeros(1, dtype=np.int64), np.array([decision_row]), spec.window_max,
+        open_known=spec.open_known_mask,
     )
     return render_candles(torch.from_numpy(x), torch.from_numpy(observed))
 

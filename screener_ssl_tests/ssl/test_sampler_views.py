@@ -27,17 +27,17 @@ def test_views_from_one_gather_equal_separate_gathers(seed: int, normalize: bool
     values = _values(seed)
     window, batch = 32, 50
     ticker_start = rng.choice([0, 100, 250], size=batch).astype(np.int64)
-    decision = ticker_start + rng.integers(0, 120, size=batch)  # some windows reach before the ticker
+    decision_row = ticker_start + rng.integers(0, 120, size=batch)  # some windows reach before the ticker
     open_known = np.array([False, True, False, False, False, False])
     keep_whole = rng.random(batch) < 0.3
     decision_known = np.where(keep_whole[:, None], True, open_known[None, :])
-    rows = gather_window_rows(values, ticker_start, decision, window)
+    rows = gather_window_rows(values, ticker_start, decision_row, window)
     for _ in range(3):
         lengths = rng.choice([8, 16, 32], size=batch)
         x, observed = rows.view(lengths, decision_known, normalize)
         for known, rows_mask in ((open_known, ~keep_whole), (np.ones(CHANNELS, bool), keep_whole)):
             ref_x, ref_obs = gather_windows(
-                values, ticker_start[rows_mask], decision[rows_mask], window,
+                values, ticker_start[rows_mask], decision_row[rows_mask], window,
                 lengths=lengths[rows_mask], open_known=known, normalize=normalize,
             )
             assert np.array_equal(observed[rows_mask], ref_obs)

@@ -40,7 +40,7 @@ def test_paired_views_share_the_decision_index_and_censoring():
         last = view.observed[:, -1]
         # Open-only decision bar in every view (channel dropout may hide the gap too).
         assert not last[:, [i for i in range(6) if i != gap]].any()
-    assert batch.decision_bar.shape == (16,)
+    assert batch.decision_row.shape == (16,)
 
 
 def test_sampler_never_reads_past_the_decision_bar():

@@ -92,7 +92,7 @@ class RecordingBackbone(torch.nn.Module):
 
 def _batch(x: torch.Tensor, observed: torch.Tensor) -> SSLBatch:
     view = View(x=x, observed=observed)
-    return SSLBatch(views=[view], clean=view, ticker_id=torch.arange(x.shape[0]), decision_bar=torch.zeros(x.shape[0]))
+    return SSLBatch(views=[view], clean=view, ticker_id=torch.arange(x.shape[0]), decision_row=torch.zeros(x.shape[0]))
 
 
 @settings(max_examples=15, deadline=None)

@@ -61,13 +61,13 @@ class SSLBackbone(nn.Module):
         self,
         x: torch.Tensor,
         observed: torch.Tensor,
-        decision_index: torch.Tensor | None = None,
+        decision_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Embedding at the decision index ``[B, D]`` (default: the last position)."""
+        """Embedding at window position ``decision_pos [B]`` ``[B, D]`` (default: the last position)."""
         h = self.forward(x, observed)
-        if decision_index is None:
+        if decision_pos is None:
             return h[:, -1]
-        idx = decision_index.to(torch.long).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
+        idx = decision_pos.to(torch.long).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
         return h.gather(1, idx).squeeze(1)
 
 

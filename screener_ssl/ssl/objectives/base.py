@@ -76,7 +76,7 @@ class SSLBatch:
     views: list[View]  # n_views augmented views, same windows, same t*
     clean: View  # the normalized, censored window before augmentation (reconstruction targets)
     ticker_id: torch.Tensor  # [B] long
-    decision_bar: torch.Tensor  # [B] long, decision bar's position in its ticker's history
+    decision_row: torch.Tensor  # [B] long, global row of t* in the feature array (same ticker: differences are bars)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property

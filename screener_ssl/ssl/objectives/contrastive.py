@@ -3,7 +3,7 @@
 Markets repeat themselves, so "every other window is a negative" is wrong in two ways this
 module handles:
 
-* Windows of the same ticker that overlap in time (``|decision_bar difference| < T``) share
+* Windows of the same ticker that overlap in time (``|decision_row difference| < T``) share
   bars; they are never negatives (dropped from the denominator) unless they are positives.
 * Options: *soft negatives* (a negative more similar to the anchor than
   ``soft_negative_threshold`` counts ``soft_negative_weight`` times in the denominator) and
@@ -47,57 +47,57 @@ class DebiasedInfoNCEConfig(InfoNCEConfig):
     tau_plus: float = Field(0.1, ge=0.0, lt=1.0)  # class prior: chance a random negative is a true positive
 
 
-def _check_rows(ticker_id: torch.Tensor, decision_bar: torch.Tensor) -> None:
-    assert ticker_id.dim() == 1 and ticker_id.shape == decision_bar.shape, (
-        f"ticker_id {tuple(ticker_id.shape)} and decision_bar {tuple(decision_bar.shape)} must both be [B]"
+def _check_rows(ticker_id: torch.Tensor, decision_row: torch.Tensor) -> None:
+    assert ticker_id.dim() == 1 and ticker_id.shape == decision_row.shape, (
+        f"ticker_id {tuple(ticker_id.shape)} and decision_row {tuple(decision_row.shape)} must both be [B]"
     )
 
 
-def same_ticker_overlap(ticker_id: torch.Tensor, decision_bar: torch.Tensor, window_length: int) -> torch.Tensor:
-    """``[B, B]`` bool: rows of the same ticker whose windows share bars (``|decision_bar diff| < T``).
+def same_ticker_overlap(ticker_id: torch.Tensor, decision_row: torch.Tensor, window_length: int) -> torch.Tensor:
+    """``[B, B]`` bool: rows of the same ticker whose windows share bars (``|decision_row diff| < T``).
 
-    ``ticker_id, decision_bar: [B]`` long. The diagonal is True.
+    ``ticker_id, decision_row: [B]`` long. The diagonal is True.
     """
-    _check_rows(ticker_id, decision_bar)
+    _check_rows(ticker_id, decision_row)
     same_ticker = ticker_id[:, None] == ticker_id[None, :]
-    gap = (decision_bar[:, None] - decision_bar[None, :]).abs()
+    gap = (decision_row[:, None] - decision_row[None, :]).abs()
     return same_ticker & (gap < window_length)
 
 
 def expanded_positive_rows(
-    ticker_id: torch.Tensor, decision_bar: torch.Tensor, positive_expansion_k: int
+    ticker_id: torch.Tensor, decision_row: torch.Tensor, positive_expansion_k: int
 ) -> torch.Tensor:
-    """``[B, B]`` bool: OTHER rows of the same ticker within ``k`` bars (``ticker_id, decision_bar: [B]``).
+    """``[B, B]`` bool: OTHER rows of the same ticker within ``k`` bars (``ticker_id, decision_row: [B]``).
 
     All False when ``k == 0`` (expansion off); the diagonal is always False.
     """
-    _check_rows(ticker_id, decision_bar)
+    _check_rows(ticker_id, decision_row)
     batch_size = ticker_id.shape[0]
     if positive_expansion_k <= 0:
         return torch.zeros(batch_size, batch_size, dtype=torch.bool, device=ticker_id.device)
     same_ticker = ticker_id[:, None] == ticker_id[None, :]
-    gap = (decision_bar[:, None] - decision_bar[None, :]).abs()
+    gap = (decision_row[:, None] - decision_row[None, :]).abs()
     not_self = ~torch.eye(batch_size, dtype=torch.bool, device=ticker_id.device)
     return same_ticker & (gap <= positive_expansion_k) & not_self
 
 
 def pair_masks(
     ticker_id: torch.Tensor,
-    decision_bar: torch.Tensor,
+    decision_row: torch.Tensor,
     window_length: int,
     positive_expansion_k: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positives and negatives among the ``2B`` anchors (view a of rows 0..B-1, then view b).
 
-    ``ticker_id, decision_bar: [B]`` long. Returns ``(positives, negatives)``, both ``[2B, 2B]`` bool:
+    ``ticker_id, decision_row: [B]`` long. Returns ``(positives, negatives)``, both ``[2B, 2B]`` bool:
     positives = the other view of the same row plus both views of expanded rows; negatives =
     everything else except the anchor itself and same-ticker overlapping windows.
     """
     batch_size = ticker_id.shape[0]
     device = ticker_id.device
     same_row = torch.eye(batch_size, dtype=torch.bool, device=device)
-    positive_rows = same_row | expanded_positive_rows(ticker_id, decision_bar, positive_expansion_k)
-    excluded_rows = same_ticker_overlap(ticker_id, decision_bar, window_length) & ~positive_rows
+    positive_rows = same_row | expanded_positive_rows(ticker_id, decision_row, positive_expansion_k)
+    excluded_rows = same_ticker_overlap(ticker_id, decision_row, window_length) & ~positive_rows
     self_pair = torch.eye(2 * batch_size, dtype=torch.bool, device=device)
     positives = positive_rows.repeat(2, 2) & ~self_pair
     negatives = ~(positive_rows.repeat(2, 2) | excluded_rows.repeat(2, 2))
@@ -208,19 +208,19 @@ class ContrastiveHead(nn.Module):
         h_a: torch.Tensor,
         h_b: torch.Tensor,
         ticker_id: torch.Tensor,
-        decision_bar: torch.Tensor,
+        decision_row: torch.Tensor,
         window_length: int,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``h_a, h_b: [B, D_backbone]`` pooled views; ``ticker_id, decision_bar: [B]`` long -> (loss, logs)."""
+        """``h_a, h_b: [B, D_backbone]`` pooled views; ``ticker_id, decision_row: [B]`` long -> (loss, logs)."""
         check_pair(h_a, h_b, "ContrastiveHead")
         batch_size = h_a.shape[0]
-        assert ticker_id.shape == (batch_size,) and decision_bar.shape == (batch_size,), (
-            f"ticker_id {tuple(ticker_id.shape)} and decision_bar {tuple(decision_bar.shape)} must be [{batch_size}]"
+        assert ticker_id.shape == (batch_size,) and decision_row.shape == (batch_size,), (
+            f"ticker_id {tuple(ticker_id.shape)} and decision_row {tuple(decision_row.shape)} must be [{batch_size}]"
         )
         config = self.config
         z = torch.cat([self.projector(h_a), self.projector(h_b)], dim=0)  # [2B, P]
         similarity = cosine_similarity_matrix(z)  # [2B, 2B]
-        positives, negatives = pair_masks(ticker_id, decision_bar, window_length, config.positive_expansion_k)
+        positives, negatives = pair_masks(ticker_id, decision_row, window_length, config.positive_expansion_k)
         weights = soft_negative_weights(
             similarity, negatives, config.soft_negative_threshold, config.soft_negative_weight
         )
@@ -274,7 +274,7 @@ class InfoNCE(Objective):
         require_views(batch, self.n_views, self.name)
         h_a, h_b = pool_views(self.backbone, batch.views[:2])
         window_length = batch.views[0].x.shape[1]
-        loss, logs = self.head(h_a, h_b, batch.ticker_id, batch.decision_bar, window_length)
+        loss, logs = self.head(h_a, h_b, batch.ticker_id, batch.decision_row, window_length)
         logs["loss"] = float(loss.detach())
         return ObjectiveOutput(loss=loss, logs=logs)
 

@@ -65,14 +65,14 @@ def split_segments(future_x: torch.Tensor, n_segments: int) -> torch.Tensor:
 
 
 def cpc_candidate_masks(
-    ticker_id: torch.Tensor, decision_bar: torch.Tensor, span: int
+    ticker_id: torch.Tensor, decision_row: torch.Tensor, span: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(positives, negatives)`` ``[B, B]`` bool for one prediction step.
 
     Anchor i's positive is its own future; the negatives are the other windows' futures except
     those of the same ticker whose span (``span`` = window + horizon bars) overlaps anchor i's.
     """
-    overlap = same_ticker_overlap(ticker_id, decision_bar, span)  # diagonal True
+    overlap = same_ticker_overlap(ticker_id, decision_row, span)  # diagonal True
     positives = torch.eye(ticker_id.shape[0], dtype=torch.bool, device=ticker_id.device)
     return positives, ~overlap
 
@@ -182,7 +182,7 @@ class CPC(Objective):
         if config.loss == "infonce":
             z = self.target_projector(self.backbone.pooled(seg_x, seg_obs)).view(k, batch_size, -1)  # [K, B, P]
             span = batch.views[0].x.shape[1] + config.horizon
-            positives, negatives = cpc_candidate_masks(batch.ticker_id, batch.decision_bar, span)
+            positives, negatives = cpc_candidate_masks(batch.ticker_id, batch.decision_row, span)
             loss, logs = cpc_info_nce(predictions, z, positives, negatives, config)
             off_self = ~positives
             logs["excluded_fraction"] = float((off_self & ~negatives).sum() / off_self.sum().clamp_min(1))

@@ -66,7 +66,7 @@ class Hybrid(Objective):
         if config.multiview == "infonce":
             window_length = batch.views[0].x.shape[1]
             multiview_loss, multiview_logs = self.multiview_head(
-                h_a, h_b, batch.ticker_id, batch.decision_bar, window_length
+                h_a, h_b, batch.ticker_id, batch.decision_row, window_length
             )
         else:
             multiview_loss, multiview_logs = self.multiview_head(h_a, h_b)

@@ -271,7 +271,7 @@ class PatchMAE(Objective):
             logs["recon_loss"] = float(recon_loss.detach())
             window_length = clean.x.shape[1]
             contrastive_loss, contrastive_logs = self.contrastive_head(
-                pooled_a, pooled_b, batch.ticker_id, batch.decision_bar, window_length
+                pooled_a, pooled_b, batch.ticker_id, batch.decision_row, window_length
             )
             loss = (1.0 - config.contrastive_weight) * recon_loss + config.contrastive_weight * contrastive_loss
             logs.update({f"infonce_{k}": v for k, v in contrastive_logs.items()})
