@@ -98,15 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from screener_ssl.data import dataset as ds
+    from screener_ssl.data.recent_bars import connect_read_only, load_latest_bars
     from screener_ssl.data.synthetic import SyntheticMarketConfig
     from screener_ssl.data.windows import WindowSpec
-    from screener_ssl.scan.scan import (
-        ScanConfig,
-        batched_embeddings,
-        latest_windows,
-        load_latest_bars,
-        scan_market,
-    )
+    from screener_ssl.scan.scan import ScanConfig, batched_embeddings, latest_windows, scan_market
     from screener_ssl.ssl.encoder import load_encoder
 
     from screener_ssl.ssl.device import resolve_device
@@ -129,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         config = ScanConfig(chunk_size=args.chunk_size, threads=args.threads, device=args.device)
 
         # The bare forward's inputs: the very windows the scan builds.
-        bars = load_latest_bars(db_path, spec, None, threads=args.threads)
+        with connect_read_only(db_path, args.threads) as con:
+            bars = load_latest_bars(con, spec, None)
         x, observed, tickers, skipped = latest_windows(bars, spec, bars.get_column("date").max())
         backbone = load_encoder(run_dir).backbone.to(args.device)
 
@@ -148,7 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.cuda.synchronize()
 
         def end_to_end() -> dict:
-            timings = scan_market(run_dir, db_path=db_path, spec=spec, config=config).timings
+            # One connection per scan, as a caller opens it (its few ms fall outside the timings).
+            with connect_read_only(db_path, args.threads) as con:
+                timings = scan_market(run_dir, con=con, spec=spec, config=config).timings
             if args.device == "cuda":
                 torch.cuda.synchronize()
             return timings

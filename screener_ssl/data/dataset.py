@@ -28,7 +28,7 @@ from screener_ssl.data.features import FeatureStore, read_shape_features
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
 from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
-from screener_ssl.data.warehouse import LockRetry, publish_dir_and_tables, write_tables
+from screener_ssl.data.warehouse import ConnectionFactory, LockRetry, publish_dir_and_tables, write_tables
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.tracking.artifacts import atomic_dir, atomic_write_json
@@ -40,12 +40,15 @@ BARS_DIR = Path("bars")
 WAREHOUSE = "warehouse.duckdb"
 
 
-def write_duckdb_tables(db_path: Path, tables: dict[str, pl.DataFrame], retry: LockRetry | None = None) -> None:
+def write_duckdb_tables(
+    warehouse: Path | ConnectionFactory, tables: dict[str, pl.DataFrame], retry: LockRetry | None = None
+) -> None:
     """Replace each table in one transaction (DuckDB allows one writer process; a lock is retried).
 
-    Writing ``bars`` also rewrites its recent-dates slice ``bars_recent`` (what the scan reads).
+    ``warehouse``: the DuckDB file or a factory of connections to it. Writing ``bars`` also
+    rewrites its recent-dates slice ``bars_recent`` (what the scan reads).
     """
-    write_tables(db_path, tables, retry)
+    write_tables(warehouse, tables, retry)
 
 
 # --------------------------------------------------------------------------- bars
@@ -67,11 +70,13 @@ def ingest_bars(
     synthetic: SyntheticMarketConfig,
     date_format: str | None = None,
     retry: LockRetry | None = None,
+    connect: ConnectionFactory | None = None,
 ) -> BarsReport:
     """Read bars from ``source`` ('synthetic' or a Parquet/CSV file or folder), validate, write.
 
     ``bars/`` and the warehouse tables ``bars``/``bars_quarantine`` change together or not at
-    all (a locked warehouse is retried per ``retry``, then nothing changes).
+    all (a locked warehouse is retried per ``retry``, then nothing changes). ``connect``:
+    connections to the warehouse; default ``data_root / WAREHOUSE``.
     """
     if source == "synthetic":
         market = generate_market(synthetic)
@@ -104,7 +109,7 @@ def ingest_bars(
     publish_dir_and_tables(
         data_root / BARS_DIR,
         write_files,
-        data_root / WAREHOUSE,
+        connect or data_root / WAREHOUSE,
         {"bars": result.clean, "bars_quarantine": result.quarantine},
         retry,
     )
@@ -246,9 +251,12 @@ def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tu
     return events, tuple(sorted(events.get_column("pattern").unique().to_list())), f"label file {source}"
 
 
-def build_labels(data_root: Path, source: str, spec: WindowSpec, retry: LockRetry | None = None) -> dict:
+def build_labels(
+    data_root: Path, source: str, spec: WindowSpec, retry: LockRetry | None = None,
+    connect: ConnectionFactory | None = None,
+) -> dict:
     """Label events and the per-window label matrix; ``datasets/labels/`` and the warehouse's
-    ``label_events`` change together or not at all."""
+    ``label_events`` change together or not at all (``connect``: as in :func:`ingest_bars`)."""
     store = FeatureStore.load(data_root / FEATURES_DIR)
     index = WindowIndex.load(data_root / WINDOWED_DIR)
     events, patterns, description = resolve_label_events(data_root, source)
@@ -277,7 +285,7 @@ def build_labels(data_root: Path, source: str, spec: WindowSpec, retry: LockRetr
         located.unmatched.write_parquet(tmp / "unmatched.parquet")
         atomic_write_json(tmp / "labels.json", info)
 
-    publish_dir_and_tables(data_root / LABELS_DIR, write_files, data_root / WAREHOUSE,
+    publish_dir_and_tables(data_root / LABELS_DIR, write_files, connect or data_root / WAREHOUSE,
                            {"label_events": located.events}, retry)
     return info
 

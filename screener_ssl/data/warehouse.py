@@ -6,6 +6,10 @@ then stop with :class:`WarehouseLockedError`. :func:`publish_dir_and_tables` sta
 directory of files, writes the tables inside an open transaction, swaps the directory in
 and commits: when any step fails (lock, disk, kill before the swap) neither the directory
 nor the tables change, so Parquet readers and DuckDB readers always see the same data.
+
+Writers take the warehouse as a file path (connected through :func:`connect_with_retry`)
+or as a :data:`ConnectionFactory`, a callable whose every call gives a context manager
+yielding an open read-write connection, closed on exit (an orchestrator's resource, say).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -44,12 +50,19 @@ class LockRetry:
 DEFAULT_LOCK_RETRY = LockRetry()
 
 
+# Each call: a context manager yielding an open read-write DuckDB connection, closed on exit.
+ConnectionFactory = Callable[[], AbstractContextManager[Any]]
+
+
 def _is_lock_error(err: Exception) -> bool:
     return "lock" in str(err).lower()
 
 
-def connect_with_retry(db_path: Path, retry: LockRetry | None = None):
-    """A read-write DuckDB connection to ``db_path``, retrying while another process holds its lock."""
+def connect_with_retry(db_path: Path, retry: LockRetry | None = None, config: Mapping[str, Any] | None = None):
+    """A read-write DuckDB connection to ``db_path``, retrying while another process holds its lock.
+
+    ``config``: DuckDB connection options (every connection to one file in a process must agree).
+    """
     import duckdb
 
     retry = retry or DEFAULT_LOCK_RETRY
@@ -58,7 +71,7 @@ def connect_with_retry(db_path: Path, retry: LockRetry | None = None):
     waits = retry.waits()
     for attempt in range(retry.attempts):
         try:
-            return duckdb.connect(str(db_path))
+            return duckdb.connect(str(db_path), config=dict(config or {}))
         except duckdb.IOException as err:
             if not _is_lock_error(err):
                 raise
@@ -70,6 +83,13 @@ def connect_with_retry(db_path: Path, retry: LockRetry | None = None):
                 ) from err
             retry.sleep(waits[attempt])
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def connection_factory(warehouse: Path | ConnectionFactory, retry: LockRetry | None = None) -> ConnectionFactory:
+    """``warehouse`` when it is a factory already, else connections to that file through :func:`connect_with_retry`."""
+    if callable(warehouse):
+        return warehouse
+    return lambda: connect_with_retry(warehouse, retry)
 
 
 def _replace_tables(con, tables: Mapping[str, pl.DataFrame]) -> None:
@@ -84,9 +104,11 @@ def _replace_tables(con, tables: Mapping[str, pl.DataFrame]) -> None:
             refresh_recent_bars(con, name)
 
 
-def write_tables(db_path: Path, tables: Mapping[str, pl.DataFrame], retry: LockRetry | None = None) -> None:
-    """Replace each table in one transaction, retrying while the file is locked."""
-    with connect_with_retry(db_path, retry) as con:
+def write_tables(
+    warehouse: Path | ConnectionFactory, tables: Mapping[str, pl.DataFrame], retry: LockRetry | None = None
+) -> None:
+    """Replace each table in one transaction (a file path: retried per ``retry`` while it is locked)."""
+    with connection_factory(warehouse, retry)() as con:
         con.execute("BEGIN TRANSACTION")
         _replace_tables(con, tables)
         con.execute("COMMIT")
@@ -102,13 +124,13 @@ def _fsync_tree(directory: Path) -> None:
 def publish_dir_and_tables(
     final_dir: Path,
     write_files: Callable[[Path], None],
-    db_path: Path,
+    warehouse: Path | ConnectionFactory,
     tables: Mapping[str, pl.DataFrame],
     retry: LockRetry | None = None,
 ) -> None:
     """Replace ``final_dir`` (files from ``write_files(tmp)``) and the DuckDB ``tables`` together.
 
-    Order: stage the files in a hidden temp sibling, connect (with retry), write the tables in
+    ``warehouse``: the DuckDB file (connected with ``retry``) or a :data:`ConnectionFactory`. Order: stage the files in a hidden temp sibling, connect (with retry), write the tables in
     an open transaction, swap the directory in, commit. A failure before the commit rolls the
     transaction back and puts the old directory back; a kill before the swap leaves only a
     hidden ``.tmp-*`` dir that readers skip.
@@ -121,7 +143,7 @@ def publish_dir_and_tables(
         write_files(tmp)
         _fsync_tree(tmp)
         os.chmod(tmp, 0o755)
-        with connect_with_retry(db_path, retry) as con:
+        with connection_factory(warehouse, retry)() as con:
             con.execute("BEGIN TRANSACTION")
             _replace_tables(con, tables)
             if final.exists():

@@ -7,11 +7,15 @@ import hashlib
 import importlib
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
+from screener_ssl.data.dataset import WAREHOUSE
+from screener_ssl.data.warehouse import connect_with_retry
 from screener_ssl.runs.sweep import DEFAULT_SWEEP, Sweep, SweepError, load_sweep
 
 
@@ -52,6 +56,29 @@ class ScreenerSettings(dg.ConfigurableResource):
             labels=env.get("SCREENER_SSL_LABELS", "synthetic"),
             sweep=env.get("SCREENER_SSL_SWEEP", ""),
         )
+
+
+class WarehouseResource(DuckDBResource):
+    """The DuckDB warehouse every asset reads and writes its tables through.
+
+    Connections wait out another process's lock the way the library's writers do
+    (``LockRetry``: about 15 s, then ``WarehouseLockedError`` naming the file) rather than
+    with DuckDBResource's own backoff, and carry only ``connection_config``: DuckDB refuses a
+    second connection to a file in one process whose options differ from the first's.
+    """
+
+    @contextmanager
+    def get_connection(self) -> Iterator:
+        con = connect_with_retry(Path(self.database), config=self.connection_config)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def warehouse_resource(settings: ScreenerSettings) -> WarehouseResource:
+    """The warehouse of ``settings``' data directory."""
+    return WarehouseResource(database=str(settings.root / WAREHOUSE))
 
 
 def source_version(*module_names: str) -> str:

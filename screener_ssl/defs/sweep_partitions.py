@@ -6,7 +6,7 @@ import dagster as dg
 
 from screener_ssl.defs.partitions import sweep_partitions
 from screener_ssl.defs.probe.assets import build_probe_assets
-from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.resources import ScreenerSettings, warehouse_resource
 from screener_ssl.defs.schedules import build_nightly_schedule, build_sweep_jobs
 from screener_ssl.defs.ssl.assets import build_ssl_assets
 
@@ -24,7 +24,7 @@ def build_sweep_definitions(
         assets=[*build_ssl_assets(partitions), *build_probe_assets(partitions)],
         jobs=[sweep_job, index_job],
         schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
-        resources={"settings": settings},
+        resources={"settings": settings, "warehouse": warehouse_resource(settings)},
     )
 
 

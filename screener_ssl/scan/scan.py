@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from screener_ssl.data.bars import _is_sorted_by_ticker_date
 from screener_ssl.data.contracts import BAR_COLUMNS
 from screener_ssl.data.features import compute_shape_features
-from screener_ssl.data.recent_bars import usable_recent_table
+from screener_ssl.data.recent_bars import bars_needed, load_latest_bars
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
 from screener_ssl.ssl.encoder import Encoder, load_encoder
@@ -63,7 +63,7 @@ class ScanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     chunk_size: int = Field(512, ge=1, le=65_536)  # windows per forward; ~cache-sized on CPU
-    threads: int = Field(2, ge=1, le=256)  # torch intra-op and DuckDB threads
+    threads: int = Field(2, ge=1, le=256)  # torch intra-op threads; open the DuckDB connection with as many
     as_of: dt.date | None = None  # decision date; None = the latest date in the bars
     device: Literal["cpu", "cuda"] = "cpu"
 
@@ -79,111 +79,8 @@ class ScanResult:
     run_dir: Path | None = None
 
 
-def bars_needed(spec: WindowSpec) -> int:
-    """Bars per ticker the latest window needs: the window, the volume baseline before it, one previous close."""
-    return spec.window_max + spec.volume_lookback + 1
-
-
-# --------------------------------------------------------------------------- loading bars
-
-
-def _quote_identifier(name: str) -> str:
-    if not name or '"' in name:
-        raise ValueError(f"invalid DuckDB table name {name!r}")
-    return f'"{name}"'
-
-
-def _connect_read_only(db_path: Path, threads: int | None):
-    import duckdb
-
-    if not Path(db_path).exists():
-        raise FileNotFoundError(f"no DuckDB warehouse at {db_path}; ingest the bars first (ingest_bars)")
-    config = {"threads": int(threads)} if threads else {}
-    try:
-        return duckdb.connect(str(db_path), read_only=True, config=config)
-    except duckdb.IOException as err:
-        raise RuntimeError(f"cannot open {db_path} read-only ({err}); is a writer holding it?") from err
-
-
-def load_latest_bars(
-    db_path: Path,
-    spec: WindowSpec,
-    as_of: dt.date | None,
-    table: str = "bars",
-    threads: int | None = None,
-) -> pl.DataFrame:
-    """The last ``K = bars_needed(spec)`` bars up to ``as_of`` of every ticker trading in the last K dates.
-
-    Read-only; sorted by (ticker, date); ``as_of`` None = the latest date in the table.
-    The main query reads only the last K distinct trading dates up to ``as_of`` (a
-    ticker has at most K bars there, so it needs no window function). A ticker with
-    fewer than K bars in that range (a halt, a late listing) is completed by a second
-    query over those tickers alone, ``QUALIFY row_number() OVER (PARTITION BY ticker
-    ORDER BY date DESC) <= K``. A ticker with no bar at all in the last K trading
-    dates is not part of the market on ``as_of`` and is not returned.
-    """
-    import duckdb
-
-    k = bars_needed(spec)
-    name = _quote_identifier(table)
-    columns = ", ".join(BAR_COLUMNS)
-    with _connect_read_only(db_path, threads) as con:
-        try:
-            present = {row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()}
-        except duckdb.CatalogException as err:
-            raise ValueError(f"{db_path}: no table {table!r} ({err})") from err
-        missing = [c for c in BAR_COLUMNS if c not in present]
-        if missing:
-            raise ValueError(f"{db_path}: table {table!r} lacks bar columns {missing}")
-        # The recent-dates slice kept beside the table answers the same query from far fewer rows.
-        recent_slice = usable_recent_table(con, table)
-        source = _quote_identifier(recent_slice[0]) if recent_slice else name
-        if as_of is None:
-            as_of = con.execute(f"SELECT max(date) FROM {source}").fetchone()[0]
-            if as_of is None:
-                raise ValueError(f"{db_path}: table {table!r} is empty")
-        cutoff = _kth_latest_date(con, source, as_of, k) if recent_slice else dt.date.min
-        if not recent_slice or as_of < recent_slice[1] or cutoff < recent_slice[1]:
-            source = name  # the window reaches back before the slice: read the whole table
-            cutoff = _kth_latest_date(con, name, as_of, k)
-        # No ORDER BY: the scan keeps the table's (usually sorted) order; sorting costs more than checking.
-        recent = con.execute(
-            f"SELECT {columns} FROM {source} WHERE date >= $cutoff AND date <= $as_of",
-            {"cutoff": cutoff, "as_of": as_of},
-        ).pl()
-        short = recent.group_by("ticker").len().filter(pl.col("len") < k).select("ticker")
-        if short.height:
-            short_arrow = short.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
-            completed = con.execute(
-                f"SELECT {columns} FROM {name} "
-                f"WHERE date <= $as_of AND ticker IN (SELECT ticker FROM short_arrow) "
-                f"QUALIFY row_number() OVER (PARTITION BY ticker ORDER BY date DESC) <= {k}",
-                {"as_of": as_of},
-            ).pl()
-            recent = pl.concat([recent.join(short, on="ticker", how="anti"), completed.cast(recent.schema)])
-    return recent if _is_sorted_by_ticker_date(recent) else recent.sort("ticker", "date")
-
-
-def _kth_latest_date(con, name: str, as_of: dt.date, k: int) -> dt.date:
-    """The K-th most recent trading date up to ``as_of`` (``date.min`` when there are fewer than K).
-
-    Bars older than it cannot be among any ticker's last K. Searched first within a
-    calendar span that holds K trading days with room to spare, then in all history.
-    """
-    query = (
-        f"SELECT date FROM (SELECT DISTINCT date FROM {name} WHERE date <= $as_of AND date >= $since) "
-        f"ORDER BY date DESC LIMIT 1 OFFSET {k - 1}"
-    )
-    span = dt.timedelta(days=2 * k + 60)  # K business days are ~1.4 K calendar days, plus holidays
-    for since in (as_of - span, dt.date.min):
-        row = con.execute(query, {"as_of": as_of, "since": since}).fetchone()
-        if row is not None:
-            return row[0]
-    return dt.date.min
-
-
 def latest_bars_from_frame(bars: pl.DataFrame, spec: WindowSpec, as_of: dt.date) -> pl.DataFrame:
-    """The same rows :func:`load_latest_bars` returns, from an in-memory bar frame (any history length)."""
+    """The same rows :func:`~screener_ssl.data.recent_bars.load_latest_bars` returns, from an in-memory bar frame."""
     _check_bar_frame(bars, "bars")
     k = bars_needed(spec)
     recent = bars.select(BAR_COLUMNS).filter(pl.col("date") <= as_of)
@@ -368,30 +265,31 @@ def _load_model(run_dir: Path, spec: WindowSpec) -> tuple[Encoder, ProbeHead]:
 def scan_market(
     run_dir: Path,
     bars: pl.DataFrame | None = None,
-    db_path: Path | None = None,
+    con=None,
     spec: WindowSpec | None = None,
     config: ScanConfig = ScanConfig(),
 ) -> ScanResult:
     """Score every ticker's window ending on ``config.as_of`` with the model in ``run_dir``.
 
-    Bars come from ``bars`` (an in-memory frame) or ``db_path`` (DuckDB, table ``bars``),
-    exactly one. ``spec``: the window spec the caller's data is built with; when given
+    Bars come from ``bars`` (an in-memory frame) or ``con`` (an open DuckDB connection
+    with table ``bars``, read by :func:`load_latest_bars` and left open; its thread count
+    is the caller's), exactly one. ``spec``: the window spec the caller's data is built with; when given
     and different from the one the model was trained on -> SchemaMismatchError naming
     the differing fields. Windows are always built with the model's spec.
     """
     t_start = time.perf_counter()
-    if (bars is None) == (db_path is None):
-        raise ValueError("scan_market needs exactly one of bars= or db_path=")
+    if (bars is None) == (con is None):
+        raise ValueError("scan_market needs exactly one of bars= or con=")
     run_dir = Path(run_dir)
     model_spec = load_schema(run_dir / "schema.json", expected_spec=spec).window_spec
     timings: dict[str, float] = {"features": 0.0, "gather": 0.0}
 
     def load_bars() -> tuple[pl.DataFrame, dt.date]:
         t = time.perf_counter()
-        if db_path is not None:
-            recent = load_latest_bars(Path(db_path), model_spec, config.as_of, threads=config.threads)
+        if con is not None:
+            recent = load_latest_bars(con, model_spec, config.as_of)
             if config.as_of is None and recent.height == 0:
-                raise ValueError(f"{db_path}: no bars to scan")
+                raise ValueError("scan_market: the bar table has no bars to scan")
             as_of = config.as_of or recent.get_column("date").max()
         else:
             _check_bar_frame(bars, "bars")

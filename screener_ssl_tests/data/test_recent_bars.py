@@ -9,10 +9,17 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from screener_ssl.data import dataset as ds
-from screener_ssl.data.recent_bars import recent_table_name, refresh_recent_bars, usable_recent_table
+from screener_ssl.data.recent_bars import (
+    bars_needed,
+    connect_read_only,
+    load_latest_bars,
+    recent_table_name,
+    refresh_recent_bars,
+    usable_recent_table,
+)
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.windows import WindowSpec
-from screener_ssl.scan.scan import bars_needed, latest_bars_from_frame, load_latest_bars
+from screener_ssl.scan.scan import latest_bars_from_frame
 
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
 
@@ -38,6 +45,11 @@ def _db(tmp_path, bars: pl.DataFrame, trading_dates: int | None = None):
     return db
 
 
+def _latest_bars(db, as_of) -> pl.DataFrame:
+    with connect_read_only(db) as con:
+        return load_latest_bars(con, SPEC, as_of)
+
+
 def test_writing_bars_writes_a_date_slice_of_them(tmp_path, bars):
     db = _db(tmp_path, bars, trading_dates=60)
     with duckdb.connect(str(db), read_only=True) as con:
@@ -55,7 +67,7 @@ def test_latest_bars_from_the_slice_equal_the_full_table(tmp_path, bars, back):
     db = _db(tmp_path, bars, trading_dates=60)
     dates = bars.get_column("date").unique().sort()
     as_of = dates[-1 - back]
-    loaded = load_latest_bars(db, SPEC, as_of)
+    loaded = _latest_bars(db, as_of)
     assert_frame_equal(loaded, latest_bars_from_frame(bars, SPEC, as_of))
     assert loaded.group_by("ticker").len().get_column("len").max() == bars_needed(SPEC)
 
@@ -68,10 +80,18 @@ def test_a_bar_table_rewritten_without_its_slice_is_read_in_full(tmp_path, bars)
         con.execute('CREATE OR REPLACE TABLE "bars" AS SELECT * FROM arrow')
         assert usable_recent_table(con, "bars") is None
     as_of = newer.get_column("date").max()
-    assert_frame_equal(load_latest_bars(db, SPEC, None), latest_bars_from_frame(newer, SPEC, as_of))
+    assert_frame_equal(_latest_bars(db, None), latest_bars_from_frame(newer, SPEC, as_of))
 
 
 def test_refresh_rejects_a_non_positive_date_count(tmp_path, bars):
     db = _db(tmp_path, bars)
     with duckdb.connect(str(db)) as con, pytest.raises(ValueError, match="trading_dates"):
         refresh_recent_bars(con, "bars", 0)
+
+
+def test_the_reader_names_the_warehouse_file_when_a_table_is_missing(tmp_path, bars):
+    db = _db(tmp_path, bars)
+    with connect_read_only(db) as con, pytest.raises(ValueError, match=rf"{db}: no table 'prices'"):
+        load_latest_bars(con, SPEC, None, table="prices")
+    with pytest.raises(FileNotFoundError, match="no DuckDB warehouse at"):
+        connect_read_only(tmp_path / "absent.duckdb")

@@ -42,6 +42,19 @@ def test_definitions_load_with_the_documented_assets_and_partition_keys(tiny_env
     assert defs.resolve_job_def("sweep_partition_job") is not None
 
 
+def test_the_warehouse_resource_is_a_duckdb_resource_on_the_data_dirs_warehouse(tiny_env):
+    from dagster_duckdb import DuckDBResource
+
+    from screener_ssl.data.dataset import WAREHOUSE
+
+    warehouse = _defs().resources["warehouse"]
+    assert isinstance(warehouse, DuckDBResource)
+    db = Path(tiny_env["SCREENER_SSL_DATA_DIR"]).resolve() / WAREHOUSE
+    assert Path(warehouse.database) == db
+    with warehouse.get_connection() as con:
+        assert con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0] == str(db)
+
+
 def test_partitions_are_exactly_the_sweeps_points_and_follow_the_sweep_file(tiny_env):
     from screener_ssl.defs.partitions import split_partition_key
 

@@ -90,6 +90,24 @@ def test_labels_and_their_warehouse_table_change_together(tmp_path, lock_holder)
     assert events == pl.read_parquet(root / ds.LABELS_DIR / "events.parquet").height
 
 
+def test_the_dagster_warehouse_resource_retries_a_held_lock_like_the_library(tmp_path, lock_holder, monkeypatch):
+    from screener_ssl.data import warehouse
+    from screener_ssl.data.synthetic import SyntheticMarketConfig
+    from screener_ssl.defs.resources import WarehouseResource
+
+    root = tmp_path / "root"
+    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=2, n_days=120, seed=0))
+    resource = WarehouseResource(database=str(root / ds.WAREHOUSE))
+    holder = lock_holder(root / ds.WAREHOUSE)
+    monkeypatch.setattr(warehouse, "DEFAULT_LOCK_RETRY", NO_WAIT)
+    with pytest.raises(WarehouseLockedError, match=r"warehouse\.duckdb is locked by another process.*3 attempts"):
+        with resource.get_connection():
+            pass
+    holder.release()
+    with resource.get_connection() as con:
+        assert con.execute("SELECT count(*) FROM bars").fetchone()[0] > 0
+
+
 def test_a_failing_commit_puts_the_old_directory_back(tmp_path):
     from screener_ssl.data import warehouse
 

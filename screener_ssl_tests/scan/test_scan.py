@@ -13,15 +13,14 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from screener_ssl.data import dataset as ds
+from screener_ssl.data.recent_bars import bars_needed, connect_read_only, load_latest_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
 from screener_ssl.scan.scan import (
     ScanConfig,
-    bars_needed,
     latest_bars_from_frame,
     latest_windows,
-    load_latest_bars,
     scan_market,
     select_best_run,
 )
@@ -111,11 +110,19 @@ def _assert_matches_probe_path(market, result, as_of: dt.date) -> None:
     assert (result.scores.get_column("date") == as_of).all()
 
 
-def _scan(market, **kwargs) -> object:
+def _scan(market, db_path: Path | None = None, **kwargs) -> object:
+    """The scan from ``bars=`` when given, else from a read-only connection to ``db_path`` (default: the market's)."""
     kwargs.setdefault("spec", SPEC)
-    if "bars" not in kwargs:
-        kwargs.setdefault("db_path", market["db"])
-    return scan_market(market["run_dir"], **kwargs)
+    if "bars" in kwargs:
+        return scan_market(market["run_dir"], **kwargs)
+    threads = kwargs.get("config", ScanConfig()).threads
+    with connect_read_only(db_path or market["db"], threads) as con:
+        return scan_market(market["run_dir"], con=con, **kwargs)
+
+
+def _latest_bars(db_path: Path, as_of) -> pl.DataFrame:
+    with connect_read_only(db_path) as con:
+        return load_latest_bars(con, SPEC, as_of)
 
 
 # --------------------------------------------------------------------------- equivalence with the probe
@@ -165,7 +172,7 @@ def test_load_latest_bars_returns_each_tickers_last_bars_including_gaps_and_late
     db = tmp_path / "warehouse.duckdb"
     ds.write_duckdb_tables(db, {"bars": edited})
     k = bars_needed(SPEC)
-    loaded = load_latest_bars(db, SPEC, None)
+    loaded = _latest_bars(db, None)
     assert_frame_equal(loaded, latest_bars_from_frame(edited, SPEC, last))
     counts = dict(loaded.group_by("ticker").len().iter_rows())
     assert counts[halted] == k and counts[stopped] == k and counts[late] == 10 and gone not in counts
@@ -189,7 +196,7 @@ def test_load_latest_bars_on_a_sparse_calendar(market, tmp_path, every):
     db = tmp_path / "warehouse.duckdb"
     ds.write_duckdb_tables(db, {"bars": sparse})
     as_of = kept_dates[-1]
-    assert_frame_equal(load_latest_bars(db, SPEC, as_of), latest_bars_from_frame(sparse, SPEC, as_of))
+    assert_frame_equal(_latest_bars(db, as_of), latest_bars_from_frame(sparse, SPEC, as_of))
 
 
 # --------------------------------------------------------------------------- skipped tickers

@@ -7,7 +7,7 @@ import dagster as dg
 
 from screener_ssl.data import dataset as ds
 from screener_ssl.data.bars import REJECT_REASONS
-from screener_ssl.defs.resources import ScreenerSettings, source_version
+from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 
 # Share of rejected bars above which the validation check fails.
 MAX_REJECTED_SHARE = 0.01
@@ -19,12 +19,15 @@ MAX_REJECTED_SHARE = 0.01
     pool="duckdb",
     check_specs=[dg.AssetCheckSpec("bars_valid", asset="ohlcv_bars", description="Rejected rows by reason")],
 )
-def ohlcv_bars(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+def ohlcv_bars(
+    context: dg.AssetExecutionContext, settings: ScreenerSettings, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """Validated daily bars (DuckDB table `bars` + Parquet); rejected rows kept in `bars_quarantine`."""
     sweep = settings.load_sweep()
     context.log.info(f"reading bars from {settings.bars}")
     report = ds.ingest_bars(
-        settings.root, settings.bars, sweep.spec.dataset.synthetic, date_format=settings.bars_date_format or None
+        settings.root, settings.bars, sweep.spec.dataset.synthetic, date_format=settings.bars_date_format or None,
+        connect=warehouse.get_connection,
     )
     counts = report.counts
     rejected = sum(counts[r] for r in REJECT_REASONS)
@@ -114,10 +117,12 @@ def windowed_dataset(context: dg.AssetExecutionContext, settings: ScreenerSettin
     code_version=source_version("screener_ssl.data.labels", "screener_ssl.data.label_sources"),
     pool="duckdb",
 )
-def pattern_labels(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+def pattern_labels(
+    context: dg.AssetExecutionContext, settings: ScreenerSettings, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """Pattern events and the per-window label matrix (an event ending in [D-h, D-1] is positive at D)."""
     spec = settings.load_sweep().spec.dataset.window
-    info = ds.build_labels(settings.root, settings.labels, spec)
+    info = ds.build_labels(settings.root, settings.labels, spec, connect=warehouse.get_connection)
     if info["unmatched_events"]:
         context.log.warning(f"{info['unmatched_events']} label events matched no bars: {info['unmatched_reasons']}")
     return dg.MaterializeResult(

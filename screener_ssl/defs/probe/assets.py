@@ -5,9 +5,9 @@ import os
 
 import dagster as dg
 
-from screener_ssl.data.dataset import WAREHOUSE, load_dataset, write_duckdb_tables
+from screener_ssl.data.dataset import load_dataset, write_duckdb_tables
 from screener_ssl.defs.partitions import partition_parts
-from screener_ssl.defs.resources import ScreenerSettings, source_version
+from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown
 from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
@@ -178,7 +178,9 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
                           description="Every run dir's JSON artifacts parse; unreadable runs are left out"),
     ],
 )
-def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
+def experiment_index(
+    context: dg.AssetExecutionContext, settings: ScreenerSettings, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
     models_root = settings.root / "models"
     cleaned = clean_data_root(settings.root)
@@ -188,7 +190,7 @@ def experiment_index(context: dg.AssetExecutionContext, settings: ScreenerSettin
         context.log.warning(f"left out of the index: {problem['error']}")
     paths = write_index(index, models_root)
     if index.height:
-        write_duckdb_tables(settings.root / WAREHOUSE, {"experiment_index": index})
+        write_duckdb_tables(warehouse.get_connection, {"experiment_index": index})
     board = leaderboard(index)
     if board.height:
         # The verdicts (seed-pooled, paired, ranked by val) beside the per-run index.

@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from screener_ssl.data.dataset import WAREHOUSE, load_clean_bars, load_dataset, write_duckdb_tables
-from screener_ssl.defs.resources import ScreenerSettings, source_version
+from screener_ssl.data.dataset import load_clean_bars, load_dataset, write_duckdb_tables
+from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.probe.plots import png_markdown
 from screener_ssl.scan.scan import ScanConfig, scan_market, select_best_run
 from screener_ssl.scan.plots import recent_bars_png
@@ -31,7 +31,10 @@ class MarketScanConfig(dg.Config):
     code_version=source_version("screener_ssl.scan.scan"),
     pool="duckdb",
 )
-def market_scan(context: dg.AssetExecutionContext, settings: ScreenerSettings, config: MarketScanConfig) -> dg.MaterializeResult:
+def market_scan(
+    context: dg.AssetExecutionContext, settings: ScreenerSettings, warehouse: WarehouseResource,
+    config: MarketScanConfig,
+) -> dg.MaterializeResult:
     """Scores and alerts (ticker, date, pattern, score, alert) for every ticker's latest open-only decision window."""
     root = settings.root
     run_dir = Path(config.run_dir) if config.run_dir else select_best_run(build_index(root / "models"))
@@ -40,15 +43,19 @@ def market_scan(context: dg.AssetExecutionContext, settings: ScreenerSettings, c
         chunk_size=config.chunk_size, threads=config.threads,
         as_of=dt.date.fromisoformat(config.as_of) if config.as_of else None,
     )
+    if not Path(warehouse.database).exists():  # a read-write connection would create an empty one
+        raise dg.Failure(description=f"no DuckDB warehouse at {warehouse.database}; materialize ohlcv_bars first")
     try:
-        result = scan_market(run_dir, db_path=root / WAREHOUSE, spec=spec, config=scan_config)
+        with warehouse.get_connection() as con:
+            con.execute(f"SET threads = {int(config.threads)}")
+            result = scan_market(run_dir, con=con, spec=spec, config=scan_config)
     except SchemaMismatchError as exc:
         raise dg.Failure(description=f"the model at {run_dir} does not match the current window spec: {exc}") from exc
     scores, skipped = result.scores, result.skipped
     out_dir = root / "scans"
     atomic_write_parquet(out_dir / f"market_scan_{result.as_of}.parquet", scores)
     atomic_write_parquet(out_dir / "market_scan_latest.parquet", scores)
-    write_duckdb_tables(root / WAREHOUSE, {"market_scan": scores, "market_scan_skipped": skipped})
+    write_duckdb_tables(warehouse.get_connection, {"market_scan": scores, "market_scan_skipped": skipped})
     alerts = scores.filter(pl.col("alert")).sort("score", descending=True)
     context.log.info(
         f"scanned {scores.get_column('ticker').n_unique()} tickers as of {result.as_of} with {run_dir.name}: "
