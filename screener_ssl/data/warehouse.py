@@ -130,7 +130,8 @@ def publish_dir_and_tables(
 ) -> None:
     """Replace ``final_dir`` (files from ``write_files(tmp)``) and the DuckDB ``tables`` together.
 
-    ``warehouse``: the DuckDB file (connected with ``retry``) or a :data:`ConnectionFactory`. Order: stage the files in a hidden temp sibling, connect (with retry), write the tables in
+    ``warehouse``: the DuckDB file (connected with ``retry``) or a :data:`ConnectionFactory`.
+    Order: stage the files in a hidden temp sibling, connect (with retry), write the tables in
     an open transaction, swap the directory in, commit. A failure before the commit rolls the
     transaction back and puts the old directory back; a kill before the swap leaves only a
     hidden ``.tmp-*`` dir that readers skip.

@@ -52,7 +52,8 @@ def test_the_warehouse_resource_is_a_duckdb_resource_on_the_data_dirs_warehouse(
     db = Path(tiny_env["SCREENER_SSL_DATA_DIR"]).resolve() / WAREHOUSE
     assert Path(warehouse.database) == db
     with warehouse.get_connection() as con:
-        assert con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0] == str(db)
+        query = "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+        assert con.execute(query).fetchone()[0] == str(db)
 
 
 def test_partitions_are_exactly_the_sweeps_points_and_follow_the_sweep_file(tiny_env):
