@@ -1,7 +1,8 @@
 """The sweep's named jobs, the nightly schedule that starts the sweep, and the sensor that finishes it.
 
-Three jobs, so the Jobs page lists each and every run is named and tagged:
+Named jobs, so the Jobs page lists each and every run is named and tagged:
 
+- ``data_job``: bars, shape features, windowed dataset and labels (the ``data`` group);
 - ``sweep_partition_job``: schema, pretraining and probe of one ``objective|variant`` partition;
 - ``finetune_partition_job``: the finetuned classifier of a partition whose objective has weights;
 - ``index_and_scan_job``: the experiment index and leaderboard, then the market scan.
@@ -25,9 +26,12 @@ from screener_ssl.runs.sweep import Sweep
 SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
 FINETUNE_ASSETS = ["finetuned_classifier"]
 INDEX_ASSETS = ["experiment_index", "market_scan"]
+DATA_JOB = "data_job"
 SWEEP_JOB = "sweep_partition_job"
 FINETUNE_JOB = "finetune_partition_job"
 INDEX_JOB = "index_and_scan_job"
+# The order a full refresh runs them in: each job's assets read the ones before.
+PIPELINE_JOBS = (DATA_JOB, SWEEP_JOB, FINETUNE_JOB, INDEX_JOB)
 # The night a run belongs to (YYYYMMDD) and how many sweep runs that night's schedule requested.
 NIGHTLY_TAG = "screener_ssl/nightly"
 NIGHTLY_RUNS_TAG = "screener_ssl/nightly_sweep_runs"
@@ -57,11 +61,15 @@ def finetunable_keys(keys: list[str]) -> list[str]:
 
 
 def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
-    """The three named jobs; the partitioned ones tag each run with its partition's :func:`sweep_run_tags`."""
+    """The named jobs of :data:`PIPELINE_JOBS`; the partitioned ones tag each run with its partition's :func:`sweep_run_tags`."""
     tagged = dg.PartitionedConfig(
         partitions_def=partitions,
         run_config_for_partition_key_fn=lambda key: {},
         tags_for_partition_key_fn=lambda key: sweep_run_tags(sweep, key),
+    )
+    data_job = dg.define_asset_job(
+        DATA_JOB, selection=dg.AssetSelection.groups("data"),
+        description="Validated bars, shape features, the windowed dataset and the pattern labels.",
     )
     sweep_job = dg.define_asset_job(
         SWEEP_JOB,
@@ -84,7 +92,7 @@ def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
         INDEX_JOB, selection=dg.AssetSelection.assets(*INDEX_ASSETS),
         description="Rebuild the consolidated index and leaderboard, then scan the market with the best run.",
     )
-    return [sweep_job, finetune_job, index_job]
+    return [data_job, sweep_job, finetune_job, index_job]
 
 
 def nightly_keys(sweep: Sweep, variants: list[str] | None) -> list[str]:
