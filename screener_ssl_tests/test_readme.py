@@ -19,3 +19,10 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 def test_readme_promises_the_two_commands():
     text = README.read_text()
     assert "make demo" in text and "make test" in text
+
+
+def test_readme_shows_the_partition_form_of_the_probe_command_first_and_the_every_partition_command():
+    text = README.read_text()
+    first = re.search(r"dagster asset materialize [^\n]*--select probe_metrics[^\n]*", text)
+    assert first and '--partition "' in first.group(0), "the first probe_metrics command must name its partition"
+    assert "screener-ssl materialize --select probe_metrics" in text

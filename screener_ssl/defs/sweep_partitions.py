@@ -7,7 +7,7 @@ import dagster as dg
 from screener_ssl.defs.partitions import sweep_partitions
 from screener_ssl.defs.probe.assets import build_probe_assets
 from screener_ssl.defs.resources import ScreenerSettings, warehouse_resource
-from screener_ssl.defs.schedules import build_nightly_schedule, build_sweep_jobs
+from screener_ssl.defs.schedules import build_nightly_followup_sensor, build_nightly_schedule, build_sweep_jobs
 from screener_ssl.defs.ssl.assets import build_ssl_assets
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -16,14 +16,15 @@ NIGHTLY_CRON = "0 2 * * *"
 def build_sweep_definitions(
     settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None
 ) -> dg.Definitions:
-    """Partitioned assets, the sweep jobs and the nightly schedule for the sweep file ``settings`` names."""
+    """Partitioned assets, the sweep jobs, the nightly schedule and its follow-up sensor for the sweep file ``settings`` names."""
     sweep = settings.load_sweep()
     partitions = sweep_partitions(sweep)
-    sweep_job, index_job = build_sweep_jobs(partitions)
+    jobs = build_sweep_jobs(sweep, partitions)
     return dg.Definitions(
         assets=[*build_ssl_assets(partitions), *build_probe_assets(partitions)],
-        jobs=[sweep_job, index_job],
+        jobs=jobs,
         schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
+        sensors=[build_nightly_followup_sensor(sweep, jobs)],
         resources={"settings": settings, "warehouse": warehouse_resource(settings)},
     )
 

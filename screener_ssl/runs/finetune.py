@@ -38,9 +38,14 @@ def finetuned_name(objective: str) -> str:
     return f"finetuned_{objective}"
 
 
+def is_finetunable(objective: str) -> bool:
+    """Whether ``objective``'s encoder has weights to finetune end to end (the registry's ``finetunable``)."""
+    return get_objective_class(objective).finetunable
+
+
 def require_finetunable(objective: str) -> None:
     """Raise :class:`NotFinetunableError` when ``objective``'s encoder has no weights."""
-    if not get_objective_class(objective).finetunable:
+    if not is_finetunable(objective):
         raise NotFinetunableError(f"{objective} has no weights to finetune; finetune an encoder partition")
 
 

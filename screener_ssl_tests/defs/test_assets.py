@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
@@ -139,25 +138,6 @@ def test_undefined_variant_fails_with_a_clear_error(tiny_env):
     with pytest.raises(Exception, match="partition with key `vicreg\\|full`"):
         dg.materialize(list(defs.assets), selection=["ssl_schema"], partition_key="vicreg|full",
                        instance=instance, resources=defs.resources)
-
-
-def test_nightly_schedule_requests_every_partition_then_the_index(tiny_env):
-    defs = _defs(nightly_variants=["base"])
-    schedule = defs.resolve_schedule_def("nightly_sweep")
-    assert schedule.cron_schedule == "0 2 * * *"
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, repository_def=defs.get_repository_def(),
-            scheduled_execution_time=datetime.datetime(2026, 11, 27, 2, tzinfo=datetime.timezone.utc),
-        )
-        requests = list(schedule.evaluate_tick(context).run_requests)
-    keys = [r.partition_key for r in requests[:-1]]
-    assert keys == ["masked_recon|base", "vicreg|base", "raw_features|base"]
-    assert requests[0].run_key == "20261127:masked_recon|base"
-    assert all([k.to_user_string() for k in r.asset_selection] == PARTITION_ASSETS for r in requests[:-1])
-    assert requests[-1].asset_selection == [dg.AssetKey("experiment_index")] and requests[-1].partition_key is None
-    custom = _defs(nightly_cron="30 3 * * 1-5").resolve_schedule_def("nightly_sweep")
-    assert custom.cron_schedule == "30 3 * * 1-5"
 
 
 def _stale(defs, instance, key: str, partition: str | None = None):

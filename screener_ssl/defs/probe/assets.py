@@ -172,7 +172,6 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     deps=[dg.AssetKey("probe_metrics"), dg.AssetKey("finetuned_classifier")],
     code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
     pool="duckdb",
-    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec("runs_readable", asset="experiment_index",
                           description="Every run dir's JSON artifacts parse; unreadable runs are left out"),

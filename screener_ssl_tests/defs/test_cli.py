@@ -1,0 +1,128 @@
+"""``python -m screener_ssl.cli``: a selection for every defined partition as named, tagged runs; clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from screener_ssl.cli import PlannedRun, main, plan
+from screener_ssl.definitions import build_definitions
+from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.schedules import sweep_run_tags
+from screener_ssl_tests.defs.conftest import TINY_SWEEP
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
+SWEEP_ASSETS = ("ssl_schema", "pretrained_encoder", "probe_metrics")
+# Two points, one of them untrained, so a run for every partition stays quick.
+TWO_POINT_OBJECTIVES = """
+objectives:
+  masked_recon:
+    variants: {base: {train: {steps: 3}}}
+  raw_features:
+    variants: {base: {}}
+"""
+
+
+def _defs() -> dg.Definitions:
+    return build_definitions(ScreenerSettings.from_env())
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "screener_ssl.cli", *args], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+
+
+def test_plan_covers_every_defined_partition_in_pipeline_order(tiny_env):
+    defs = _defs()
+    sweep = defs.resources["settings"].load_sweep()
+    runs, notes = plan(defs, sweep, ["probe_metrics"])
+    assert runs == [PlannedRun("sweep_partition_job", ("probe_metrics",), k) for k in sweep.partition_keys()]
+    assert notes == []
+    runs, notes = plan(defs, sweep, ["experiment_index", "finetuned_classifier", "pretrained_encoder", "ohlcv_bars"],
+                       variants=["base"])
+    assert [r.describe() for r in runs] == [
+        "data_job [ohlcv_bars]",
+        "sweep_partition_job [pretrained_encoder] masked_recon|base",
+        "finetune_partition_job [finetuned_classifier] masked_recon|base",
+        "sweep_partition_job [pretrained_encoder] vicreg|base",
+        "finetune_partition_job [finetuned_classifier] vicreg|base",
+        "sweep_partition_job [pretrained_encoder] raw_features|base",
+        "index_and_scan_job [experiment_index]",
+    ]
+    assert notes == ["finetuned_classifier skipped for 1 partitions without weights: raw_features|base"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--select", "probe_metric"], "no asset 'probe_metric' in the definitions; defined assets: ohlcv_bars"),
+        (["--select", "probe_metrics", "--partition", "vicreg|full"],
+         "partition 'vicreg|full' is not defined by the sweep .*; defined keys: masked_recon\\|base, masked_recon\\|full, "
+         "vicreg\\|base, raw_features\\|base"),
+        (["--select", "probe_metrics", "--partition", "vicreg"], "not of the form 'objective\\|variant'"),
+        (["--select", "probe_metrics", "--variant", "large"], "variant 'large' is not defined .*; defined variants: base, full"),
+        (["--select", "finetuned_classifier", "--partition", "raw_features|base"],
+         "raw_features\\|base cannot be finetuned .*finetunable keys: masked_recon\\|base, masked_recon\\|full, vicreg\\|base"),
+        (["--select", "experiment_index", "--variant", "base"], "experiment_index are not partitioned"),
+    ],
+)
+def test_an_unknown_asset_partition_or_variant_is_refused_naming_the_defined_ones(tiny_env, capsys, args, message):
+    import re
+
+    assert main(["materialize", *args], defs=_defs()) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_reruns_probe_metrics_for_every_defined_partition_as_tagged_sweep_job_runs(tiny_env):
+    sweep_file = Path(tiny_env["SCREENER_SSL_SWEEP"])
+    sweep_file.write_text(TINY_SWEEP.split("objectives:")[0] + TWO_POINT_OBJECTIVES)
+    defs = _defs()
+    sweep = defs.resources["settings"].load_sweep()
+    keys = sweep.partition_keys()
+    assert keys == ["masked_recon|base", "raw_features|base"]
+    scratch = dg.DagsterInstance.ephemeral()
+    dg.materialize(list(defs.assets), selection=DATA_ASSETS, instance=scratch, resources=defs.resources)
+    for key in keys:
+        dg.materialize(list(defs.assets), selection=["ssl_schema", "pretrained_encoder"], partition_key=key,
+                       instance=scratch, resources=defs.resources)
+
+    proc = _cli(tiny_env, "materialize", "--select", "probe_metrics", "--log-level", "WARNING")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "[1/2] sweep_partition_job [probe_metrics] masked_recon|base: ok" in proc.stdout
+    assert "[2/2] sweep_partition_job [probe_metrics] raw_features|base: ok" in proc.stdout
+
+    with dg.DagsterInstance.from_config(tiny_env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(keys)
+        for run in runs:
+            assert run.job_name == "sweep_partition_job" and run.status == dg.DagsterRunStatus.SUCCESS
+            assert run.tags.items() >= sweep_run_tags(sweep, run.tags["dagster/partition"]).items()
+        for key in keys:
+            [record] = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("probe_metrics"), asset_partitions=[key]), limit=5
+            ).records
+            run_dir = Path(record.asset_materialization.metadata["run_dir"].value)
+            assert 0.0 <= json.loads((run_dir / "probe_metrics.json").read_text())["macro"]["auprc"] <= 1.0
+
+
+def test_backfill_submits_one_tagged_sweep_job_run_per_partition_to_the_run_queue(tiny_env):
+    defs = _defs()
+    sweep = defs.resources["settings"].load_sweep()
+    proc = _cli(tiny_env, "backfill", "--job", "sweep_partition_job", "--variant", "base")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    # No daemon in the test: the runs wait in the queue, as they would for `dagster dev` to launch them.
+    with dg.DagsterInstance.from_config(tiny_env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(sweep.partition_keys("base"))
+        for run in runs:
+            assert run.job_name == "sweep_partition_job" and run.status == dg.DagsterRunStatus.QUEUED
+            assert run.tags.items() >= sweep_run_tags(sweep, run.tags["dagster/partition"]).items()
