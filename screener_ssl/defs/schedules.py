@@ -5,7 +5,8 @@ import dagster as dg
 from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.runs.sweep import Sweep
 
-SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
+# sweep_file first: the run observes the sweep point it runs, so its assets record that version.
+SWEEP_ASSETS = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics"]
 # A step whose worker died (preempted node, OOM kill, lost Ray job) is retried; training resumes
 # from its last checkpoint, so a retry costs at most checkpoint_every steps.
 SWEEP_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=1)

@@ -9,6 +9,7 @@ from screener_ssl.defs.probe.assets import build_probe_assets
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import build_nightly_schedule, build_sweep_jobs
 from screener_ssl.defs.ssl.assets import build_ssl_assets
+from screener_ssl.defs.sweep_file import build_sweep_file_asset, build_sweep_file_sensor
 
 NIGHTLY_CRON = "0 2 * * *"
 
@@ -21,9 +22,10 @@ def build_sweep_definitions(
     partitions = sweep_partitions(sweep)
     sweep_job, index_job = build_sweep_jobs(partitions)
     return dg.Definitions(
-        assets=[*build_ssl_assets(partitions), *build_probe_assets(partitions)],
+        assets=[build_sweep_file_asset(partitions), *build_ssl_assets(partitions), *build_probe_assets(partitions)],
         jobs=[sweep_job, index_job],
         schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
+        sensors=[build_sweep_file_sensor()],
         resources={"settings": settings},
     )
 

@@ -140,7 +140,8 @@ def test_nightly_schedule_requests_every_partition_then_the_index(tiny_env):
     keys = [r.partition_key for r in requests[:-1]]
     assert keys == ["masked_recon|base", "vicreg|base", "raw_features|base"]
     assert requests[0].run_key == "20261127:masked_recon|base"
-    assert all([k.to_user_string() for k in r.asset_selection] == PARTITION_ASSETS for r in requests[:-1])
+    # Each run observes the sweep file first, so its assets record the sweep point they ran.
+    assert all([k.to_user_string() for k in r.asset_selection] == ["sweep_file", *PARTITION_ASSETS] for r in requests[:-1])
     assert requests[-1].asset_selection == [dg.AssetKey("experiment_index")] and requests[-1].partition_key is None
     custom = _defs(nightly_cron="30 3 * * 1-5").resolve_schedule_def("nightly_sweep")
     assert custom.cron_schedule == "30 3 * * 1-5"
