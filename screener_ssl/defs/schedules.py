@@ -23,7 +23,8 @@ from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.runs.finetune import is_finetunable
 from screener_ssl.runs.sweep import Sweep
 
-SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
+# sweep_file first: the run observes the sweep point it runs, so its assets record that version.
+SWEEP_ASSETS = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics"]
 FINETUNE_ASSETS = ["finetuned_classifier"]
 INDEX_ASSETS = ["experiment_index", "market_scan"]
 DATA_JOB = "data_job"

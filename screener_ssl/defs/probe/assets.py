@@ -1,13 +1,15 @@
 """Probe metrics per partition, the finetuned classifier, and the consolidated experiment index."""
 
 
+import json
 import os
 
 import dagster as dg
 
-from screener_ssl.data.dataset import load_dataset, write_duckdb_tables
+from screener_ssl.data.dataset import WINDOWED_DIR, load_dataset, write_duckdb_tables
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
+from screener_ssl.defs.sweep_file import point_fingerprints
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown
 from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
@@ -22,9 +24,18 @@ from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
 from screener_ssl.tracking.artifacts import atomic_write_parquet
 from screener_ssl.tracking.cleanup import clean_data_root
+from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
 from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_markdown
+
+# Dagster marks an asset stale only when a direct input changed, so the probes name the
+# dataset and the sweep point they read, not only the encoder: a new window spec or an
+# edited point shows here without waiting for the encoder to be retrained first.
+PARTITION_DEPS = [
+    dg.AssetKey("sweep_file"), dg.AssetKey("pretrained_encoder"), dg.AssetKey("windowed_dataset"),
+    dg.AssetKey("pattern_labels"),
+]
 
 PROBE_CODE_VERSION = source_version("screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics")
 
@@ -102,7 +113,7 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="probe",
         partitions_def=partitions,
-        deps=[dg.AssetKey("pretrained_encoder"), dg.AssetKey("pattern_labels")],
+        deps=PARTITION_DEPS,
         code_version=PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
@@ -130,7 +141,7 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="probe",
         partitions_def=partitions,
-        deps=[dg.AssetKey("pretrained_encoder"), dg.AssetKey("pattern_labels")],
+        deps=PARTITION_DEPS,
         code_version=source_version("screener_ssl.ssl.finetune", "screener_ssl.runs.finetune") + PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
@@ -153,7 +164,11 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
         try:
             run_dir, version = finetune_partition(
                 dataset, point, source, settings.root,
-                run_context={"dagster_run_id": context.run_id, "dagster_partition": context.partition_key},
+                run_context={
+                    "dagster_run_id": context.run_id,
+                    "dagster_partition": context.partition_key,
+                    "sweep_point_fingerprint": settings.load_sweep().point_fingerprint(objective, variant),
+                },
                 log=context.log.info,
                 environ=os.environ,
             )
@@ -167,14 +182,43 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     return [probe_metrics, finetuned_classifier]
 
 
+def index_current_result(index, settings: ScreenerSettings) -> dg.AssetCheckResult:
+    """``index_current``: the leaderboard rows computed on another dataset or sweep point, by run."""
+    dataset_json = settings.root / WINDOWED_DIR / "dataset.json"
+    current = json.loads(dataset_json.read_text())["dataset_fingerprint"] if dataset_json.exists() else None
+    stale = out_of_date_rows(index, current, point_fingerprints(settings.load_sweep()))
+    named = [f"{r['partition']} {r['model_type']} {r['run_id']}: {'; '.join(r['reasons'])}" for r in stale]
+    return dg.AssetCheckResult(
+        check_name="index_current",
+        passed=not stale,
+        description=("out of date: " + " | ".join(named)) if stale else "every leaderboard row is current",
+        metadata={
+            "out_of_date_rows": len(stale),
+            "rows_checked": leaderboard_rows(index).height,
+            "dataset_fingerprint": current or "none",
+            "rows": dg.MetadataValue.json(stale),
+        },
+    )
+
+
 @dg.asset(
     group_name="probe",
-    deps=[dg.AssetKey("probe_metrics"), dg.AssetKey("finetuned_classifier")],
-    code_version=source_version("screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard"),
+    # windowed_dataset and sweep_file directly: the index is out of date the moment either changes,
+    # not only once every probe has rerun (Dagster does not carry staleness past one edge).
+    deps=[
+        dg.AssetKey("probe_metrics"), dg.AssetKey("finetuned_classifier"), dg.AssetKey("windowed_dataset"),
+        dg.AssetKey("sweep_file"),
+    ],
+    code_version=source_version(
+        "screener_ssl.tracking.index", "screener_ssl.tracking.leaderboard", "screener_ssl.tracking.currency"
+    ),
     pool="duckdb",
     check_specs=[
         dg.AssetCheckSpec("runs_readable", asset="experiment_index",
                           description="Every run dir's JSON artifacts parse; unreadable runs are left out"),
+        dg.AssetCheckSpec("index_current", asset="experiment_index",
+                          description="Every leaderboard row was computed on the current dataset fingerprint and "
+                          "the current sweep point fingerprint; fails naming the rows that were not"),
     ],
 )
 def experiment_index(
@@ -222,7 +266,8 @@ def experiment_index(
                 check_name="runs_readable",
                 passed=not problems,
                 metadata={"unreadable_runs": len(problems), "problems": dg.MetadataValue.json(problems)},
-            )
+            ),
+            index_current_result(index, settings),
         ],
     )
 

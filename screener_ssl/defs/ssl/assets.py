@@ -9,6 +9,7 @@ import dagster as dg
 from screener_ssl.data.dataset import load_clean_bars, load_dataset
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, source_version
+from screener_ssl.fingerprint import fingerprint
 from screener_ssl.ssl.checks import no_lookahead_report
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.runs.pretrain import build_schema, pretrain_partition, resolve_point
@@ -38,14 +39,16 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="ssl",
         partitions_def=partitions,
-        deps=[dg.AssetKey("windowed_dataset")],
+        deps=[dg.AssetKey("sweep_file"), dg.AssetKey("windowed_dataset")],
         code_version=source_version("screener_ssl.ssl.schema", "screener_ssl.runs.sweep"),
     )
     def ssl_schema(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """schema.json for one objective x variant: features, windows, censoring, augmentations, objective, encoder."""
         objective, variant = partition_parts(context)
+        sweep = settings.load_sweep()
         # Resolve the objective's config so it is validated and recorded with every default.
-        resolved = resolve_point(settings.load_sweep().point(objective, variant))
+        resolved = resolve_point(sweep.point(objective, variant))
+        point_fingerprint = sweep.point_fingerprint(objective, variant)
         dataset = load_dataset(settings.root, with_labels=False)
         schema = build_schema(dataset, resolved)
         path = schema_path(settings.root, objective, variant)
@@ -55,10 +58,12 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
             metadata={
                 "fingerprint": schema.fingerprint,
                 "spec_fingerprint": schema.spec_fingerprint,
+                "point_fingerprint": point_fingerprint,
                 "objective_config": dg.MetadataValue.json(schema.objective_config),
                 "path": dg.MetadataValue.path(str(path)),
             },
-            data_version=dg.DataVersion(schema.fingerprint),
+            # The point's settings beyond the schema (steps, seeds, probe) change the version too.
+            data_version=dg.DataVersion(fingerprint(schema.fingerprint, point_fingerprint)[:32]),
         )
 
     @dg.asset(
@@ -66,7 +71,8 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
         partitions_def=partitions,
         # pattern_labels: only the supervised baseline reads them, but a dep is per asset, and
         # over-reporting staleness is safer than missing it.
-        deps=[dg.AssetKey("ssl_schema"), dg.AssetKey("windowed_dataset"), dg.AssetKey("pattern_labels")],
+        deps=[dg.AssetKey("sweep_file"), dg.AssetKey("ssl_schema"), dg.AssetKey("windowed_dataset"),
+              dg.AssetKey("pattern_labels")],
         code_version=SSL_CODE_VERSION,
         pool="torch",
         check_specs=[
@@ -83,14 +89,19 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
     def pretrained_encoder(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """Encoder weights + run artifacts for one objective x variant, trained on the train split."""
         objective, variant = partition_parts(context)
-        resolved = resolve_point(settings.load_sweep().point(objective, variant))
+        sweep = settings.load_sweep()
+        resolved = resolve_point(sweep.point(objective, variant))
         point = resolved.point
         dataset = load_dataset(settings.root, with_labels=resolved.entry.needs_labels)
         outcome = pretrain_partition(
             dataset,
             resolved,
             settings.root,
-            run_context={"dagster_run_id": context.run_id, "dagster_partition": context.partition_key},
+            run_context={
+                "dagster_run_id": context.run_id,
+                "dagster_partition": context.partition_key,
+                "sweep_point_fingerprint": sweep.point_fingerprint(objective, variant),
+            },
             log=context.log.info,
             environ=os.environ,
         )

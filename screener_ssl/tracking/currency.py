@@ -1,0 +1,65 @@
+"""Whether the leaderboard's rows were computed on the current dataset and the current sweep points.
+
+The index keeps every run ever written; the leaderboard reads the latest probed run of each
+partition and model type. Those rows are current when their run recorded the dataset
+fingerprint of the windowed dataset on disk now and the fingerprint of the sweep point the
+sweep file defines now (``run_meta.sweep_point_fingerprint``, see
+:meth:`screener_ssl.runs.sweep.Sweep.point_fingerprint`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+DATASET_COLUMN = "experiment.dataset_fingerprint"
+POINT_COLUMN = "run_meta.sweep_point_fingerprint"
+PARTITION_COLUMN = "experiment.partition"
+SCORE_COLUMN = "probe_metrics.macro.auprc"
+
+
+def leaderboard_rows(index: pl.DataFrame) -> pl.DataFrame:
+    """The latest probed run per (partition, model type): the rows the leaderboard is built from."""
+    if index.height == 0 or SCORE_COLUMN not in index.columns or PARTITION_COLUMN not in index.columns:
+        return index.clear()
+    probed = index.filter(pl.col(SCORE_COLUMN).is_not_null())
+    return probed.sort("run_id").group_by([PARTITION_COLUMN, "model_type"], maintain_order=True).last().sort("run_id")
+
+
+def _short(value: str | None) -> str:
+    return "none" if value is None else value[:12]
+
+
+def out_of_date_rows(
+    index: pl.DataFrame, dataset_fingerprint: str | None, point_fingerprints: Mapping[str, str]
+) -> list[dict[str, object]]:
+    """The leaderboard's rows computed on another dataset or sweep point than the current ones, with why.
+
+    ``dataset_fingerprint``: the windowed dataset's now (None when it does not exist);
+    ``point_fingerprints``: ``objective|variant`` -> the sweep point's fingerprint now.
+    Each entry names the run (run_id, model_type, partition, run_dir) and lists its reasons.
+    """
+    rows = leaderboard_rows(index)
+    out: list[dict[str, object]] = []
+    for row in rows.iter_rows(named=True):
+        partition = row.get(PARTITION_COLUMN)
+        reasons = []
+        recorded_dataset = row.get(DATASET_COLUMN)
+        if dataset_fingerprint is None:
+            reasons.append("no windowed dataset exists now")
+        elif recorded_dataset != dataset_fingerprint:
+            reasons.append(f"dataset {_short(recorded_dataset)}, current {_short(dataset_fingerprint)}")
+        recorded_point = row.get(POINT_COLUMN)
+        if partition not in point_fingerprints:
+            reasons.append(f"sweep point {partition} is not in the current sweep")
+        elif recorded_point is None:
+            reasons.append("no sweep point fingerprint recorded")
+        elif recorded_point != point_fingerprints[partition]:
+            reasons.append(f"sweep point {_short(recorded_point)}, current {_short(point_fingerprints[partition])}")
+        if reasons:
+            out.append({
+                "run_id": row["run_id"], "model_type": row["model_type"], "partition": partition,
+                "run_dir": row["run_dir"], "reasons": reasons,
+            })
+    return out
