@@ -1,11 +1,25 @@
-"""`make demo`: materialize the default sweep end to end into the Dagster instance, then print a summary."""
+"""`make demo`: materialize the default sweep end to end into the Dagster instance, then print a summary.
+
+Each sweep partition is a run of the named job ``sweep_partition_job`` carrying the sweep's run
+tags (objective, variant, seed, fingerprints), so the demo's runs can be found and filtered in
+the UI like the nightly ones. ``--jobs`` partitions run at once, each in its own process with as
+many torch threads as its point asks for (``train.threads``; the ``base`` points ask for one), so
+two single-threaded partitions share a 2-core machine instead of one two-threaded partition
+leaving the second core idle in every single-threaded stage (sampling, the probe's head and
+metrics, writing artifacts).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
 from pathlib import Path
 
 import dagster as dg
@@ -14,10 +28,17 @@ import polars as pl
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.defs.data.assets import data_summary
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.probe.probe import ProbeConfig
+from screener_ssl.runs.sweep import Sweep
 from screener_ssl.tracking.index import build_index
 from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
+SWEEP_JOB = "sweep_partition_job"
+TORCH_POOL = "torch"  # the pool of the training and probing steps (defs/ssl, defs/probe)
+DEMO_TAGS = {"screener_ssl/launched_by": "make demo"}
+# INFO keeps training progress (step, loss, windows/s) and drops Dagster's step bookkeeping.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _print_data_summary(settings: ScreenerSettings) -> None:
@@ -33,71 +54,222 @@ def _print_data_summary(settings: ScreenerSettings) -> None:
         print(f"  {p:32s}" + "".join(f"{labels['prevalence'][s][p]:9.4f}" for s in splits))
 
 
-def _run(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str], partition: str | None) -> None:
-    assets = list(defs.assets)
+def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str], partition: str | None) -> None:
+    """The unpartitioned steps around the sweep (data, finetuning, index) as ad-hoc runs."""
     result = dg.materialize(
-        assets,
+        list(defs.assets),
         selection=selection,
         partition_key=partition,
         instance=instance,
         resources=defs.resources,
         raise_on_error=True,
-        # INFO keeps training progress (step, loss, windows/s) and drops Dagster's step bookkeeping.
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config=RUN_CONFIG,
+        tags=DEMO_TAGS,
     )
     if not result.success:
         raise SystemExit(f"materialization of {selection} ({partition}) failed")
 
 
+def demo_definitions() -> dg.Definitions:
+    """The project's definitions for the settings in this process's environment (built once per settings)."""
+    return _definitions(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SCREENER_SSL_"))))
+
+
+@functools.lru_cache(maxsize=4)
+def _definitions(settings_env: tuple[tuple[str, str], ...]) -> dg.Definitions:
+    from screener_ssl.definitions import build_definitions
+
+    return build_definitions(ScreenerSettings.from_env(dict(settings_env)))
+
+
+def run_partition(key: str) -> tuple[str, float, float]:
+    """One sweep partition as a run of ``sweep_partition_job`` in this process: (key, wall s, CPU s).
+
+    The worker of ``--jobs``: it loads the definitions and the instance itself (DAGSTER_HOME
+    and the settings come from the environment it inherits).
+    """
+    from screener_ssl.defs.schedules import sweep_run_tags
+
+    defs = demo_definitions()
+    settings: ScreenerSettings = defs.resources["settings"]
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = defs.resolve_job_def(SWEEP_JOB).execute_in_process(
+        partition_key=key,
+        tags=sweep_run_tags(settings.load_sweep(), key) | DEMO_TAGS,
+        instance=dg.DagsterInstance.get(),
+        run_config=RUN_CONFIG,
+        raise_on_error=True,
+    )
+    if not result.success:
+        raise SystemExit(f"run of {SWEEP_JOB} for partition {key} failed")
+    return key, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _worker_init(threads: int) -> None:
+    # Before torch is imported in this process: its thread pools read these at start.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def max_point_threads(sweep: Sweep, keys: list[str]) -> int:
+    return max((sweep.point(*key.split("|", 1)).train.threads for key in keys), default=1)
+
+
+def concurrent_partitions(requested: int, cores: int, threads: int) -> int:
+    """Partitions run at once: as asked, but never more torch threads than cores."""
+    return max(1, min(requested, cores // max(threads, 1)))
+
+
+@contextlib.contextmanager
+def pool_slots(instance: dg.DagsterInstance, pool: str, slots: int) -> Iterator[None]:
+    """``pool`` holds at least ``slots`` slots while the block runs, then its limit is as before.
+
+    The instance's pools let one torch step run at a time (dagster.yaml) so two multi-threaded
+    runs cannot oversubscribe the cores; the demo's concurrent partitions are single-threaded.
+    """
+    storage = instance.event_log_storage
+    if slots <= 1 or not storage.supports_global_concurrency_limits:
+        yield
+        return
+    before = storage.get_concurrency_info(pool)
+    if before.limit is not None and before.limit >= slots:
+        yield
+        return
+    storage.set_concurrency_slots(pool, slots)
+    try:
+        yield
+    finally:
+        if before.limit is None or before.using_default_limit:
+            storage.delete_concurrency_limit(pool)  # back to the instance's default limit
+        else:
+            storage.set_concurrency_slots(pool, before.limit)
+
+
+def run_partitions(keys: list[str], jobs: int, threads: int, instance: dg.DagsterInstance) -> None:
+    """Every key through :func:`run_partition`, ``jobs`` at a time (in this process when 1)."""
+    started = time.perf_counter()
+
+    def done(i: int, key: str, wall: float, cpu: float) -> None:
+        print(f"[{i}/{len(keys)}] {key} done in {wall:.0f}s ({cpu:.0f} CPU s; "
+              f"{time.perf_counter() - started:.0f}s into the sweep)", flush=True)
+
+    if jobs <= 1:
+        for i, key in enumerate(keys, 1):
+            done(i, *run_partition(key))
+        return
+    with pool_slots(instance, TORCH_POOL, jobs), ProcessPoolExecutor(
+        max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+    ) as pool:
+        pending: set[Future] = {pool.submit(run_partition, key) for key in keys}
+        finished = 0
+        while pending:
+            complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in complete:
+                finished += 1
+                done(finished, *future.result())
+
+
+def reference_partition(sweep: Sweep, objective: str, variant: str) -> str | None:
+    """The first partition of ``objective`` in ``variant`` (its first seed): ``masked_recon|base-s0``."""
+    keys = [k for k in sweep.partition_keys(variant) if k.split("|", 1)[0] == objective]
+    return keys[0] if keys else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="base", help="sweep variant to run for every objective")
     parser.add_argument("--data-only", action="store_true", help="materialize only the data assets")
     parser.add_argument(
-        "--finetune", nargs="*", default=["masked_recon|base"],
-        help="partitions whose encoder is also finetuned end to end (finetuned_classifier)",
+        "--finetune", nargs="*", default=None,
+        help="partitions whose encoder is also finetuned end to end (finetuned_classifier); "
+        "default: the first seed of masked_recon in --variant",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2,
+        help="partitions run at once, one process each (capped so their torch threads fit the cores)",
     )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DAGSTER_HOME", str(Path.cwd()))
-    from screener_ssl.definitions import defs  # after DAGSTER_HOME is set
+    defs = demo_definitions()
 
     settings: ScreenerSettings = defs.resources["settings"]
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     print(f"data root {settings.root}; bars {settings.bars}; labels {settings.labels}; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
-    _run(defs, instance, DATA_ASSETS, None)
+    _materialize(defs, instance, DATA_ASSETS, None)
     _print_data_summary(settings)
     if not args.data_only:
         sweep = settings.load_sweep()
         keys = sweep.partition_keys(args.variant)
-        print(f"\nsweep {sweep.source}: {len(keys)} partitions for variant {args.variant!r}")
-        for i, key in enumerate(keys, 1):
+        threads = max_point_threads(sweep, keys)
+        jobs = concurrent_partitions(args.jobs, os.cpu_count() or 1, threads)
+        print(
+            f"\nsweep {sweep.source}: {len(keys)} partitions for variant {args.variant!r}, "
+            f"{jobs} at a time ({threads} torch thread(s) each), as runs of {SWEEP_JOB}"
+        )
+        if args.variant == "base":
+            print(base_budget_note(sweep, keys))
+        run_partitions(keys, jobs, threads, instance)
+        finetune = args.finetune
+        if finetune is None:
+            finetune = [k for k in [reference_partition(sweep, "masked_recon", args.variant)] if k]
+        for key in finetune:
             t0 = time.perf_counter()
-            _run(defs, instance, ["ssl_schema", "pretrained_encoder", "probe_metrics"], key)
-            print(f"[{i}/{len(keys)}] {key} done in {time.perf_counter() - t0:.0f}s", flush=True)
-        for key in args.finetune:
-            t0 = time.perf_counter()
-            _run(defs, instance, ["finetuned_classifier"], key)
+            _materialize(defs, instance, ["finetuned_classifier"], key)
             print(f"finetuned {key} in {time.perf_counter() - t0:.0f}s", flush=True)
-        _run(defs, instance, ["experiment_index"], None)
+        t0 = time.perf_counter()
+        _materialize(defs, instance, ["experiment_index"], None)
+        print(f"indexed in {time.perf_counter() - t0:.0f}s", flush=True)
         board = leaderboard(build_index(settings.root / "models"))
         board = board.filter(pl.col("variant") == args.variant)
         print(
             f"\nleaderboard (variant {args.variant!r}, ranked by val, test reported; "
-            f"index in {settings.root / 'models'}/_index.parquet)"
+            f"index in {settings.root / 'models'}/_index.parquet, this table in _leaderboard.parquet)"
         )
         print(format_leaderboard(board))
         _print_benchmark_checks(board)
-        train = sweep.spec.defaults.get("train", {})
+        _print_teachers(board)
         if args.variant == "base":
-            print(
-                f"\nnote: `base` is a smoke-sized budget ({train.get('steps', '?')} steps x "
-                f"{train.get('batch_size', '?')} windows = {_windows_seen(train)} windows seen, one seed); "
-                "run the `full` variants (3 seeds each) before reading the ranking as a verdict."
-            )
+            print("\nnote: " + base_budget_note(sweep, keys)
+                  + " Run the `full` variants (3 seeds each) before reading the ranking as a verdict.")
     print(f"\ntotal time {time.perf_counter() - started:.0f}s")
     return 0
+
+
+def base_budget_note(sweep: Sweep, keys: list[str]) -> str:
+    """What `base` is: a smoke-sized budget, per objective where it differs from the default."""
+    points = [sweep.point(*key.split("|", 1)) for key in keys]
+    default = sweep.spec.defaults.get("train", {})
+    seeds: dict[str, list[int]] = {}
+    budgets: dict[str, str] = {}
+    for point in points:
+        seeds.setdefault(point.objective, []).append(point.train.seed)
+        budgets[point.objective] = f"{point.train.steps} steps x {point.train.batch_size}"
+    typical = f"{default.get('steps', '?')} steps x {default.get('batch_size', '?')}"
+    probe = ProbeConfig(**points[0].probe).model_dump() if points else {}
+    windows = _windows_seen(default)
+    smaller = {o: b for o, b in budgets.items() if b != typical and _trains(o)}
+    replicated = {o: s for o, s in seeds.items() if len(s) > 1}
+    return (
+        f"`base` is a smoke-sized budget: {typical} windows = {windows} windows seen per run"
+        + (", except " + ", ".join(f"{o} {b}" for o, b in sorted(smaller.items())) if smaller else "")
+        + "; seeds "
+        + (", ".join(f"{o} {s}" for o, s in replicated.items()) + ", one seed elsewhere" if replicated else "one per objective")
+        + "; probe on seeded subsamples of "
+        + ", ".join(f"{_count(probe.get(f'max_{s}_windows'))} {s}" for s in SPLITS)
+        + " windows."
+    )
+
+
+def _count(value) -> str:
+    return "every" if value is None else f"{value:,}"
+
+
+def _trains(objective: str) -> bool:
+    from screener_ssl.ssl.objectives.base import get_objective_class
+
+    return bool(get_objective_class(objective).trains)
 
 
 def _windows_seen(train: dict) -> str:
@@ -114,6 +286,20 @@ def _print_benchmark_checks(board: pl.DataFrame) -> None:
             continue
         ratio = row["auprc"][0] / row["prevalence"][0] if row["prevalence"][0] else float("nan")
         print(f"{objective}: macro AUPRC {row['auprc'][0]:.4f} = {ratio:.1f}x the macro prevalence (expected {bound})")
+
+
+def _print_teachers(board: pl.DataFrame) -> None:
+    """Reference encoders (a distillation teacher) beside the student they trained."""
+    for row in board.filter(pl.col("objective").str.contains(":")).iter_rows(named=True):
+        student_name, reference = row["objective"].split(":", 1)
+        student = board.filter(pl.col("objective") == student_name).to_dicts()
+        if not student:
+            continue
+        s = student[0]
+        print(
+            f"{student_name}: student val/test macro AUPRC {s['val_auprc']:.4f}/{s['auprc']:.4f}, "
+            f"its {reference} {row['val_auprc']:.4f}/{row['auprc']:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from sklearn.calibration import calibration_curve
@@ -25,6 +25,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, precision
 PREFIX_FRACS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 BLOCK_DAYS = 20  # trading days per time block of the block bootstrap (about a month)
 BOOTSTRAP_SCHEMES: tuple[str, ...] = ("ticker_time_block", "window")
+BOOT_BLOCK_VALUES = 1_000_000  # row weights scored at once by the vectorized bootstrap ([b, N], b * N at most this)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -130,6 +131,16 @@ class BootstrapDesign:
         blocks = np.bincount(rng.integers(0, self.n_blocks, size=self.n_blocks), minlength=self.n_blocks)
         return tickers[self.ticker_code] * blocks[self.block_code]
 
+    def draws(self, rng: np.random.Generator, n_boot: int) -> Iterator[np.ndarray]:
+        """``n_boot`` resamples as integer weight blocks ``[b, N]`` (the same stream as ``draw``, in order).
+
+        Blocks hold at most :data:`BOOT_BLOCK_VALUES` weights, so scoring a block stays within
+        tens of MB whatever N is.
+        """
+        per_block = max(1, BOOT_BLOCK_VALUES // max(self.n, 1))
+        for start in range(0, n_boot, per_block):
+            yield np.stack([self.draw(rng) for _ in range(min(per_block, n_boot - start))])
+
     def describe(self) -> dict:
         """What ``probe_metrics.json`` records about the resampling."""
         out: dict = {"scheme": self.scheme, "n_rows": self.n}
@@ -172,15 +183,23 @@ class _SortedScores:
 
     def average_precision(self, draw_counts: np.ndarray) -> float:
         """AP of the resample in which row i was drawn ``draw_counts[i]`` times (``[N]``)."""
-        w = draw_counts[self.order].astype(np.float64)
-        tp = np.cumsum(w * self.y_sorted)[self.ends]
-        fp = np.cumsum(w * (1.0 - self.y_sorted))[self.ends]
-        if tp[-1] <= 0:
-            return float("nan")
-        alerts = tp + fp
+        return float(self.average_precisions(draw_counts[None, :])[0])
+
+    def average_precisions(self, draw_counts: np.ndarray) -> np.ndarray:
+        """AP ``[b]`` of ``b`` resamples at once, row i drawn ``draw_counts[k, i]`` times in resample k (``[b, N]``).
+
+        NaN for a resample without a drawn positive. Weights are integers, so every cumulative
+        count is exact in float64 and the result equals the one-resample loop.
+        """
+        w = draw_counts[:, self.order].astype(np.float64)  # [b, N]
+        tp = np.cumsum(w * self.y_sorted, axis=1)[:, self.ends]  # [b, T] true alerts at each threshold
+        alerts = np.cumsum(w, axis=1)[:, self.ends]
+        total = tp[:, -1]
         precision = np.divide(tp, alerts, out=np.zeros_like(tp), where=alerts > 0)
-        recall_step = np.diff(tp, prepend=0.0) / tp[-1]
-        return float(np.sum(recall_step * precision))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall_step = np.diff(tp, axis=1, prepend=0.0) / total[:, None]
+            ap = np.sum(recall_step * precision, axis=1)
+        return np.where(total > 0, ap, np.nan)
 
 
 def auprc_with_ci(
@@ -232,10 +251,9 @@ def auprc_with_ci(
     sorted_scores = _SortedScores(y, score)
     rng = np.random.default_rng(seed)
     boot = []
-    for _ in range(n_boot):
-        ap = sorted_scores.average_precision(design.draw(rng))
-        if not math.isnan(ap):  # no positive drawn: AUPRC undefined, resample skipped
-            boot.append(ap)
+    for draws in design.draws(rng, n_boot):
+        aps = sorted_scores.average_precisions(draws)
+        boot.extend(aps[~np.isnan(aps)].tolist())  # no positive drawn: AUPRC undefined, resample skipped
     out["n_boot_used"] = len(boot)
     out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
     return out
@@ -286,11 +304,12 @@ def macro_auprc_with_ci(
     sorted_scores = [_SortedScores(cols[p], s_arr[:, p]) for p in used]
     rng = np.random.default_rng(seed)
     boot = []
-    for _ in range(n_boot):
-        draws = design.draw(rng)  # one draw of rows shared by every pattern
-        aps = [ap for ss in sorted_scores if not math.isnan(ap := ss.average_precision(draws))]
-        if aps:
-            boot.append(float(np.mean(aps)))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any drawn positive: all NaN
+        for draws in design.draws(rng, n_boot):  # one draw of rows shared by every pattern
+            aps = np.stack([ss.average_precisions(draws) for ss in sorted_scores])  # [P, b]
+            means = np.nanmean(aps, axis=0)
+            boot.extend(means[~np.isnan(means)].tolist())
     out["n_boot_used"] = len(boot)
     out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
     return out
@@ -367,18 +386,17 @@ def pooled_macro_comparison(
     sorted_b = [] if group_b is None else [[_SortedScores(cols[p], s[:, p]) for p in used] for s in group_b]
     rng = np.random.default_rng(seed)
 
-    def resampled(group: list[list[_SortedScores]], draws: np.ndarray) -> float:
+    def resampled(group: list[list[_SortedScores]], draws: np.ndarray) -> np.ndarray:
         # Same labels for every run: a pattern without a drawn positive is NaN for all and is skipped.
-        return float(np.mean([np.nanmean([ss.average_precision(draws) for ss in run]) for run in group]))
+        per_run = [np.nanmean(np.stack([ss.average_precisions(draws) for ss in run]), axis=0) for run in group]
+        return np.mean(np.stack(per_run), axis=0)  # [b]
 
     boot = []
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no positive drawn anywhere
-        for _ in range(n_boot):
-            draws = design.draw(rng)
-            value = resampled(sorted_a, draws) - (resampled(sorted_b, draws) if sorted_b else 0.0)
-            if not math.isnan(value):
-                boot.append(value)
+        for draws in design.draws(rng, n_boot):
+            values = resampled(sorted_a, draws) - (resampled(sorted_b, draws) if sorted_b else 0.0)
+            boot.extend(values[~np.isnan(values)].tolist())
     out["n_boot_used"] = len(boot)
     out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
     if group_b is not None and boot:

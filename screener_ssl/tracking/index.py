@@ -4,6 +4,12 @@ Layout read: ``<models_root>/<model_type>/_pretrain/<run_id>/`` with at least
 ``run_meta.json``. Directories whose names start with ``.`` or ``tmp`` are
 in-progress atomic writes (see :func:`screener_ssl.tracking.artifacts.atomic_dir`)
 and are skipped. Written: ``<models_root>/_index.csv`` and ``_index.parquet``.
+
+A run's reference encoders (e.g. a distillation teacher, probed into
+``<run_dir>/<name>/``, see :mod:`screener_ssl.runs.probe`) stay on their run's
+row: the sections of their ``probe_metrics.json`` that the leaderboard reads
+(:data:`REFERENCE_SECTIONS`) are flattened under ``reference.<name>.probe_metrics``
+and ``references`` lists their names.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ RUN_JSON_FILES: tuple[str, ...] = (
     "probe_metrics.json",
 )
 ID_COLUMNS: tuple[str, ...] = ("model_type", "run_id", "run_dir")
+REFERENCE_FILE = "probe_metrics.json"
+# The parts of a reference encoder's probe metrics its run's row carries (per-pattern detail stays in its dir).
+REFERENCE_SECTIONS: tuple[str, ...] = ("macro", "val", "timings", "cost")
+REFERENCE_PREFIX = "reference"
 INDEX_CSV = "_index.csv"
 INDEX_PARQUET = "_index.parquet"
 
@@ -90,6 +100,14 @@ def iter_run_dirs(models_root: str | Path) -> Iterator[tuple[str, str, Path]]:
                 yield type_dir.name, run.name, run
 
 
+def reference_dirs(run: Path) -> list[Path]:
+    """Sub-directories of a run dir holding a probed reference encoder, in sorted order."""
+    return [
+        d for d in sorted(run.iterdir())
+        if d.is_dir() and not _is_in_progress(d.name) and (d / REFERENCE_FILE).is_file()
+    ]
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -122,6 +140,16 @@ def scan_runs(models_root: str | Path, problems: list[dict[str, str]] | None = N
                     row.update(flatten(content, stem))
                 else:
                     row[stem] = json.dumps(content, sort_keys=True)
+            references = reference_dirs(path)
+            for ref in references:
+                file_name = f"{ref.name}/{REFERENCE_FILE}"
+                content = _read_json(ref / REFERENCE_FILE)
+                if not isinstance(content, Mapping):
+                    raise ValueError(f"index: reference probe {ref / REFERENCE_FILE} is not a JSON object")
+                sections = {k: content[k] for k in REFERENCE_SECTIONS if k in content}
+                row.update(flatten(sections, f"{REFERENCE_PREFIX}.{ref.name}.probe_metrics"))
+            if references:
+                row["references"] = json.dumps([ref.name for ref in references])
         except ValueError as err:
             if problems is None:
                 raise
@@ -180,8 +208,9 @@ def index_fingerprint(models_root: str | Path) -> str:
     digest = hashlib.sha256()
     for model_type, run_id, path in iter_run_dirs(models_root):
         digest.update(f"run\0{model_type}\0{run_id}\n".encode())
-        for file_name in RUN_JSON_FILES:
-            file = path / file_name
+        files = [(name, path / name) for name in RUN_JSON_FILES]
+        files += [(f"{ref.name}/{REFERENCE_FILE}", ref / REFERENCE_FILE) for ref in reference_dirs(path)]
+        for file_name, file in files:
             if file.is_file():
                 content = hashlib.sha256(file.read_bytes()).hexdigest()
                 digest.update(f"file\0{file_name}\0{content}\n".encode())

@@ -3,10 +3,18 @@
 Each row pools the latest run of every seed of a (objective, declared variant,
 backbone, model type): val and test macro AUPRC are the means over seeds,
 ``seed_sd`` their spread, ``ci_low/ci_high`` the block-bootstrap CI of the
-seed-mean on the test rows all seeds scored, and two paired verdicts, each a
+seed-mean on the test rows all seeds scored, and three paired verdicts, each a
 difference of seed-means on shared rows with shared draws: against
-``masked_recon`` (same variant where it exists) and against the best baseline
-(chosen by val). Ranking is by val; test is reported, never used to choose.
+``masked_recon`` and against ``minirocket`` (each the same variant where it
+exists) and against the best baseline (chosen by val). Ranking is by val; test
+is reported, never used to choose.
+
+A run's reference encoders (a distillation teacher, probed into
+``<run_dir>/<name>/`` and carried on the run's index row, see
+:mod:`screener_ssl.tracking.index`) get rows of their own, named
+``<objective>:<name>`` (``chart_distill:teacher``), pooled and compared like any
+run. Their pretraining is part of their run's: its seconds and windows stay on
+the student's row.
 """
 
 from __future__ import annotations
@@ -22,7 +30,28 @@ from screener_ssl.probe.compare import JOIN_KEYS
 from screener_ssl.probe.metrics import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
 
 REFERENCE_OBJECTIVE = "masked_recon"
+MINIROCKET_OBJECTIVE = "minirocket"
 PREDICTIONS_FILE = "probe_predictions.parquet"
+# Columns of a run that describe its reference encoders' probes as well (under reference.<name>.probe_metrics).
+REFERENCE_COLUMNS = {
+    src: dst for src, dst in (
+        ("probe_metrics.macro.auprc", "auprc"),
+        ("probe_metrics.val.macro_auprc", "val_auprc"),
+        ("probe_metrics.macro.n_reachable", "n_reachable"),
+        ("probe_metrics.macro.reachable", "reachable"),
+        ("probe_metrics.macro.ci_low", "ci_low"),
+        ("probe_metrics.macro.ci_high", "ci_high"),
+        ("probe_metrics.macro.prevalence", "prevalence"),
+        ("probe_metrics.macro.alerts_per_day_per_ticker", "alerts_per_day"),
+        ("probe_metrics.macro.precision", "precision"),
+        ("probe_metrics.macro.earliest_detection.0.6", "recall_at_60pct"),
+        ("probe_metrics.macro.ece", "ece"),
+        ("probe_metrics.timings.embed", "embed_s"),
+        ("probe_metrics.timings.fit_head", "head_s"),
+        ("probe_metrics.cost.encoder_parameters", "parameters"),
+    )
+}
+REFERENCE_PREFIX = "reference"
 
 COLUMNS = {
     "experiment.objective": "objective",
@@ -53,28 +82,62 @@ COLUMNS = {
 }
 
 
+def _reference_names(index: pl.DataFrame) -> list[str]:
+    prefix, suffix = f"{REFERENCE_PREFIX}.", ".probe_metrics.macro.auprc"
+    return sorted({c[len(prefix):-len(suffix)] for c in index.columns if c.startswith(prefix) and c.endswith(suffix)})
+
+
+def _reference_rows(index: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Rows for the reference encoder ``name`` of the runs that have one: its metrics, its run's identity."""
+    auprc = f"{REFERENCE_PREFIX}.{name}.probe_metrics.macro.auprc"
+    rows = index.filter(pl.col(auprc).is_not_null())
+    own = {f"{REFERENCE_PREFIX}.{name}.{src}": dst for src, dst in REFERENCE_COLUMNS.items()}
+    identity = {src: dst for src, dst in COLUMNS.items() if dst in ("objective", "variant", "backbone", "seed",
+                                                                     "model_type", "run_id", "run_dir")}
+    table = rows.select(
+        [pl.col(src).alias(dst) for src, dst in identity.items() if src in rows.columns]
+        + [pl.col(src).alias(dst) for src, dst in own.items() if src in rows.columns]
+    )
+    return table.with_columns(
+        objective=pl.col("objective").cast(pl.String) + f":{name}",
+        run_dir=pl.col("run_dir").cast(pl.String) + f"/{name}",
+    )
+
+
 def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
-    """The latest probed run per (objective, variant, backbone, model type, seed), renamed columns."""
+    """The latest probed run per (objective, variant, backbone, model type, seed), renamed columns.
+
+    Reference encoders of a run (``reference.<name>.*`` columns) add rows ``<objective>:<name>``.
+    """
     if index.height == 0 or "probe_metrics.macro.auprc" not in index.columns:
         return pl.DataFrame(schema={name: pl.String for name in COLUMNS.values()})
     present = {src: dst for src, dst in COLUMNS.items() if src in index.columns}
-    table = index.select([pl.col(src).alias(dst) for src, dst in present.items()])
-    for dst in COLUMNS.values():
-        if dst not in table.columns:
-            table = table.with_columns(pl.lit(None).alias(dst))
+    tables = [index.select([pl.col(src).alias(dst) for src, dst in present.items()])]
+    tables += [_reference_rows(index, name) for name in _reference_names(index)]
     numeric = ["auprc", "val_auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision",
                "recall_at_60pct", "ece", "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
                "head_s", "parameters"]
-    table = table.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric])
-    table = table.with_columns(pl.col("seed").cast(pl.Int64, strict=False).fill_null(0))
-    table = table.filter(pl.col("auprc").is_not_null())
+    typed = []
+    for table in tables:
+        for dst in COLUMNS.values():
+            if dst not in table.columns:
+                table = table.with_columns(pl.lit(None).alias(dst))
+        table = table.select(list(COLUMNS.values()))
+        table = table.with_columns(
+            [pl.col(c).cast(pl.Float64, strict=False) for c in numeric]
+            + [pl.col(c).cast(pl.String) for c in COLUMNS.values() if c not in (*numeric, "seed", "n_reachable")]
+            + [pl.col("seed").cast(pl.Int64, strict=False).fill_null(0),
+               pl.col("n_reachable").cast(pl.Int64, strict=False)]
+        )
+        typed.append(table)
+    table = pl.concat(typed, how="vertical").filter(pl.col("auprc").is_not_null())
     # A finetuned classifier shares its source objective's name; say which row is which.
     table = table.with_columns(
-        objective=pl.when(pl.col("model_type").cast(pl.String).str.ends_with("_classifier"))
-        .then(pl.col("objective").cast(pl.String) + " (finetuned)")
-        .otherwise(pl.col("objective").cast(pl.String)),
+        objective=pl.when(pl.col("model_type").str.ends_with("_classifier"))
+        .then(pl.col("objective") + " (finetuned)")
+        .otherwise(pl.col("objective")),
         # Seed replicates are named <variant>-s<seed>: they pool under the declared variant.
-        variant=pl.col("variant").cast(pl.String).str.replace(r"-s\d+$", ""),
+        variant=pl.col("variant").str.replace(r"-s\d+$", ""),
     )
     return table.sort("run_id").group_by(["objective", "variant", "backbone", "model_type", "seed"]).last()
 
@@ -116,11 +179,15 @@ def leaderboard(
     baselines: Collection[str] | None = None,
     reference: str = REFERENCE_OBJECTIVE,
     n_boot: int = 200,
+    minirocket: str = MINIROCKET_OBJECTIVE,
 ) -> pl.DataFrame:
     """One row per (objective, variant, backbone, model type) pooling its seeds, best val AUPRC first.
 
-    ``baselines`` defaults to the registry's baselines. Paired verdicts need the
-    runs' ``probe_predictions.parquet``; without them the verdict columns are null.
+    ``baselines`` defaults to the registry's baselines. Verdict columns, per
+    prefix ``vs_reference`` (``reference``), ``vs_minirocket`` (``minirocket``)
+    and ``vs_baseline``: ``_diff``, ``_ci_low``, ``_ci_high``, ``_verdict`` and
+    ``_against`` (``objective|variant``). They need the runs'
+    ``probe_predictions.parquet``; without them, or without the other side, they are null.
     """
     runs = latest_runs(index)
     if runs.height == 0:
@@ -174,6 +241,13 @@ def leaderboard(
         row.update({f"{prefix}_{k}": out[k] for k in ("diff", "ci_low", "ci_high", "verdict")})
         row[f"{prefix}_against"] = f"{other['objective']}|{other['variant']}"
 
+    def counterpart(row: dict, objective: str) -> dict | None:
+        """``objective``'s row to compare ``row`` with: same variant and backbone, else same variant, else best val."""
+        candidates = [r for r in rows if r["objective"] == objective]
+        same_variant = [r for r in candidates if r["variant"] == row["variant"]]
+        same_backbone = [r for r in same_variant if r["backbone"] == row["backbone"]]
+        return by_val(same_backbone or same_variant or candidates)
+
     best_baseline = by_val([r for r in rows if r["objective"] in set(baselines)])
     for row in rows:
         frames = frames_of(row)
@@ -184,9 +258,8 @@ def leaderboard(
             row["ci_low"], row["ci_high"] = pooled["ci_low"], pooled["ci_high"]
         else:
             row["ci_low"], row["ci_high"] = row["run_ci_low"], row["run_ci_high"]
-        masked = [r for r in rows if r["objective"] == reference]
-        same_variant = [r for r in masked if r["variant"] == row["variant"] and r["backbone"] == row["backbone"]]
-        compare(row, by_val(same_variant or masked), "vs_reference")
+        compare(row, counterpart(row, reference), "vs_reference")
+        compare(row, counterpart(row, minirocket), "vs_minirocket")
         compare(row, best_baseline, "vs_baseline")
     board = pl.DataFrame(
         [{k: v for k, v in r.items() if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high")}
@@ -213,7 +286,8 @@ def format_leaderboard(board: pl.DataFrame) -> str:
     """A fixed-width table for the terminal: ranked by val, test reported with its pooled CI and seed spread."""
     header = (
         f"{'#':>2} {'objective':22s} {'variant':9s} {'val AUPRC':>9s} {'test AUPRC [95% block CI]':26s} "
-        f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs best baseline':>17s} {'recall@60%':>10s} {'ECE':>6s} "
+        f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs minirocket':>17s} {'vs best baseline':>17s} "
+        f"{'recall@60%':>10s} {'ECE':>6s} "
         f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
     )
     lines = [header, "-" * len(header)]
@@ -222,7 +296,8 @@ def format_leaderboard(board: pl.DataFrame) -> str:
         seeds = f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)})"
         lines.append(
             f"{i:>2} {str(row['objective'])[:22]:22s} {str(row['variant'])[:9]:9s} {_fmt(row['val_auprc'], '.3f'):>9s} "
-            f"{auprc:26s} {seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_baseline'):>17s} "
+            f"{auprc:26s} {seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_minirocket'):>17s} "
+            f"{_verdict(row, 'vs_baseline'):>17s} "
             f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s} "
             f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
             f"{_fmt(row['parameters'], '.0f'):>8s}"
@@ -237,16 +312,17 @@ def format_leaderboard(board: pl.DataFrame) -> str:
 def leaderboard_markdown(board: pl.DataFrame) -> str:
     lines = [
         "| # | objective | variant | val AUPRC | test AUPRC | 95% block CI | seed sd (n) | vs masked_recon | "
-        "vs best baseline | recall @60% span | ECE | windows/s | pretrain s | windows seen | embed s | head s | "
-        "parameters |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "vs minirocket | vs best baseline | recall @60% span | ECE | windows/s | pretrain s | windows seen | embed s | "
+        "head s | parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, row in enumerate(board.iter_rows(named=True), 1):
         lines.append(
             f"| {i} | {row['objective']} | {row['variant']} | {_fmt(row['val_auprc'], '.3f')} | "
             f"{_fmt(row['auprc'], '.3f')} | [{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}] | "
             f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)}) | {_verdict(row, 'vs_reference')} | "
-            f"{_verdict(row, 'vs_baseline')} | {_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | "
+            f"{_verdict(row, 'vs_minirocket')} | {_verdict(row, 'vs_baseline')} | "
+            f"{_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | "
             f"{_fmt(row['windows_per_s'], '.0f')} | {_fmt(row['pretrain_s'], '.1f')} | "
             f"{_fmt(row['windows_seen'], '.0f')} | {_fmt(row['embed_s'], '.1f')} | {_fmt(row['head_s'], '.1f')} | "
             f"{_fmt(row['parameters'], '.0f')} |"

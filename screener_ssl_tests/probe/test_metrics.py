@@ -474,3 +474,33 @@ def test_paired_comparison_joins_prediction_frames_on_ticker_and_decision_row():
         paired_comparison(run_a, run_b.with_columns(label_p=1 - pl.col("label_p")), n_boot=10)
     with pytest.raises(ValueError, match="share no test rows"):
         paired_comparison(run_a, run_b.with_columns(split=pl.lit("val")), n_boot=10)
+
+
+def test_vectorized_bootstrap_matches_one_resample_at_a_time(monkeypatch):
+    """Blocks of resamples scored at once give each resample's AP, and CIs independent of the block size."""
+    y = _labels(900, 0.1, seed=40)
+    score = np.round(y + np.random.default_rng(41).normal(size=900), 1)  # ties
+    sorted_scores = m._SortedScores(y, score)
+    rng = np.random.default_rng(42)
+    draws = np.stack([np.bincount(rng.integers(0, 900, size=900), minlength=900) for _ in range(6)])
+    draws[2] = np.where(y == 1, 0, 1)  # no positive drawn
+    batch = sorted_scores.average_precisions(draws)
+    for k in (0, 1, 3, 4, 5):
+        idx = np.repeat(np.arange(900), draws[k])
+        assert batch[k] == pytest.approx(average_precision_score(y[idx], score[idx]), abs=1e-12)
+    assert math.isnan(batch[2])
+    ticker_id, day = np.repeat(np.arange(9), 100), np.tile(np.arange(100), 9)
+    design = m.BootstrapDesign(ticker_id, day, block_days=10)
+    y2 = np.stack([y, _labels(900, 0.05, seed=43)], axis=1)
+    s2 = np.stack([score, y2[:, 1] + np.random.default_rng(44).normal(size=900)], axis=1)
+    one = m.pooled_macro_comparison(y2, [s2], [s2.copy()], design=design, n_boot=50)
+    wide = (m.auprc_with_ci(y, score, n_boot=50, design=design), m.macro_auprc_with_ci(y2, s2, n_boot=50, design=design),
+            m.pooled_macro_comparison(y2, [s2], design=design, n_boot=50))
+    monkeypatch.setattr(m, "BOOT_BLOCK_VALUES", 900 * 7)  # blocks of 7 resamples (the last one of 1)
+    narrow = (m.auprc_with_ci(y, score, n_boot=50, design=design), m.macro_auprc_with_ci(y2, s2, n_boot=50, design=design),
+              m.pooled_macro_comparison(y2, [s2], design=design, n_boot=50))
+    def same(a: dict, b: dict) -> bool:  # NaN where undefined (no group b) counts as equal
+        return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+
+    assert all(same(a, b) for a, b in zip(wide, narrow, strict=True))
+    assert one["diff"] == 0.0 and one["ci_low"] == one["ci_high"] == 0.0 and one["verdict"] == "tie"

@@ -144,3 +144,31 @@ def test_corrupt_json_names_the_file(models_root):
     (run / "experiment.json").write_text(json.dumps([1, 2]))
     df = ix.build_index(models_root)
     assert df.filter(pl.col("model_type") == "byol")["experiment"].to_list() == ["[1, 2]"]
+
+
+def test_reference_encoder_probes_ride_on_their_runs_row(models_root):
+    """A teacher probed into <run>/teacher/ is indexed on its run's row (summary sections only) and fingerprinted."""
+    run = models_root / "vicreg" / "_pretrain" / "20240101T000000_000000Z-aaaa"
+    base = ix.index_fingerprint(models_root)
+    atomic_write_json(
+        run / "teacher" / "probe_metrics.json",
+        {"macro": {"auprc": 0.2}, "val": {"macro_auprc": 0.19}, "per_pattern": {"double_top": {"n": 5}}},
+    )
+    (run / ".tmp-half").mkdir()
+    (run / ".tmp-half" / "probe_metrics.json").write_text("{not json")  # in progress: skipped
+    (run / "plots").mkdir()  # a sub-directory without a probe: not a reference
+    df = ix.build_index(models_root)
+    vicreg = df.filter(pl.col("model_type") == "vicreg").row(0, named=True)
+    assert vicreg["reference.teacher.probe_metrics.macro.auprc"] == 0.2
+    assert vicreg["reference.teacher.probe_metrics.val.macro_auprc"] == 0.19
+    assert vicreg["references"] == '["teacher"]'
+    assert vicreg["probe_metrics.macro.auprc"] == 0.41  # the student's own metrics untouched
+    assert not any(c.startswith("reference.teacher.probe_metrics.per_pattern") for c in df.columns)
+    assert df.filter(pl.col("model_type") == "byol")["references"].to_list() == [None]
+    changed = ix.index_fingerprint(models_root)
+    assert changed != base
+    atomic_write_json(run / "teacher" / "probe_metrics.json", {"macro": {"auprc": 0.3}})
+    assert ix.index_fingerprint(models_root) not in (base, changed)
+    (run / "teacher" / "probe_metrics.json").write_text("[1]")
+    with pytest.raises(ValueError, match=r"teacher/probe_metrics\.json is not a JSON object"):
+        ix.build_index(models_root)

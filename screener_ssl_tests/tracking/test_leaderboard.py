@@ -85,3 +85,65 @@ def test_sweep_seeds_expand_into_one_run_each(tmp_path) -> None:
         for o, v in default.points if v.startswith("full")
     )
     assert "shape_free|base" in default.partition_keys("base")
+
+
+def test_verdicts_against_minirocket_and_reference_encoder_rows(tmp_path) -> None:
+    """Every row is paired with minirocket's on shared rows; a run's teacher gets a row of its own."""
+    rng = np.random.default_rng(1)
+    n_tickers, n_days = 8, 150
+    y = (rng.random(n_tickers * n_days) < 0.05).astype(np.int8)
+    base = pl.DataFrame(
+        {
+            "ticker": [f"T{t}" for t in np.repeat(np.arange(n_tickers), n_days)],
+            "date": (np.datetime64("2022-01-03") + np.tile(np.arange(n_days), n_tickers)).astype("datetime64[D]"),
+            "split": ["test"] * y.shape[0],
+            "decision_row": np.arange(y.shape[0], dtype=np.int64),
+            "label_p": y,
+        }
+    )
+    rows = []
+    # (objective, variant, signal, seed, val AUPRC, teacher signal or None)
+    spec = [
+        ("masked_recon", "base-s0", 1.0, 0, 0.30, None),
+        ("masked_recon", "base-s1", 1.0, 1, 0.31, None),
+        ("minirocket", "base", 3.0, 0, 0.40, None),
+        ("minirocket", "full", 0.2, 0, 0.10, None),  # another variant: not the counterpart of base rows
+        ("chart_distill", "base", 8.0, 0, 0.60, 0.3),
+    ]
+    for i, (objective, variant, signal, seed, val, teacher) in enumerate(spec):
+        run = _run(tmp_path, f"{objective}-{variant}", signal, seed, val, y, base)
+        row = {
+            "model_type": objective, "run_id": f"r{i}", "run_dir": run["run_dir"],
+            "experiment.objective": objective, "experiment.variant": variant, "experiment.backbone": "tcn",
+            "run_meta.seed": seed, "probe_metrics.macro.auprc": val, "probe_metrics.val.macro_auprc": val,
+            "pretrain_config.cost.pretrain_seconds": 10.0 + i,
+        }
+        if teacher is not None:
+            (tmp_path / f"{objective}-{variant}" / "teacher").mkdir()
+            score = teacher * y + np.random.default_rng(5).standard_normal(y.shape[0])
+            base.with_columns(score_p=pl.Series(score)).write_parquet(
+                tmp_path / f"{objective}-{variant}" / "teacher" / "probe_predictions.parquet"
+            )
+            row |= {
+                "reference.teacher.probe_metrics.macro.auprc": 0.15,
+                "reference.teacher.probe_metrics.val.macro_auprc": 0.14,
+                "reference.teacher.probe_metrics.cost.encoder_parameters": 1234,
+            }
+        rows.append(row)
+    board = leaderboard(pl.DataFrame(rows), baselines={"minirocket"}, n_boot=100)
+    by = {(r["objective"], r["variant"]): r for r in board.iter_rows(named=True)}
+    assert set(by) == {("masked_recon", "base"), ("minirocket", "base"), ("minirocket", "full"),
+                       ("chart_distill", "base"), ("chart_distill:teacher", "base")}
+    student, teacher = by[("chart_distill", "base")], by[("chart_distill:teacher", "base")]
+    assert student["vs_minirocket_against"] == "minirocket|base" and student["vs_minirocket_verdict"] == "better"
+    assert by[("masked_recon", "base")]["vs_minirocket_verdict"] == "worse"
+    assert by[("masked_recon", "base")]["n_seeds"] == 2
+    assert by[("minirocket", "base")]["vs_minirocket_verdict"] is None  # not compared with itself
+    # The teacher: its own metrics and predictions, its run's identity, no pretraining cost of its own.
+    assert teacher["val_auprc"] == 0.14 and teacher["auprc"] == 0.15 and teacher["parameters"] == 1234
+    assert teacher["pretrain_s"] is None and student["pretrain_s"] == 14.0
+    assert teacher["vs_minirocket_verdict"] == "worse" and teacher["vs_minirocket_diff"] < 0
+    assert teacher["vs_reference_against"] == "masked_recon|base"
+    assert [r for r in board.get_column("objective")][:2] == ["chart_distill", "minirocket"]  # ranked by val
+    text = format_leaderboard(board)
+    assert "vs minirocket" in text and "chart_distill:teacher" in text
