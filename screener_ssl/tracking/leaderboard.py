@@ -328,3 +328,51 @@ def leaderboard_markdown(board: pl.DataFrame) -> str:
             f"{_fmt(row['parameters'], '.0f')} |"
         )
     return "\n".join(lines)
+
+
+# (column, type, description) of the leaderboard as a table: what the UI and reports show, in order.
+TABLE_COLUMNS: list[tuple[str, str, str]] = [
+    ("rank", "int", "Rank by val macro AUPRC (test never chooses)"),
+    ("objective", "string", "SSL objective or baseline; '(finetuned)' for the finetuned classifier"),
+    ("variant", "string", "Declared sweep variant (seed replicates pooled)"),
+    ("backbone", "string", "Encoder backbone"),
+    ("val_auprc", "float", "Val macro AUPRC, mean over seeds"),
+    ("test_auprc", "float", "Test macro AUPRC, mean over seeds"),
+    ("test_ci_low", "float", "Lower end of the 95% block-bootstrap CI of the test seed-mean"),
+    ("test_ci_high", "float", "Upper end of that CI"),
+    ("seed_sd", "float", "Standard deviation of test AUPRC over seeds (null with one seed)"),
+    ("n_seeds", "int", "Seeds pooled in this row"),
+    ("vs_reference", "string", "Paired verdict against masked_recon (same variant where it exists)"),
+    ("vs_reference_diff", "float", "Paired test macro AUPRC difference against masked_recon"),
+    ("vs_baseline", "string", "Paired verdict against the best baseline by val"),
+    ("vs_baseline_diff", "float", "Paired test macro AUPRC difference against the best baseline"),
+    ("baseline", "string", "The best baseline by val, objective|variant, that vs_baseline compares against"),
+    ("recall_at_60pct", "float", "Recall at the val threshold with 60% of the pattern visible"),
+    ("ece", "float", "Expected calibration error on test"),
+    ("windows_per_s", "float", "Pretraining throughput"),
+    ("pretrain_s", "float", "Pretraining wall seconds"),
+    ("embed_s", "float", "Probe embedding seconds"),
+    ("head_s", "float", "Probe head fitting seconds"),
+    ("parameters", "int", "Encoder parameters"),
+]
+
+_TABLE_SOURCES = {"test_auprc": "auprc", "test_ci_low": "ci_low", "test_ci_high": "ci_high",
+                  "vs_reference": "vs_reference_verdict", "vs_baseline": "vs_baseline_verdict", "baseline": "vs_baseline_against"}
+
+
+def leaderboard_records(board: pl.DataFrame) -> list[dict]:
+    """The board's rows as plain dicts keyed by :data:`TABLE_COLUMNS`, in rank order; absent values are None."""
+    records = []
+    for rank, row in enumerate(board.iter_rows(named=True), 1):
+        record = {"rank": rank}
+        for name, kind, _ in TABLE_COLUMNS[1:]:
+            value = row.get(_TABLE_SOURCES.get(name, name))
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            if value is not None and kind == "int":
+                value = int(value)
+            elif value is not None and kind == "float":
+                value = float(value)
+            record[name] = value
+        records.append(record)
+    return records

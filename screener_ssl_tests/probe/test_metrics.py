@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -340,6 +341,20 @@ def test_plots_return_png_bytes_and_write_files(tmp_path):
         plots.png_markdown(b"GIF89a", "x")
     with pytest.raises(ValueError, match="row 0 lacks keys"):
         plots.auprc_bar_png([{"label": "a", "auprc": 0.1}])
+
+
+def test_thumbnail_is_a_smaller_png_of_at_most_the_width_asked():
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    y = _labels(400, 0.2, 25)
+    png = plots.pr_curves_png({f"p{i}": (y, y + rng.normal(size=400)) for i in range(5)})
+    thumb = plots.thumbnail_png(png, max_width=320)
+    assert _is_png(thumb) and len(thumb) < len(png) / 3
+    with Image.open(io.BytesIO(png)) as full, Image.open(io.BytesIO(thumb)) as small:
+        assert small.width == 320 and abs(small.height / small.width - full.height / full.width) < 0.01
+    with pytest.raises(ValueError, match="not a PNG"):
+        plots.thumbnail_png(b"GIF89a")
 
 
 # --------------------------------------------------------------------------- block bootstrap and paired comparisons

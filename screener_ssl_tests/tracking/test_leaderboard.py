@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard
+from screener_ssl.tracking.leaderboard import TABLE_COLUMNS, format_leaderboard, leaderboard, leaderboard_records
 
 
 def _run(tmp_path, name: str, signal: float, seed: int, val: float, y: np.ndarray, base: pl.DataFrame) -> dict:
@@ -61,6 +61,15 @@ def test_leaderboard_pools_seeds_ranks_by_val_and_gives_paired_verdicts(tmp_path
     assert masked["vs_reference_verdict"] is None  # not compared with itself
     text = format_leaderboard(board)
     assert "val AUPRC" in text and "better" in text and "best baseline (by val): raw_features|full" in text
+
+    records = leaderboard_records(board)
+    assert [r["rank"] for r in records] == [1, 2, 3]
+    assert all(list(r) == [name for name, _, _ in TABLE_COLUMNS] for r in records)
+    assert records[0]["objective"] == "vicreg" and records[0]["n_seeds"] == 2
+    assert records[0]["test_auprc"] == vicreg["auprc"] and records[0]["test_ci_low"] == vicreg["ci_low"]
+    assert records[0]["vs_reference"] == "better" and records[0]["baseline"] == "raw_features|full"
+    assert records[1]["vs_reference"] is None and records[1]["vs_reference_diff"] is None
+    assert records[2]["seed_sd"] is None  # one seed: no spread, not NaN
 
 
 def test_sweep_seeds_expand_into_one_run_each(tmp_path) -> None:
