@@ -20,7 +20,6 @@ reads it back.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,16 +34,9 @@ from screener_ssl.data.dataset import Dataset
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
-from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
-from screener_ssl.ssl.trainer import (
-    NonFiniteLossError,
-    TrainConfig,
-    build_optimizer,
-    optimizer_step,
-    seed_everything,
-)
+from screener_ssl.ssl.trainer import StepLoss, TrainConfig, run_training_loop, seed_everything
 from screener_ssl.tracking.artifacts import atomic_torch_save
 
 SUPERVISED_OBJECTIVE = "supervised"
@@ -195,6 +187,31 @@ class ClassifierBatchSampler:
         self.rng.bit_generator.state = state["rng"]
 
 
+class _ClassifierBatches:
+    """``(x, observed, target)`` batches of :class:`ClassifierBatchSampler` positions, jittered when asked."""
+
+    def __init__(
+        self, dataset: Dataset, labels: np.ndarray, sampler: ClassifierBatchSampler, jitter_sigma: float, seed: int
+    ) -> None:
+        self.dataset, self.labels, self.sampler, self.jitter_sigma = dataset, labels, sampler, jitter_sigma
+        self.jitter_gen = torch.Generator().manual_seed(seed)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        positions = self.sampler.sample()
+        x_np, observed_np = self.dataset.windows(positions)
+        x, observed = torch.from_numpy(x_np), torch.from_numpy(observed_np)
+        if self.jitter_sigma > 0:
+            x = jitter(x, observed, self.jitter_sigma, self.jitter_gen)
+        return x, observed, torch.from_numpy(self.labels[positions].astype(np.float32))  # target [B, P]
+
+    def state_dict(self) -> dict:
+        return {**self.sampler.state_dict(), "jitter_gen": self.jitter_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+        self.jitter_gen.set_state(state["jitter_gen"])
+
+
 @torch.inference_mode()
 def predict_positions(
     classifier: PatternClassifier,
@@ -271,80 +288,31 @@ def train_classifier(
         )
     seed_everything(config.seed, config.threads)
     classifier = PatternClassifier(copy.deepcopy(backbone), dataset.patterns)
-    sampler = ClassifierBatchSampler(dataset, config.batch_size, config.positive_fraction, config.seed)
-    jitter_gen = torch.Generator().manual_seed(config.seed)
-    optimizer, scheduler = build_optimizer(
-        [
+    batches = _ClassifierBatches(
+        dataset, labels, ClassifierBatchSampler(dataset, config.batch_size, config.positive_fraction, config.seed),
+        config.jitter_sigma, config.seed,
+    )
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def loss_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepLoss:
+        x, observed, target = batch
+        return loss_fn(classifier(x, observed), target), {}, len(target)
+
+    loop = run_training_loop(
+        classifier, batches, loss_step, config,
+        name="supervised classifier",
+        param_groups=[
             {"params": list(classifier.backbone.parameters()), "lr": config.lr * config.encoder_lr_scale},
             {"params": list(classifier.head.parameters()), "lr": config.lr},
         ],
-        config.lr, config.weight_decay, config.steps, config.warmup_frac,
+        checkpoint_path=checkpoint_path,
+        guard_config=config,
+        loss_label="bce",
+        hint="Lower the learning rate or check the backbone weights and inputs for NaN.",
+        log=log,
     )
-    loss_fn = nn.BCEWithLogitsLoss()
-    losses: list[float] = []
-    start_step = 0
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        differing = diff_fields(config, state["config"])
-        if differing:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} was written with another FinetuneConfig; differing fields:\n  "
-                + "\n  ".join(differing)
-            )
-        classifier.load_state_dict(state["classifier"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        jitter_gen.set_state(state["jitter_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        losses = list(state["losses"])
-        start_step = int(state["step"])
-        log(f"resumed classifier training from {checkpoint_path} at step {start_step}/{config.steps}")
-
-    params = list(classifier.parameters())
-    classifier.train()
-    t0 = time.perf_counter()
-    window_count = 0
-    for step in range(start_step, config.steps):
-        positions = sampler.sample()
-        x_np, observed_np = dataset.windows(positions)
-        x, observed = torch.from_numpy(x_np), torch.from_numpy(observed_np)
-        if config.jitter_sigma > 0:
-            x = jitter(x, observed, config.jitter_sigma, jitter_gen)
-        target = torch.from_numpy(labels[positions].astype(np.float32))  # [B, P]
-        loss = loss_fn(classifier(x, observed), target)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"supervised classifier produced a non-finite loss ({float(loss.detach())}) at step {step}; "
-                f"lower the learning rate or check the backbone weights and inputs for NaN"
-            )
-        optimizer_step(loss, params, optimizer, scheduler, config.grad_clip)
-        losses.append(float(loss.detach()))
-        window_count += len(positions)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            rate = window_count / max(time.perf_counter() - t0, 1e-9)
-            log(
-                f"step {done}/{config.steps} bce {np.mean(losses[-config.log_every:]):.4f} "
-                f"lr {scheduler.get_last_lr()[-1]:.2e} {rate:.0f} windows/s"
-            )
-        if checkpoint_path is not None and done % config.checkpoint_every == 0 and done < config.steps:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "classifier": classifier.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "jitter_gen": jitter_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "losses": losses,
-                    "step": done,
-                    "config": config.model_dump(mode="json"),
-                },
-            )
-    seconds = time.perf_counter() - t0
-    classifier.eval()
+    sampler, losses, seconds, start_step = batches.sampler, loop.losses, loop.seconds, loop.resumed_from_step
+    window_count = loop.windows
 
     train_labels = labels[sampler.train_positions]
     n_train = len(sampler.train_positions)

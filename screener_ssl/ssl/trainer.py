@@ -1,4 +1,4 @@
-"""A seeded, resumable pretraining loop: AdamW, warmup + cosine, gradient clipping, checkpoints."""
+"""The one seeded, resumable training loop (AdamW, warmup + cosine, gradient clipping, checkpoints) and pretraining on it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
 from screener_ssl.ssl.objectives.base import Objective
 from screener_ssl.ssl.device import DEVICE_PATTERN, autocast, batch_to_device, resolve_device
 from screener_ssl.ssl.sampler import WindowSampler
+from screener_ssl.ssl.schema import diff_fields
 
 
 class NonFiniteLossError(RuntimeError):
@@ -132,39 +133,109 @@ def divergence_message(losses: list[float], window: int, step: int, lr: float) -
     return None
 
 
-def train(
-    objective: Objective,
-    sampler: WindowSampler,
-    config: TrainConfig,
-    checkpoint_path: Path | None = None,
-    log: Callable[[str], None] = print,
-) -> TrainResult:
-    """Run ``config.steps`` optimizer steps; resumes from ``checkpoint_path`` when it exists.
+class LoopConfig(Protocol):
+    """What the training loop reads of a run's config (TrainConfig and FinetuneConfig both have it)."""
 
-    On CUDA the per-step losses stay on the device and are read back every ``log_every``
-    steps (and before a checkpoint), so the loop does not wait for the GPU each step; a
-    non-finite loss is then reported with the step it happened at. The objective is
-    returned on the CPU.
+    steps: int
+    lr: float
+    weight_decay: float
+    warmup_frac: float
+    grad_clip: float
+    threads: int
+    checkpoint_every: int
+    log_every: int
+
+
+class BatchSource(Protocol):
+    """Draws training batches; its RNG state goes into every checkpoint."""
+
+    def sample(self) -> Any: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+# One step's loss: (scalar loss tensor, logs, windows in the batch).
+StepLoss = tuple[torch.Tensor, dict[str, float], int]
+
+
+@dataclass
+class LoopResult:
+    losses: list[float]  # one per step, resumed steps included
+    seconds: float  # of the steps this call ran
+    windows: int  # windows seen by the steps this call ran
+    resumed_from_step: int
+    last_logs: dict[str, float]
+    diverged_at_step: int | None
+
+
+def run_training_loop(
+    model: torch.nn.Module,
+    batches: BatchSource,
+    loss_step: Callable[[Any], StepLoss],
+    config: LoopConfig,
+    *,
+    name: str,
+    param_groups: list | None = None,
+    device: torch.device | None = None,
+    checkpoint_path: Path | None = None,
+    guard_config: BaseModel | None = None,
+    on_after_step: Callable[[int, int], None] | None = None,
+    loss_label: str = "loss",
+    hint: str = "Lower the learning rate or check the inputs for unmasked NaN.",
+    log: Callable[[str], None] = print,
+) -> LoopResult:
+    """The one training loop: ``config.steps`` AdamW steps (warmup + cosine, clipping), checkpoints, resume.
+
+    Each step draws ``batches.sample()`` and calls ``loss_step(batch)``. ``param_groups``
+    default to ``model``'s trainable parameters. With ``checkpoint_path`` the model,
+    optimizer, schedule, ``batches`` and torch RNG states are saved every
+    ``checkpoint_every`` steps and a run resumes from them bit-identically; with
+    ``guard_config`` the checkpoint records that config and a resume under another one is
+    refused. A non-finite loss stops the run (``name`` and ``hint`` in the message); a
+    diverging one warns. On CUDA the losses are read back every ``log_every`` steps (and
+    before a checkpoint) so the loop does not wait for the GPU each step. The model is left
+    in eval mode on the CPU.
     """
     torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    objective.to(device)
-    params = [p for p in objective.parameters() if p.requires_grad]
-    optimizer, scheduler = build_optimizer(params, config.lr, config.weight_decay, config.steps, config.warmup_frac)
+    device = device or torch.device("cpu")
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(
+        params if param_groups is None else param_groups, config.lr, config.weight_decay, config.steps,
+        config.warmup_frac,
+    )
     losses: list[float] = []
     start_step = 0
     if checkpoint_path is not None and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        objective.load_state_dict(state["objective"])
+        if guard_config is not None:
+            differing = diff_fields(guard_config, state.get("config", {}))
+            if differing:
+                raise ValueError(
+                    f"checkpoint {checkpoint_path} was written with another {type(guard_config).__name__}; "
+                    "differing fields:\n  " + "\n  ".join(differing)
+                )
+        # Pretraining checkpoints written before the loop was shared keep the model under "objective".
+        model_key = "model" if "model" in state else "objective"
+        missing = [k for k in (model_key, "optimizer", "scheduler", "sampler", "torch_rng", "losses", "step")
+                   if k not in state]
+        if missing:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} lacks {missing}: it was not written by this training loop; "
+                "delete it to train from step 0"
+            )
+        model.load_state_dict(state[model_key])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
+        batches.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         losses = list(state["losses"])
         start_step = int(state["step"])
-        log(f"resumed from checkpoint {checkpoint_path} at step {start_step}/{config.steps}")
+        log(f"resumed {name} from checkpoint {checkpoint_path} at step {start_step}/{config.steps}")
 
-    objective.train()
+    model.train()
     logs: dict[str, float] = {}
     diverged_at: int | None = None
     t0 = time.perf_counter()
@@ -180,60 +251,90 @@ def train(
         for offset, value in enumerate(values):
             if not math.isfinite(value):
                 raise NonFiniteLossError(
-                    f"objective {objective.name!r} produced a non-finite loss ({value}) at step {first + offset}; "
-                    f"last logs {logs}. Lower the learning rate or check the inputs for unmasked NaN."
+                    f"{name} produced a non-finite loss ({value}) at step {first + offset}; last logs {logs}. {hint}"
                 )
             losses.append(value)
 
     for step in range(start_step, config.steps):
-        batch = batch_to_device(sampler.sample(), device)
-        with autocast(device, config.amp_bf16):
-            out = objective(batch)
-        loss = out.loss
+        loss, step_logs, n_windows = loss_step(batches.sample())
         pending.append(loss.detach())
         if len(pending) >= read_every:
             read_back(step)
         optimizer_step(loss, params, optimizer, scheduler, config.grad_clip)
-        objective.on_after_step(step + 1, config.steps)
-        logs = out.logs
-        window_count += batch.batch_size
+        if on_after_step is not None:
+            on_after_step(step + 1, config.steps)
+        logs = step_logs
+        window_count += n_windows
         done = step + 1
         if done % config.log_every == 0 or done == config.steps or done % config.checkpoint_every == 0:
             read_back(step)
         if done % config.log_every == 0 or done == config.steps:
             rate = window_count / max(time.perf_counter() - t0, 1e-9)
             log(
-                f"step {done}/{config.steps} loss {np.mean(losses[-config.log_every:]):.4f} "
-                f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.0f} windows/s"
+                f"step {done}/{config.steps} {loss_label} {np.mean(losses[-config.log_every:]):.4f} "
+                f"lr {scheduler.get_last_lr()[-1]:.2e} {rate:.0f} windows/s"
             )
             diverging = divergence_message(losses, config.log_every, done, config.lr)
             if diverging and diverged_at is None:
                 diverged_at = done
                 log(f"WARNING: {diverging}")
-                warnings.warn(f"objective {objective.name!r}: {diverging}", DivergingLossWarning, stacklevel=2)
+                warnings.warn(f"{name}: {diverging}", DivergingLossWarning, stacklevel=3)
         if checkpoint_path is not None and (done % config.checkpoint_every == 0) and done < config.steps:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "objective": objective.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "losses": losses,
-                    "step": done,
-                },
-            )
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler": batches.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "losses": losses,
+                "step": done,
+            }
+            if guard_config is not None:
+                state["config"] = guard_config.model_dump(mode="json")
+            save_checkpoint(checkpoint_path, state)
     seconds = time.perf_counter() - t0
-    objective.eval()
+    model.eval()
     if device.type != "cpu":
-        objective.to("cpu")  # probing, checks and artifacts downstream run on the CPU
-    return TrainResult(
-        steps=config.steps,
+        model.to("cpu")  # probing, checks and artifacts downstream run on the CPU
+    return LoopResult(
         losses=losses,
         seconds=seconds,
-        windows_per_s=window_count / max(seconds, 1e-9),
+        windows=window_count,
         resumed_from_step=start_step,
         last_logs=logs,
         diverged_at_step=diverged_at,
+    )
+
+
+def train(
+    objective: Objective,
+    sampler: WindowSampler,
+    config: TrainConfig,
+    checkpoint_path: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Pretrain ``objective`` for ``config.steps`` steps of :func:`run_training_loop`; resumes from ``checkpoint_path``.
+
+    The objective is returned on the CPU.
+    """
+    device = resolve_device(config.device)
+
+    def loss_step(batch) -> StepLoss:
+        batch = batch_to_device(batch, device)
+        with autocast(device, config.amp_bf16):
+            out = objective(batch)
+        return out.loss, out.logs, batch.batch_size
+
+    loop = run_training_loop(
+        objective, sampler, loss_step, config, name=f"objective {objective.name!r}", device=device,
+        checkpoint_path=checkpoint_path, on_after_step=objective.on_after_step, log=log,
+    )
+    return TrainResult(
+        steps=config.steps,
+        losses=loop.losses,
+        seconds=loop.seconds,
+        windows_per_s=loop.windows / max(loop.seconds, 1e-9),
+        resumed_from_step=loop.resumed_from_step,
+        last_logs=loop.last_logs,
+        diverged_at_step=loop.diverged_at_step,
     )

@@ -100,6 +100,28 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert torch.equal(_weights(resumed), _weights(straight))
 
 
+def test_a_pretraining_checkpoint_from_before_the_shared_loop_resumes_and_a_foreign_one_is_refused(tmp_path):
+    from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = tmp_path / "run.pt"
+
+    def killer(message):
+        if message.startswith("step 8/"):
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        _train("masked_recon", 12, seed=2, checkpoint=ckpt, log=killer)
+    state = load_checkpoint(ckpt)
+    state["objective"] = state.pop("model")  # the key pretraining checkpoints used to carry
+    save_checkpoint(ckpt, state)
+    resumed, result = _train("masked_recon", 12, seed=2, checkpoint=ckpt)
+    straight, _ = _train("masked_recon", 12, seed=2)
+    assert result.resumed_from_step == 5 and torch.equal(_weights(resumed), _weights(straight))
+    save_checkpoint(ckpt, {"step": 3, "losses": [1.0, 1.0, 1.0]})
+    with pytest.raises(ValueError, match=r"run\.pt lacks \['objective', 'optimizer'.*delete it"):
+        _train("masked_recon", 12, seed=2, checkpoint=ckpt)
+
+
 def test_masked_recon_lowers_its_loss():
     _, result = _train("masked_recon", 80, seed=0, threads=2)
     assert result.final_loss < result.first_loss * 0.95
