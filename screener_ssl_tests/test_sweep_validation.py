@@ -72,4 +72,4 @@ def test_path_builders_refuse_unchecked_names(tmp_path):
 
 def test_the_bundled_sweep_is_valid():
     sweep = load_sweep()
-    assert ("masked_recon", "base") in sweep.points
+    assert ("masked_recon", "base-s0") in sweep.points and ("masked_recon", "base-s1") in sweep.points

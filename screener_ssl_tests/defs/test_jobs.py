@@ -14,7 +14,8 @@ from screener_ssl.defs.schedules import NIGHTLY_RUNS_TAG, NIGHTLY_TAG, sweep_run
 NIGHT = datetime.datetime(2026, 11, 27, 2, tzinfo=datetime.timezone.utc)
 # The tiny sweep's base points; raw_features has no weights, so it is never finetuned.
 BASE_KEYS = ["masked_recon|base", "vicreg|base", "raw_features|base"]
-SWEEP_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
+# sweep_file first: each sweep run observes the point it runs, so its assets record that version.
+SWEEP_ASSETS = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics"]
 
 
 def _defs(**kw) -> dg.Definitions:
@@ -45,8 +46,8 @@ def test_no_asset_waits_on_an_automation_sensor_and_the_followup_sensor_runs_by_
     graph = defs.resolve_asset_graph()
     assert [k for k in graph.get_all_asset_keys() if graph.get(k).automation_condition is not None] == []
     sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
-    assert set(sensors) == {"nightly_sweep_followup"}
-    assert sensors["nightly_sweep_followup"].default_status == dg.DefaultSensorStatus.RUNNING
+    assert set(sensors) == {"nightly_sweep_followup", "sweep_file_sensor"}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
 
 
 def test_nightly_schedule_requests_one_named_tagged_run_per_partition_of_the_chosen_variants(tiny_env):
