@@ -65,7 +65,7 @@ def test_features_are_float32_chunk_invariant_and_seeded(fitted):
     chunked = MiniRocketEncoder(SMALL.model_copy(update={"chunk_size": 7}), CHANNELS)
     chunked.fit_prepared(*_windows(96))
     np.testing.assert_array_equal(chunked.encode_prepared(x, observed), whole)
-    assert fitted.cost["windows_transformed"] >= 50 and "fit_seconds" in fitted.cost
+    assert fitted.cost["windows_transformed"] >= 50
     assert fitted.cost["peak_rss_mb"] > 0 and fitted.n_parameters > 0
 
 
@@ -138,7 +138,7 @@ def test_pipeline_fits_minirocket_as_a_run_with_its_cost(tmp_path):
     assert model_type(point) == "ssl_tcn_minirocket" and (outcome.run_dir / "minirocket.pkl").exists()
     config = json.loads((outcome.run_dir / "pretrain_config.json").read_text())
     cost = config["cost"]
-    assert cost["windows_seen"] == 100 and "pretrain_seconds" in cost  # recorded, not timed
+    assert cost["windows_seen"] == 100
     assert cost["minirocket"]["fit_windows"] == 100 and cost["minirocket"]["peak_rss_mb"] > 0
     assert config["objective_config"]["n_kernels"] == 168 and config["objective_config"]["seed"] == point.train.seed
     loaded = load_encoder(outcome.run_dir)

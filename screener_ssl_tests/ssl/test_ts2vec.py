@@ -253,6 +253,6 @@ def test_pipeline_trains_ts2vec_from_the_sweep_and_records_its_cost(tmp_path):
     config = json.loads((outcome.run_dir / "pretrain_config.json").read_text())
     assert config["objective"] == "ts2vec" and config["metrics"]["steps"] == 3
     cost = config["cost"]
-    assert cost["windows_seen"] == 48 and "pretrain_seconds" in cost  # recorded, not timed
+    assert cost["windows_seen"] == 48
     assert cost["encoder_parameters"] > 0 and cost["trained_parameters"] >= cost["encoder_parameters"]
     assert load_sweep().point("ts2vec", "maxpool").probe["pooling"] == "max"
