@@ -17,9 +17,8 @@ def _run(tmp_path, name: str, signal: float, seed: int, val: float, y: np.ndarra
     return {"run_dir": str(run_dir), "val": val, "seed": seed, "test": float("nan")}
 
 
-def test_leaderboard_pools_seeds_ranks_by_val_and_gives_paired_verdicts(tmp_path) -> None:
-    rng = np.random.default_rng(0)
-    n_tickers, n_days = 8, 150
+def _test_rows(rng: np.random.Generator, n_tickers: int = 8, n_days: int = 150) -> tuple[np.ndarray, pl.DataFrame]:
+    """Labels of one pattern on a ticker x day grid of test rows, and the frame every run's predictions share."""
     y = (rng.random(n_tickers * n_days) < 0.05).astype(np.int8)
     base = pl.DataFrame(
         {
@@ -30,6 +29,12 @@ def test_leaderboard_pools_seeds_ranks_by_val_and_gives_paired_verdicts(tmp_path
             "label_p": y,
         }
     )
+    return y, base
+
+
+def test_leaderboard_pools_seeds_ranks_by_val_and_gives_paired_verdicts(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    y, base = _test_rows(rng)
     rows = []
     # (objective, variant, signal, seed, val AUPRC, test AUPRC as indexed)
     spec = [
@@ -99,17 +104,7 @@ def test_sweep_seeds_expand_into_one_run_each(tmp_path) -> None:
 def test_verdicts_against_minirocket_and_reference_encoder_rows(tmp_path) -> None:
     """Every row is paired with minirocket's on shared rows; a run's teacher gets a row of its own."""
     rng = np.random.default_rng(1)
-    n_tickers, n_days = 8, 150
-    y = (rng.random(n_tickers * n_days) < 0.05).astype(np.int8)
-    base = pl.DataFrame(
-        {
-            "ticker": [f"T{t}" for t in np.repeat(np.arange(n_tickers), n_days)],
-            "date": (np.datetime64("2022-01-03") + np.tile(np.arange(n_days), n_tickers)).astype("datetime64[D]"),
-            "split": ["test"] * y.shape[0],
-            "decision_row": np.arange(y.shape[0], dtype=np.int64),
-            "label_p": y,
-        }
-    )
+    y, base = _test_rows(rng)
     rows = []
     # (objective, variant, signal, seed, val AUPRC, teacher signal or None)
     spec = [
