@@ -27,6 +27,7 @@ import polars as pl
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.defs.data.assets import data_summary
+from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
@@ -112,7 +113,7 @@ def _worker_init(threads: int) -> None:
 
 
 def max_point_threads(sweep: Sweep, keys: list[str]) -> int:
-    return max((sweep.point(*key.split("|", 1)).train.threads for key in keys), default=1)
+    return max((sweep.point(*split_partition_key(key)).train.threads for key in keys), default=1)
 
 
 def concurrent_partitions(requested: int, cores: int, threads: int) -> int:
@@ -171,7 +172,7 @@ def run_partitions(keys: list[str], jobs: int, threads: int, instance: dg.Dagste
 
 def reference_partition(sweep: Sweep, objective: str, variant: str) -> str | None:
     """The first partition of ``objective`` in ``variant`` (its first seed): ``masked_recon|base-s0``."""
-    keys = [k for k in sweep.partition_keys(variant) if k.split("|", 1)[0] == objective]
+    keys = [k for k in sweep.partition_keys(variant) if split_partition_key(k)[0] == objective]
     return keys[0] if keys else None
 
 
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def base_budget_note(sweep: Sweep, keys: list[str]) -> str:
     """What `base` is: a smoke-sized budget, per objective where it differs from the default."""
-    points = [sweep.point(*key.split("|", 1)) for key in keys]
+    points = [sweep.point(*split_partition_key(key)) for key in keys]
     default = sweep.spec.defaults.get("train", {})
     seeds: dict[str, list[int]] = {}
     budgets: dict[str, str] = {}
