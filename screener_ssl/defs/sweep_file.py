@@ -37,6 +37,7 @@ def build_sweep_file_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefi
         key=SWEEP_FILE,
         group_name="ssl",
         partitions_def=partitions,
+        tags={"dagster/kind/yaml": ""},  # what kinds= sets on an asset; observable sources take it as a tag
         description="The sweep file; data version per partition = the sweep point's fingerprint (its settings "
         "and the dataset section). Observed by the sweep job and by sweep_file_sensor.",
     )

@@ -309,27 +309,6 @@ def format_leaderboard(board: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def leaderboard_markdown(board: pl.DataFrame) -> str:
-    lines = [
-        "| # | objective | variant | val AUPRC | test AUPRC | 95% block CI | seed sd (n) | vs masked_recon | "
-        "vs minirocket | vs best baseline | recall @60% span | ECE | windows/s | pretrain s | windows seen | embed s | "
-        "head s | parameters |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for i, row in enumerate(board.iter_rows(named=True), 1):
-        lines.append(
-            f"| {i} | {row['objective']} | {row['variant']} | {_fmt(row['val_auprc'], '.3f')} | "
-            f"{_fmt(row['auprc'], '.3f')} | [{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}] | "
-            f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)}) | {_verdict(row, 'vs_reference')} | "
-            f"{_verdict(row, 'vs_minirocket')} | {_verdict(row, 'vs_baseline')} | "
-            f"{_fmt(row['recall_at_60pct'], '.3f')} | {_fmt(row['ece'], '.3f')} | "
-            f"{_fmt(row['windows_per_s'], '.0f')} | {_fmt(row['pretrain_s'], '.1f')} | "
-            f"{_fmt(row['windows_seen'], '.0f')} | {_fmt(row['embed_s'], '.1f')} | {_fmt(row['head_s'], '.1f')} | "
-            f"{_fmt(row['parameters'], '.0f')} |"
-        )
-    return "\n".join(lines)
-
-
 # (column, type, description) of the leaderboard as a table: what the UI and reports show, in order.
 TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("rank", "int", "Rank by val macro AUPRC (test never chooses)"),
@@ -344,6 +323,8 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("n_seeds", "int", "Seeds pooled in this row"),
     ("vs_reference", "string", "Paired verdict against masked_recon (same variant where it exists)"),
     ("vs_reference_diff", "float", "Paired test macro AUPRC difference against masked_recon"),
+    ("vs_minirocket", "string", "Paired verdict against minirocket (same variant and backbone where it exists)"),
+    ("vs_minirocket_diff", "float", "Paired test macro AUPRC difference against minirocket"),
     ("vs_baseline", "string", "Paired verdict against the best baseline by val"),
     ("vs_baseline_diff", "float", "Paired test macro AUPRC difference against the best baseline"),
     ("baseline", "string", "The best baseline by val, objective|variant, that vs_baseline compares against"),
@@ -351,13 +332,15 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("ece", "float", "Expected calibration error on test"),
     ("windows_per_s", "float", "Pretraining throughput"),
     ("pretrain_s", "float", "Pretraining wall seconds"),
+    ("windows_seen", "int", "Windows the encoder saw while pretraining"),
     ("embed_s", "float", "Probe embedding seconds"),
     ("head_s", "float", "Probe head fitting seconds"),
     ("parameters", "int", "Encoder parameters"),
 ]
 
 _TABLE_SOURCES = {"test_auprc": "auprc", "test_ci_low": "ci_low", "test_ci_high": "ci_high",
-                  "vs_reference": "vs_reference_verdict", "vs_baseline": "vs_baseline_verdict", "baseline": "vs_baseline_against"}
+                  "vs_reference": "vs_reference_verdict", "vs_minirocket": "vs_minirocket_verdict",
+                  "vs_baseline": "vs_baseline_verdict", "baseline": "vs_baseline_against"}
 
 
 def leaderboard_records(board: pl.DataFrame) -> list[dict]:

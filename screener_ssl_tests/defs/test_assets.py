@@ -17,6 +17,8 @@ from screener_ssl.defs.resources import ScreenerSettings
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 PARTITION_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
+# What one probe materialization may add to the event log: numbers, a table, paths, one small preview.
+MAX_PROBE_METADATA_BYTES = 40_000
 
 
 def _defs(**kw) -> dg.Definitions:
@@ -108,27 +110,124 @@ def test_bad_bars_are_quarantined_and_counted(tiny_env, tmp_path, monkeypatch):
 def test_one_partition_end_to_end_through_probe_and_index(tiny_env):
     defs = _defs()
     instance = dg.DagsterInstance.ephemeral()
-    _materialize(defs, instance, DATA_ASSETS)
+    data = _materialize(defs, instance, DATA_ASSETS)
+    _assert_tables_described(data)
     result = _materialize(defs, instance, PARTITION_ASSETS, "masked_recon|base")
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_lookahead"] and checks["schema_matches_dataset"] and checks["schema_matches"]
+    assert {e.partition for e in result.get_asset_check_evaluations()} == {"masked_recon|base"}
+    _assert_probe_metadata_small_with_plots_as_files(result.asset_materializations_for_node("probe_metrics")[0])
     run_dir = Path(result.asset_materializations_for_node("pretrained_encoder")[0].metadata["run_dir"].value)
     for name in ("run_meta.json", "experiment.json", "schema.json", "encoder.pt", "pretrain_config.json",
                  "probe_metrics.json", "probe_predictions.parquet"):
         assert (run_dir / name).exists(), name
     assert run_dir.parent.name == "_pretrain" and run_dir.parent.parent.name == "ssl_tcn_masked_recon"
     _materialize(defs, instance, PARTITION_ASSETS, "raw_features|base")
+    _assert_checks_recorded_per_partition(instance, ["masked_recon|base", "raw_features|base"])
     index_result = _materialize(defs, instance, ["experiment_index"])
     models = Path(tiny_env["SCREENER_SSL_DATA_DIR"]) / "models"
     index = pl.read_parquet(models / "_index.parquet")
     assert index.height == 2
     assert {"probe_metrics.macro.auprc", "pretrain_config.metrics.final_loss", "schema.window_spec.window_max"} <= set(index.columns)
-    board = index_result.asset_materializations_for_node("experiment_index")[0].metadata["leaderboard"].value
-    assert "masked_recon" in board and "raw_features" in board
+    index_meta = index_result.asset_materializations_for_node("experiment_index")[0].metadata
+    _assert_leaderboard_is_a_table(index_meta, index)
     scan = _materialize(defs, instance, ["market_scan"]).asset_materializations_for_node("market_scan")[0].metadata
     assert scan["tickers_scored"].value == 10 and scan["skipped"].value == 0
+    assert scan["dagster/row_count"].value == 10 * 7
+    assert [c.name for c in scan["dagster/column_schema"].schema.columns] == [
+        "ticker", "date", "pattern", "score", "alert", "rank"
+    ]
+    assert _is_png_file(scan["alerted_charts"].value)
     scores = pl.read_parquet(Path(tiny_env["SCREENER_SSL_DATA_DIR"]) / "scans" / "market_scan_latest.parquet")
     assert scores.height == 10 * 7 and set(scores.columns) >= {"ticker", "date", "pattern", "score", "alert"}
+
+
+def _is_png_file(path: str) -> bool:
+    return Path(path).is_file() and Path(path).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _assert_tables_described(result) -> None:
+    """Bars carry their column schema and row count; the windowed dataset and labels their row counts."""
+    bars = result.asset_materializations_for_node("ohlcv_bars")[0].metadata
+    columns = {c.name: c.type for c in bars["dagster/column_schema"].schema.columns}
+    assert {"ticker": "string", "date": "date", "open": "float64", "close": "float64"}.items() <= columns.items()
+    assert bars["dagster/row_count"].value == bars["clean_rows"].value == 10 * 420
+    assert bars["dagster/table_name"].value == "warehouse.main.bars"
+    windowed = result.asset_materializations_for_node("windowed_dataset")[0].metadata
+    assert windowed["dagster/row_count"].value == sum(windowed["windows"].value.values())
+    labels = result.asset_materializations_for_node("pattern_labels")[0].metadata
+    assert labels["dagster/row_count"].value == labels["events"].value > 0
+    prevalence = labels["prevalence"]
+    assert isinstance(prevalence, dg.TableMetadataValue)
+    assert [c.name for c in prevalence.schema.columns] == ["pattern", "train", "val", "test"]
+    assert all(0.0 <= r.data["test"] <= 1.0 for r in prevalence.records)
+
+
+def _assert_probe_metadata_small_with_plots_as_files(materialization) -> None:
+    from dagster._serdes import serialize_value
+
+    meta = materialization.metadata
+    assert len(serialize_value(meta)) < MAX_PROBE_METADATA_BYTES, {k: len(serialize_value(v)) for k, v in meta.items()}
+    for key in ("pr_curves", "earliest_detection", "reliability"):
+        assert isinstance(meta[key], dg.PathMetadataValue) and _is_png_file(meta[key].value), key
+        assert Path(meta[key].value).parent == Path(meta["run_dir"].value)
+    per_pattern = meta["per_pattern"]
+    assert isinstance(per_pattern, dg.TableMetadataValue) and len(per_pattern.records) >= 1
+    assert {c.name: c.type for c in per_pattern.schema.columns}["auprc"] == "float"
+    # A pattern without test positives has an undefined AUPRC: an empty cell (null), never NaN in the JSON.
+    defined = [r.data for r in per_pattern.records if r.data["auprc"] is not None]
+    # (A percentile bootstrap CI need not contain the point estimate on a tiny test split.)
+    assert defined and all(0.0 <= d["auprc"] <= 1.0 and d["ci_low"] <= d["ci_high"] for d in defined)
+
+
+def _assert_checks_recorded_per_partition(instance, partitions: list[str]) -> None:
+    """Each check execution is stored with its partition; the latest per partition is that partition's own."""
+    from dagster._core.event_api import PartitionKeyFilter
+
+    storage = instance.event_log_storage
+    for asset, check in [("pretrained_encoder", "no_lookahead"), ("pretrained_encoder", "schema_matches_dataset"),
+                         ("pretrained_encoder", "no_collapse"), ("probe_metrics", "schema_matches")]:
+        key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+        history = storage.get_asset_check_execution_history(key, limit=10)
+        assert sorted(r.partition for r in history) == sorted(partitions), (key, [r.partition for r in history])
+        latest = {p: storage.get_latest_asset_check_execution_by_key([key], PartitionKeyFilter(key=p))[key]
+                  for p in partitions}
+        assert {p: r.evaluation.partition for p, r in latest.items()} == {p: p for p in partitions}
+        assert len({r.run_id for r in latest.values()}) == len(partitions)
+
+
+def _assert_leaderboard_is_a_table(meta, index: pl.DataFrame) -> None:
+    board = meta["leaderboard"]
+    assert isinstance(board, dg.TableMetadataValue)
+    columns = {c.name: c.type for c in board.schema.columns}
+    assert columns["objective"] == "string" and columns["test_auprc"] == "float" and columns["n_seeds"] == "int"
+    assert {r.data["objective"] for r in board.records} == {"masked_recon", "raw_features"}
+    assert [r.data["rank"] for r in board.records] == [1, 2]
+    assert meta["dagster/row_count"].value == index.height
+    assert [c.name for c in meta["dagster/column_schema"].schema.columns] == index.columns
+    assert _is_png_file(meta["macro_auprc_by_objective"].value)
+
+
+def test_every_asset_has_kinds_an_owner_and_a_group_and_partitioned_checks():
+    from screener_ssl.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    assert len(keys) >= 10
+    for key in keys:
+        node = graph.get(key)
+        # An observable source asset (sweep_file) cannot carry owners in Dagster 1.13; kinds and group it can.
+        owners = [] if node.is_observable else ["team:screener-ssl"]
+        assert node.kinds and node.owners == owners, (key, node.kinds, node.owners)
+        assert node.group_name in {"data", "ssl", "probe", "scan"}, (key, node.group_name)
+    assert graph.get(dg.AssetKey("pretrained_encoder")).kinds == {"torch"}
+    assert "duckdb" in graph.get(dg.AssetKey("ohlcv_bars")).kinds
+    for check_key in graph.asset_check_keys:
+        asset = graph.get(check_key.asset_key)
+        spec = graph.get_check_spec(check_key)
+        assert spec.partitions_def == asset.partitions_def, check_key
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert {"no_lookahead", "schema_matches_dataset"} <= blocking
 
 
 def test_undefined_variant_fails_with_a_clear_error(tiny_env):
@@ -208,5 +307,7 @@ def test_a_failing_blocking_check_stops_its_partitions_downstream(tiny_env, monk
     assert not result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_lookahead"] is False
+    failed = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_lookahead")
+    assert failed.partition == "raw_features|base"
     assert result.asset_materializations_for_node("pretrained_encoder")
     assert not result.asset_materializations_for_node("probe_metrics")

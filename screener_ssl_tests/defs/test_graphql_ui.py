@@ -110,9 +110,6 @@ def test_the_ui_lists_the_sweeps_partitions_and_shows_every_dependent_partition_
             assert index["windowed_dataset"]["staleStatus"] == "FRESH"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the leaderboard is Markdown here; branch uimeta makes it a TableMetadataValue (drop this mark then)"
-)
 def test_the_ui_shows_the_leaderboard_as_a_table(tiny_env, tmp_path):
     with dg.instance_for_test() as instance:
         defs = _defs()

@@ -4,9 +4,11 @@
 import json
 
 import dagster as dg
+import polars as pl
 
 from screener_ssl.data import dataset as ds
 from screener_ssl.data.bars import REJECT_REASONS
+from screener_ssl.defs.metadata import OWNERS, row_count, table_metadata, table_value
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 
 # Share of rejected bars above which the validation check fails.
@@ -15,6 +17,8 @@ MAX_REJECTED_SHARE = 0.01
 
 @dg.asset(
     group_name="data",
+    kinds={"polars", "parquet", "duckdb"},
+    owners=OWNERS,
     code_version=source_version("screener_ssl.data.bars", "screener_ssl.data.synthetic", "screener_ssl.data.dataset"),
     pool="duckdb",
     check_specs=[dg.AssetCheckSpec("bars_valid", asset="ohlcv_bars", description="Rejected rows by reason")],
@@ -44,6 +48,10 @@ def ohlcv_bars(
             "first_date": report.first_date,
             "last_date": report.last_date,
             "parquet": dg.MetadataValue.path(str(settings.root / ds.BARS_DIR / "bars.parquet")),
+            **table_metadata(
+                pl.read_parquet_schema(settings.root / ds.BARS_DIR / "bars.parquet"), counts["clean_rows"],
+                table_name="warehouse.main.bars",
+            ),
         },
         data_version=dg.DataVersion(report.content_hash),
         check_results=[
@@ -63,6 +71,8 @@ def ohlcv_bars(
 
 @dg.asset(
     group_name="data",
+    kinds={"polars", "numpy"},
+    owners=OWNERS,
     deps=[ohlcv_bars],
     code_version=source_version("screener_ssl.data.features"),
     # Reads what ohlcv_bars writes: sharing its pool keeps a feature build off a half-done ingest.
@@ -87,6 +97,8 @@ def shape_features(context: dg.AssetExecutionContext, settings: ScreenerSettings
 
 @dg.asset(
     group_name="data",
+    kinds={"numpy"},
+    owners=OWNERS,
     deps=[shape_features],
     code_version=source_version("screener_ssl.data.windows"),
 )
@@ -106,6 +118,7 @@ def windowed_dataset(context: dg.AssetExecutionContext, settings: ScreenerSettin
             "spec": dg.MetadataValue.json(info["spec"]),
             "spec_fingerprint": info["spec_fingerprint"],
             "dataset_fingerprint": info["dataset_fingerprint"],
+            **row_count(sum(info["windows"].values())),
         },
         data_version=dg.DataVersion(info["dataset_fingerprint"]),
     )
@@ -113,6 +126,8 @@ def windowed_dataset(context: dg.AssetExecutionContext, settings: ScreenerSettin
 
 @dg.asset(
     group_name="data",
+    kinds={"numpy", "parquet", "duckdb"},
+    owners=OWNERS,
     deps=[windowed_dataset],
     code_version=source_version("screener_ssl.data.labels", "screener_ssl.data.label_sources"),
     pool="duckdb",
@@ -131,19 +146,21 @@ def pattern_labels(
             "events": info["events"],
             "events_per_pattern": dg.MetadataValue.json(info["events_per_pattern"]),
             "unmatched_events": info["unmatched_events"],
-            "prevalence": dg.MetadataValue.md(_prevalence_table(info["prevalence"], info["patterns"])),
+            "prevalence": _prevalence_table(info["prevalence"], info["patterns"]),
+            "windows_per_split": dg.MetadataValue.json({s: info["prevalence"][s]["_windows"] for s in info["prevalence"]}),
+            # Rows of the warehouse table label_events (the label matrix has one row per window).
+            **row_count(info["events"]),
+            "dagster/table_name": "warehouse.main.label_events",
         },
         data_version=dg.DataVersion(info["data_version"]),
     )
 
 
-def _prevalence_table(prevalence: dict, patterns: list[str]) -> str:
+def _prevalence_table(prevalence: dict, patterns: list[str]) -> dg.TableMetadataValue:
+    """Share of positive windows per pattern and split, as an inline table."""
     splits = list(prevalence)
-    lines = ["| pattern | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-    for p in patterns:
-        lines.append(f"| {p} | " + " | ".join(f"{prevalence[s][p]:.4f}" for s in splits) + " |")
-    lines.append("| windows | " + " | ".join(str(prevalence[s]["_windows"]) for s in splits) + " |")
-    return "\n".join(lines)
+    columns = [("pattern", "string", "Pattern")] + [(s, "float", f"Share of {s} windows positive") for s in splits]
+    return table_value([{"pattern": p, **{s: prevalence[s][p] for s in splits}} for p in patterns], columns)
 
 
 def data_summary(settings: ScreenerSettings) -> dict:

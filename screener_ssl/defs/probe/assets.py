@@ -7,12 +7,13 @@ import os
 import dagster as dg
 
 from screener_ssl.data.dataset import WINDOWED_DIR, load_dataset, write_duckdb_tables
+from screener_ssl.defs.metadata import OWNERS, partitioned_check, table_metadata, table_value
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.defs.sweep_file import point_fingerprints
 from screener_ssl.fingerprint import fingerprint
-from screener_ssl.probe.plots import auprc_bar_png, png_markdown
-from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.probe.plots import auprc_bar_png, png_markdown, thumbnail_png
+from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig, run_probe, write_probe_artifacts
 from screener_ssl.runs.probe import probe_reference_encoders
 from screener_ssl.runs.finetune import (
     NotFinetunableError,
@@ -27,7 +28,7 @@ from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
-from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_markdown
+from screener_ssl.tracking.leaderboard import TABLE_COLUMNS, leaderboard, leaderboard_records
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -38,6 +39,19 @@ PARTITION_DEPS = [
 ]
 
 PROBE_CODE_VERSION = source_version("screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics")
+LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
+
+PER_PATTERN_COLUMNS = [
+    ("pattern", "string", "Pattern"),
+    ("auprc", "float", "Test AUPRC"),
+    ("ci_low", "float", "Lower end of the 95% block-bootstrap CI"),
+    ("ci_high", "float", "Upper end of the 95% block-bootstrap CI"),
+    ("prevalence", "float", "Share of positive test windows (a random screener's AUPRC)"),
+    ("alerts_per_day_per_ticker", "float", "Alerts per ticker-day at the val threshold"),
+    ("precision", "float", "Precision at the val threshold"),
+    ("recall", "float", "Recall at the val threshold"),
+    ("ece", "float", "Expected calibration error on test"),
+]
 
 
 def _num(value, spec: str = ".4f") -> str:
@@ -67,16 +81,15 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     context.log.info(
         f"{objective}|{variant}: macro AUPRC {_num(m['auprc'])} [{_num(m['ci_low'])}, {_num(m['ci_high'])}]"
     )
-    per_pattern = result.metrics["per_pattern"]
-    table = ["| pattern | AUPRC | 95% CI | prevalence | alerts/day/ticker | precision | recall | ECE |", "|---|---|---|---|---|---|---|---|"]
-    for name, rep in per_pattern.items():
-        a, al = rep["auprc"], rep["alerts"]
-        ece = rep["calibration"]["ece"] if rep.get("calibration") else None
-        table.append(
-            f"| {name} | {_num(a['auprc'])} | [{_num(a['ci_low'])}, {_num(a['ci_high'])}] | {_num(a['prevalence'])} | "
-            f"{_num(al['alerts_per_day_per_ticker'])} | {_num(al['precision'], '.3f')} | {_num(al['recall'], '.3f')} | "
-            f"{_num(ece, '.3f')} |"
-        )
+    per_pattern = [
+        {
+            "pattern": name,
+            **{k: rep["auprc"][k] for k in ("auprc", "ci_low", "ci_high", "prevalence")},
+            **{k: rep["alerts"][k] for k in ("alerts_per_day_per_ticker", "precision", "recall")},
+            "ece": rep["calibration"]["ece"] if rep.get("calibration") else None,
+        }
+        for name, rep in result.metrics["per_pattern"].items()
+    ]
     earliest = m.get("earliest_detection") or {}
     return dg.MaterializeResult(
         metadata={
@@ -86,12 +99,13 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
             "alerts_per_day_per_ticker": _float(m["alerts_per_day_per_ticker"]),
             "recall_at_60pct_span": _float(earliest.get("0.6", earliest.get(0.6))),
             "ece": _float(m["ece"]),
-            "per_pattern": dg.MetadataValue.md("\n".join(table)),
-            "pr_curves": dg.MetadataValue.md(png_markdown(result.plots["pr_curves"], "PR curves (test)")),
-            "earliest_detection": dg.MetadataValue.md(
-                png_markdown(result.plots["earliest_detection"], "Earliest-detection curve")
+            "per_pattern": table_value(per_pattern, PER_PATTERN_COLUMNS),
+            # The full-size plots are files in the run dir (written by write_probe_artifacts); only a
+            # small preview of the PR curves travels inline in the event log.
+            **{key: dg.MetadataValue.path(str(run_dir / name)) for key, name in PLOT_FILES.items()},
+            "pr_curves_preview": dg.MetadataValue.md(
+                png_markdown(thumbnail_png(result.plots["pr_curves"]), "PR curves (test)")
             ),
-            "reliability": dg.MetadataValue.md(png_markdown(result.plots["reliability"], "Reliability diagram")),
         },
         data_version=dg.DataVersion(fingerprint({"run": str(run_dir), "schema": schema.fingerprint, "macro": m})),
         check_results=[
@@ -112,13 +126,15 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
 def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="probe",
+        kinds={"torch", "parquet"},
+        owners=OWNERS,
         partitions_def=partitions,
         deps=PARTITION_DEPS,
         code_version=PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
-            dg.AssetCheckSpec(
-                "schema_matches", asset="probe_metrics",
+            partitioned_check(
+                "schema_matches", "probe_metrics", partitions,
                 description="The probed encoder was trained on the windowed dataset being probed (fingerprints)",
             )
         ],
@@ -140,13 +156,15 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
 
     @dg.asset(
         group_name="probe",
+        kinds={"torch", "parquet"},
+        owners=OWNERS,
         partitions_def=partitions,
         deps=PARTITION_DEPS,
         code_version=source_version("screener_ssl.ssl.finetune", "screener_ssl.runs.finetune") + PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
-            dg.AssetCheckSpec(
-                "schema_matches", asset="finetuned_classifier",
+            partitioned_check(
+                "schema_matches", "finetuned_classifier", partitions,
                 description="The finetuned encoder was trained on the windowed dataset being probed",
             )
         ],
@@ -203,6 +221,8 @@ def index_current_result(index, settings: ScreenerSettings) -> dg.AssetCheckResu
 
 @dg.asset(
     group_name="probe",
+    kinds={"polars", "parquet", "duckdb"},
+    owners=OWNERS,
     # windowed_dataset and sweep_file directly: the index is out of date the moment either changes,
     # not only once every probe has rerun (Dagster does not carry staleness past one edge).
     deps=[
@@ -247,14 +267,17 @@ def experiment_index(
         "columns": index.width,
         "csv": dg.MetadataValue.path(str(paths["csv"])),
         "parquet": dg.MetadataValue.path(str(paths["parquet"])),
-        "leaderboard": dg.MetadataValue.md(
-            "Ranked by val macro AUPRC; test reported with block-bootstrap CIs; verdicts are paired differences.\n\n"
-            + leaderboard_markdown(board)
-        ),
+        # Ranked by val macro AUPRC; test reported with block-bootstrap CIs; verdicts are paired differences.
+        "leaderboard": table_value(leaderboard_records(board), TABLE_COLUMNS),
+        **table_metadata(index, index.height,
+                         table_name="warehouse.main.experiment_index" if index.height else None),
     }
     if rows:
-        metadata["macro_auprc_by_objective"] = dg.MetadataValue.md(
-            png_markdown(auprc_bar_png(rows, title="Macro AUPRC (test) with 95% CI"), "macro AUPRC by objective")
+        chart = models_root / LEADERBOARD_PLOT
+        png = auprc_bar_png(rows, path=chart, title="Macro AUPRC (test) with 95% CI")
+        metadata["macro_auprc_by_objective"] = dg.MetadataValue.path(str(chart))
+        metadata["macro_auprc_by_objective_preview"] = dg.MetadataValue.md(
+            png_markdown(thumbnail_png(png), "macro AUPRC by objective")
         )
     metadata["cleaned"] = dg.MetadataValue.json(cleaned)
     context.log.info(f"indexed {index.height} runs into {paths['parquet']}")

@@ -7,15 +7,21 @@ import dagster as dg
 import polars as pl
 
 from screener_ssl.data.dataset import load_clean_bars, load_dataset, write_duckdb_tables
+from screener_ssl.defs.metadata import OWNERS, table_metadata, table_value
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
-from screener_ssl.probe.plots import png_markdown
+from screener_ssl.probe.plots import png_markdown, thumbnail_png
 from screener_ssl.scan.scan import ScanConfig, scan_market, select_best_run
 from screener_ssl.scan.plots import recent_bars_png
 from screener_ssl.ssl.schema import SchemaMismatchError
-from screener_ssl.tracking.artifacts import atomic_write_parquet
+from screener_ssl.tracking.artifacts import atomic_write_bytes, atomic_write_parquet
 from screener_ssl.tracking.index import build_index
 
 TOP_ALERTS = 20
+TOP_ALERT_COLUMNS = [
+    ("ticker", "string", "Ticker"),
+    ("pattern", "string", "Pattern alerted"),
+    ("score", "float", "Probe head probability of the pattern at the decision date"),
+]
 
 
 class MarketScanConfig(dg.Config):
@@ -27,6 +33,8 @@ class MarketScanConfig(dg.Config):
 
 @dg.asset(
     group_name="scan",
+    kinds={"torch", "duckdb", "parquet"},
+    owners=OWNERS,
     deps=[dg.AssetKey("ohlcv_bars"), dg.AssetKey("experiment_index")],
     code_version=source_version("screener_ssl.scan.scan"),
     pool="duckdb",
@@ -68,9 +76,9 @@ def market_scan(
     bars = load_clean_bars(root).filter(
         pl.col("ticker").is_in(tickers) & (pl.col("date") <= result.as_of)
     )
-    table = ["| ticker | pattern | score |", "|---|---|---|"] + [
-        f"| {r['ticker']} | {r['pattern']} | {r['score']:.3f} |" for r in top.iter_rows(named=True)
-    ]
+    # The chart is a file beside the scan; only a small preview travels inline in the event log.
+    charts = recent_bars_png(bars, top)
+    charts_path = atomic_write_bytes(out_dir / f"market_scan_{result.as_of}_alerts.png", charts)
     return dg.MaterializeResult(
         metadata={
             "as_of": str(result.as_of),
@@ -82,7 +90,9 @@ def market_scan(
                 skipped.group_by("reason").len().to_dicts() if skipped.height else []
             ),
             "timings_s": dg.MetadataValue.json({k: round(v, 4) for k, v in result.timings.items()}),
-            "top_alerts": dg.MetadataValue.md("\n".join(table)),
-            "alerted_charts": dg.MetadataValue.md(png_markdown(recent_bars_png(bars, top), "alerted tickers")),
+            "top_alerts": table_value(top.select("ticker", "pattern", "score").to_dicts(), TOP_ALERT_COLUMNS),
+            "alerted_charts": dg.MetadataValue.path(str(charts_path)),
+            "alerted_charts_preview": dg.MetadataValue.md(png_markdown(thumbnail_png(charts, 480), "alerted tickers")),
+            **table_metadata(scores, scores.height, table_name="warehouse.main.market_scan"),
         }
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from screener_ssl.data.dataset import load_clean_bars, load_dataset
+from screener_ssl.defs.metadata import OWNERS, partitioned_check
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.fingerprint import fingerprint
@@ -38,6 +39,8 @@ def schema_path(root: Path, objective: str, variant: str) -> Path:
 def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
     @dg.asset(
         group_name="ssl",
+        kinds={"json"},
+        owners=OWNERS,
         partitions_def=partitions,
         deps=[dg.AssetKey("sweep_file"), dg.AssetKey("windowed_dataset")],
         code_version=source_version("screener_ssl.ssl.schema", "screener_ssl.runs.sweep"),
@@ -68,6 +71,8 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
 
     @dg.asset(
         group_name="ssl",
+        kinds={"torch"},
+        owners=OWNERS,
         partitions_def=partitions,
         # pattern_labels: only the supervised baseline reads them, but a dep is per asset, and
         # over-reporting staleness is safer than missing it.
@@ -77,12 +82,13 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
         pool="torch",
         check_specs=[
             # Blocking: a partition whose encoder sees the future or mismatches its schema stops
-            # its own downstream (probe, finetune) in the same run; other partitions run on.
-            dg.AssetCheckSpec("no_lookahead", asset="pretrained_encoder", blocking=True,
+            # its own downstream (probe, finetune) in the same run; other partitions run on. Each
+            # check carries the partitions, so every execution records the partition it judged.
+            partitioned_check("no_lookahead", "pretrained_encoder", partitions, blocking=True,
                               description="Perturb bars after t* and the decision bar's non-open fields: embedding unchanged"),
-            dg.AssetCheckSpec("no_collapse", asset="pretrained_encoder",
+            partitioned_check("no_collapse", "pretrained_encoder", partitions,
                               description="Per-dimension std and effective rank of held-out embeddings"),
-            dg.AssetCheckSpec("schema_matches_dataset", asset="pretrained_encoder", blocking=True,
+            partitioned_check("schema_matches_dataset", "pretrained_encoder", partitions, blocking=True,
                               description="Encoder schema fingerprint equals ssl_schema's and the dataset's"),
         ],
     )
