@@ -27,10 +27,10 @@ from pathlib import Path
 import dagster as dg
 
 from screener_ssl.defs.partitions import split_partition_key
-from screener_ssl.defs.schedules import FINETUNE_JOB, PIPELINE_JOBS, finetunable_keys
+from screener_ssl.defs.schedules import FINETUNE_JOB, PIPELINE_JOBS, SWEEP_JOB, finetunable_keys
 from screener_ssl.runs.sweep import Sweep
 
-PARTITIONED_JOBS = ("sweep_partition_job", FINETUNE_JOB)
+PARTITIONED_JOBS = (SWEEP_JOB, FINETUNE_JOB)
 
 
 class CliError(ValueError):
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None, defs: dg.Definitions | None = None) -> i
             keys, _ = select_keys(sweep, args.variant, None)
             finetunable = set(finetunable_keys(keys))
             for key in keys:
-                print(f"{key}\t{'sweep_partition_job, ' + FINETUNE_JOB if key in finetunable else 'sweep_partition_job'}")
+                print(f"{key}\t{SWEEP_JOB + ', ' + FINETUNE_JOB if key in finetunable else SWEEP_JOB}")
             return 0
         if args.command == "backfill":
             keys, _ = select_keys(sweep, args.variant, args.partition)

@@ -29,13 +29,13 @@ from screener_ssl.data.contracts import SPLITS
 from screener_ssl.defs.data.assets import data_summary
 from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.schedules import SWEEP_JOB, sweep_run_tags
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
 from screener_ssl.tracking.index import build_index
 from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
-SWEEP_JOB = "sweep_partition_job"
 TORCH_POOL = "torch"  # the pool of the training and probing steps (defs/ssl, defs/probe)
 DEMO_TAGS = {"screener_ssl/launched_by": "make demo"}
 # INFO keeps training progress (step, loss, windows/s) and drops Dagster's step bookkeeping.
@@ -89,8 +89,6 @@ def run_partition(key: str) -> tuple[str, float, float]:
     The worker of ``--jobs``: it loads the definitions and the instance itself (DAGSTER_HOME
     and the settings come from the environment it inherits).
     """
-    from screener_ssl.defs.schedules import sweep_run_tags
-
     defs = demo_definitions()
     settings: ScreenerSettings = defs.resources["settings"]
     wall, cpu = time.perf_counter(), time.process_time()
