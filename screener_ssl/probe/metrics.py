@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, MutableMapping, Sequence
 
 import numpy as np
 from sklearn.calibration import calibration_curve
@@ -335,6 +335,9 @@ def pooled_macro_comparison(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    memo: MutableMapping | None = None,
+    keys_a: Sequence[Hashable] | None = None,
+    keys_b: Sequence[Hashable] | None = None,
 ) -> dict:
     """Mean macro AUPRC over the runs (seeds) of group a, minus that of group b, with shared draws.
 
@@ -342,6 +345,10 @@ def pooled_macro_comparison(
         y: labels ``[N, P]``, the rows every run scored.
         scores_a: one ``[N, P]`` score array per run of group a (e.g. its seeds).
         scores_b: the same for group b; None gives group a's pooled estimate and CI alone.
+        memo, keys_a, keys_b: a caller comparing many pairs of runs on the same rows passes one
+            dict and a key per run (naming the run and the rows): a run's resampled macro AUPRC
+            depends only on its scores, the rows and the seeded draws, so it is computed once
+            and reused by every comparison it enters. Results are the same as without.
 
     Each resample weights the rows once and scores every run of both groups
     under those weights, so the CI covers row sampling and the seeds' spread
@@ -382,26 +389,43 @@ def pooled_macro_comparison(
         out["auprc_b"] = point(group_b)
         out["diff"] = out["auprc_a"] - out["auprc_b"]
     design = _design_for(design, y_arr.shape[0])
-    sorted_a = [[_SortedScores(cols[p], s[:, p]) for p in used] for s in group_a]
-    sorted_b = [] if group_b is None else [[_SortedScores(cols[p], s[:, p]) for p in used] for s in group_b]
-    rng = np.random.default_rng(seed)
 
-    def resampled(group: list[list[_SortedScores]], draws: np.ndarray) -> np.ndarray:
-        # Same labels for every run: a pattern without a drawn positive is NaN for all and is skipped.
-        per_run = [np.nanmean(np.stack([ss.average_precisions(draws) for ss in run]), axis=0) for run in group]
-        return np.mean(np.stack(per_run), axis=0)  # [b]
+    def resampled(group: list[np.ndarray], keys: Sequence[Hashable] | None) -> np.ndarray:
+        per_run = []
+        for i, score in enumerate(group):
+            key = None if memo is None or keys is None else (keys[i], n_boot, seed)
+            if key is not None and key in memo:
+                per_run.append(memo[key])
+                continue
+            vector = _macro_resamples(cols, used, score, design, n_boot, seed)
+            if key is not None:
+                memo[key] = vector
+            per_run.append(vector)
+        return np.mean(np.stack(per_run), axis=0)  # [n_boot]
 
-    boot = []
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no positive drawn anywhere
-        for draws in design.draws(rng, n_boot):
-            values = resampled(sorted_a, draws) - (resampled(sorted_b, draws) if sorted_b else 0.0)
-            boot.extend(values[~np.isnan(values)].tolist())
+    values = resampled(group_a, keys_a) - (resampled(group_b, keys_b) if group_b is not None else 0.0)
+    boot = values[~np.isnan(values)].tolist()
     out["n_boot_used"] = len(boot)
     out["ci_low"], out["ci_high"] = _percentile_ci(boot, alpha)
     if group_b is not None and boot:
         out["verdict"] = "better" if out["ci_low"] > 0 else "worse" if out["ci_high"] < 0 else "tie"
     return out
+
+
+def _macro_resamples(
+    cols: list[np.ndarray], used: list[int], score: np.ndarray, design: BootstrapDesign, n_boot: int, seed: int
+) -> np.ndarray:
+    """One run's macro AUPRC ``[n_boot]`` under the draws seeded by ``seed`` (the same for every run
+    of these rows); NaN for a resample without a drawn positive in any pattern."""
+    sorted_scores = [_SortedScores(cols[p], score[:, p]) for p in used]
+    rng = np.random.default_rng(seed)
+    blocks = []
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no positive drawn anywhere
+        for draws in design.draws(rng, n_boot):
+            # Same labels for every run: a pattern without a drawn positive is NaN for all and is skipped.
+            blocks.append(np.nanmean(np.stack([ss.average_precisions(draws) for ss in sorted_scores]), axis=0))
+    return np.concatenate(blocks)
 
 
 def paired_macro_difference(

@@ -19,6 +19,7 @@ the student's row.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Collection
 from pathlib import Path
@@ -149,8 +150,8 @@ def _predictions(run_dir: str, cache: dict) -> pl.DataFrame | None:
     return cache[run_dir]
 
 
-def _shared_rows(frames: list[pl.DataFrame]) -> tuple[np.ndarray, list[np.ndarray], BootstrapDesign] | None:
-    """Labels, one score array per frame, and the block design, on the rows every frame scored."""
+def _shared_rows(frames: list[pl.DataFrame]) -> tuple[np.ndarray, list[np.ndarray], BootstrapDesign, str] | None:
+    """Labels, one score array per frame, the block design and a digest naming the rows, on the rows every frame scored."""
     patterns = sorted(set.intersection(*({c[6:] for c in f.columns if c.startswith("score_")} for f in frames)))
     if not patterns:
         return None
@@ -171,7 +172,8 @@ def _shared_rows(frames: list[pl.DataFrame]) -> tuple[np.ndarray, list[np.ndarra
     design = BootstrapDesign(
         joined.get_column("ticker").to_numpy(), np.searchsorted(np.unique(dates), dates), block_days=BLOCK_DAYS
     )
-    return y, scores, design
+    rows = hashlib.sha256(joined.select(list(JOIN_KEYS)).hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+    return y, scores, design, f"{rows}:{','.join(patterns)}"
 
 
 def leaderboard(
@@ -218,6 +220,8 @@ def leaderboard(
     )
     rows = groups.to_dicts()
     cache: dict = {}
+    # A run's resampled macro AUPRC on one row set, shared by its pooled CI and its three verdicts.
+    resamples: dict = {}
 
     def frames_of(row: dict) -> list[pl.DataFrame] | None:
         frames = [_predictions(d, cache) for d in row["run_dir"]]
@@ -236,8 +240,11 @@ def leaderboard(
         shared = None if a is None or b is None else _shared_rows(a + b)
         if shared is None:
             return
-        y, scores, design = shared
-        out = pooled_macro_comparison(y, scores[: len(a)], scores[len(a):], design=design, n_boot=n_boot)
+        y, scores, design, on = shared
+        out = pooled_macro_comparison(
+            y, scores[: len(a)], scores[len(a):], design=design, n_boot=n_boot, memo=resamples,
+            keys_a=[(d, on) for d in row["run_dir"]], keys_b=[(d, on) for d in other["run_dir"]],
+        )
         row.update({f"{prefix}_{k}": out[k] for k in ("diff", "ci_low", "ci_high", "verdict")})
         row[f"{prefix}_against"] = f"{other['objective']}|{other['variant']}"
 
@@ -253,8 +260,10 @@ def leaderboard(
         frames = frames_of(row)
         shared = None if frames is None else _shared_rows(frames)
         if shared is not None:
-            y, scores, design = shared
-            pooled = pooled_macro_comparison(y, scores, design=design, n_boot=n_boot)
+            y, scores, design, on = shared
+            pooled = pooled_macro_comparison(
+                y, scores, design=design, n_boot=n_boot, memo=resamples, keys_a=[(d, on) for d in row["run_dir"]]
+            )
             row["ci_low"], row["ci_high"] = pooled["ci_low"], pooled["ci_high"]
         else:
             row["ci_low"], row["ci_high"] = row["run_ci_low"], row["run_ci_high"]
