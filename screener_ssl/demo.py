@@ -29,11 +29,10 @@ from screener_ssl.data.contracts import SPLITS
 from screener_ssl.defs.data.assets import data_summary
 from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.resources import ScreenerSettings
-from screener_ssl.defs.schedules import SWEEP_JOB, sweep_run_tags
+from screener_ssl.defs.schedules import DATA_JOB, FINETUNE_JOB, INDEX_JOB, SWEEP_JOB, sweep_run_tags
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
-from screener_ssl.tracking.index import build_index
-from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard
+from screener_ssl.tracking.leaderboard import format_leaderboard
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 TORCH_POOL = "torch"  # the pool of the training and probing steps (defs/ssl, defs/probe)
@@ -55,20 +54,22 @@ def _print_data_summary(settings: ScreenerSettings) -> None:
         print(f"  {p:32s}" + "".join(f"{labels['prevalence'][s][p]:9.4f}" for s in splits))
 
 
-def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, selection: list[str], partition: str | None) -> None:
-    """The unpartitioned steps around the sweep (data, finetuning, index) as ad-hoc runs."""
-    result = dg.materialize(
-        list(defs.assets),
-        selection=selection,
+def _run_job(
+    defs: dg.Definitions, instance: dg.DagsterInstance, job: str, selection: list[str], partition: str | None
+) -> None:
+    """A step around the sweep (data, finetuning, index) as a run of its named job, limited to ``selection``."""
+    settings: ScreenerSettings = defs.resources["settings"]
+    tags = dict(DEMO_TAGS) | (sweep_run_tags(settings.load_sweep(), partition) if partition else {})
+    result = defs.resolve_job_def(job).execute_in_process(
         partition_key=partition,
+        asset_selection=[dg.AssetKey(a) for a in selection],
         instance=instance,
-        resources=defs.resources,
-        raise_on_error=True,
         run_config=RUN_CONFIG,
-        tags=DEMO_TAGS,
+        tags=tags,
+        raise_on_error=True,
     )
     if not result.success:
-        raise SystemExit(f"materialization of {selection} ({partition}) failed")
+        raise SystemExit(f"run of {job} for {selection} ({partition}) failed")
 
 
 def demo_definitions() -> dg.Definitions:
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     print(f"data root {settings.root}; bars {settings.bars}; labels {settings.labels}; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
-    _materialize(defs, instance, DATA_ASSETS, None)
+    _run_job(defs, instance, DATA_JOB, DATA_ASSETS, None)
     _print_data_summary(settings)
     if not args.data_only:
         sweep = settings.load_sweep()
@@ -215,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
             finetune = [k for k in [reference_partition(sweep, "masked_recon", args.variant)] if k]
         for key in finetune:
             t0 = time.perf_counter()
-            _materialize(defs, instance, ["finetuned_classifier"], key)
+            _run_job(defs, instance, FINETUNE_JOB, ["finetuned_classifier"], key)
             print(f"finetuned {key} in {time.perf_counter() - t0:.0f}s", flush=True)
         t0 = time.perf_counter()
-        _materialize(defs, instance, ["experiment_index"], None)
+        _run_job(defs, instance, INDEX_JOB, ["experiment_index"], None)
         print(f"indexed in {time.perf_counter() - t0:.0f}s", flush=True)
-        board = leaderboard(build_index(settings.root / "models"))
+        # The board the index asset just computed and wrote: pooling and paired bootstraps are not redone.
+        board = pl.read_parquet(settings.root / "models" / "_leaderboard.parquet")
         board = board.filter(pl.col("variant") == args.variant)
         print(
             f"\nleaderboard (variant {args.variant!r}, ranked by val, test reported; "
