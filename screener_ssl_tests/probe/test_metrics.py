@@ -519,3 +519,30 @@ def test_vectorized_bootstrap_matches_one_resample_at_a_time(monkeypatch):
 
     assert all(same(a, b) for a, b in zip(wide, narrow, strict=True))
     assert one["diff"] == 0.0 and one["ci_low"] == one["ci_high"] == 0.0 and one["verdict"] == "tie"
+
+
+def test_pooled_comparisons_sharing_a_memo_reuse_each_runs_resamples_and_give_the_same_results(monkeypatch):
+    """A run's resampled macro AUPRC is computed once per key and reused; every result equals the unshared one."""
+    ticker_id, day = np.repeat(np.arange(6), 100), np.tile(np.arange(100), 6)
+    design = m.BootstrapDesign(ticker_id, day, block_days=10)
+    y = np.stack([_labels(600, 0.1, seed=50), _labels(600, 0.08, seed=51)], axis=1)
+    runs = {name: y + np.random.default_rng(seed).normal(scale=noise, size=y.shape)
+            for name, seed, noise in (("a", 52, 0.5), ("b", 53, 1.0), ("c", 54, 2.0))}
+    memo: dict = {}
+    calls = []
+    original = m._macro_resamples
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    pairs = [("a", "b"), ("a", "c"), ("b", "c"), ("a", None)]
+    plain = [m.pooled_macro_comparison(y, [runs[x]], None if z is None else [runs[z]], design=design, n_boot=40)
+             for x, z in pairs]
+    monkeypatch.setattr(m, "_macro_resamples", counted)
+    shared = [m.pooled_macro_comparison(y, [runs[x]], None if z is None else [runs[z]], design=design, n_boot=40,
+                                        memo=memo, keys_a=[x], keys_b=None if z is None else [z])
+              for x, z in pairs]
+    assert len(calls) == 3 and len(memo) == 3  # one per run, not one per comparison
+    for a, b in zip(plain, shared, strict=True):
+        assert a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
