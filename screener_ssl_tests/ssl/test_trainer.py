@@ -31,7 +31,7 @@ def _sampler(values, n_views=2, seed=0, batch=16):
     return WindowSampler(values, np.zeros_like(rows), rows, SPEC, AugmentConfig(), n_views, batch, seed)
 
 
-def test_paired_views_share_the_decision_index_and_censoring():
+def test_paired_views_share_the_decision_pos_and_censoring():
     batch = _sampler(_values()).sample()
     assert len(batch.views) == 2
     gap = SPEC.feature_names.index("gap")

@@ -158,9 +158,9 @@ class TCNBackbone(SSLBackbone):
         self,
         x: torch.Tensor,
         observed: torch.Tensor,
-        decision_index: torch.Tensor | None = None,
+        decision_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Embedding at the decision index ``[B, D]``; at the last position through :meth:`last_step`."""
-        if decision_index is None:
+        """Embedding at ``decision_pos`` ``[B, D]``; at the last position through :meth:`last_step`."""
+        if decision_pos is None:
             return self.last_step(x, observed)
-        return super().pooled(x, observed, decision_index)
+        return super().pooled(x, observed, decision_pos)
