@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 CHANNELS = 6
 ATOL = 1e-5
 CONFIGS = [
-    dict(),  # the defaults: kernel 3, 4 blocks, receptive field 61
+    dict(),  # the defaults: kernel 4, 4 blocks, receptive field 91
     dict(kernel_size=2, n_layers=3, hidden_dim=16, embed_dim=8),
     dict(kernel_size=5, n_layers=2, hidden_dim=8, embed_dim=12),
     dict(kernel_size=3, n_layers=5, hidden_dim=16, embed_dim=16),

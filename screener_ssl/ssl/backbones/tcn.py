@@ -16,7 +16,8 @@ The decision step needs one output per window, the last. :meth:`TCNBackbone.last
 evaluates only its receptive cone: block ``l`` (dilation ``d``) reads its input at
 positions ``T-1 - m*d`` only, so on that strided subsequence each dilated convolution
 becomes an undilated one and the second one needs only every other output (stride 2).
-With the defaults that is 148 convolution positions instead of 8 x 64.
+Positions before the window are the zero padding and are skipped. With the defaults and
+a 64-bar window that is 172 convolution positions instead of 8 x 64.
 """
 
 from __future__ import annotations
@@ -59,16 +60,30 @@ class TemporalBlock(nn.Module):
         return h + z.transpose(1, 2)
 
 
-def _strided_conv(z: torch.Tensor, conv: nn.Conv1d, stride: int) -> torch.Tensor:
-    """Undilated, unpadded ``conv`` over ``z: [B, n, H]`` (time-major) -> ``[B, (n - k) // stride + 1, H]``.
+def _causal_taps(z: torch.Tensor, conv: nn.Conv1d, stride: int, n_out: int) -> torch.Tensor:
+    """Undilated causal ``conv`` of ``z: [B, n, H]`` (time-major) at rows ``n-1, n-1-stride, ...``.
 
-    One matmul over the unfolded taps: on the short strided sequences of the cone this is
-    several times faster than ``conv1d``, and it needs no [B, H, T] transposes.
+    Returns ``[B, n_out, O]``, oldest first. Rows before ``z[0]`` are the zero padding of
+    the full forward. A time-major ``[B, n, H]`` tensor *is* a channels-last
+    ``[B, H, 1, n]`` image, so the convolution runs as a ``conv2d`` on that view (no
+    transpose, no im2col copy); its symmetric padding ``p`` is chosen so that the output
+    steps end exactly on the rows wanted, and the few outputs past row ``n-1`` that the
+    right-hand padding adds are dropped.
     """
-    out_channels, in_channels, k = conv.weight.shape
-    taps = z.unfold(1, k, stride)  # [B, n_out, H, k]
-    weight = conv.weight.reshape(out_channels, in_channels * k)  # (H, k) order, as the unfold
-    return torch.matmul(taps.reshape(*taps.shape[:2], in_channels * k), weight.t()) + conv.bias
+    k = conv.kernel_size[0]
+    n = z.shape[1]
+    last = (n - 1) // stride  # output j ends on row j * stride + (n - 1) % stride
+    first = last - n_out + 1
+    begin = max(0, first * stride + (n - 1) % stride - (k - 1))  # oldest row an output reads
+    if begin:  # rows no wanted output reads
+        z = z[:, begin:]
+        n -= begin
+        last = (n - 1) // stride
+        first = last - n_out + 1
+    pad = k - 1 - (n - 1) % stride
+    image = z.transpose(1, 2).unsqueeze(2)  # [B, H, 1, n], channels-last strides
+    out = F.conv2d(image, conv.weight.unsqueeze(2), conv.bias, stride=(1, stride), padding=(0, pad))
+    return out.squeeze(2).transpose(1, 2)[:, first : last + 1]  # [B, n_out, O], time-major
 
 
 @register_backbone("tcn")
@@ -120,9 +135,10 @@ class TCNBackbone(SSLBackbone):
     def last_step(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """``x, observed: [B, T, C]`` -> ``[B, D]``, equal to ``forward(x, observed)[:, -1]``.
 
-        Evaluates only the receptive cone of position ``T-1``. Positions before the window
-        (``T`` shorter than the cone) are the zero padding of the full forward: each
-        convolution's input is zeroed there, exactly as ``F.pad`` does.
+        Evaluates only the receptive cone of position ``T-1``, and of it only the positions
+        inside the window: before the window every convolution of the full forward reads
+        its zero padding, so those taps are skipped (:func:`_causal_taps`) rather than
+        computed on zero rows and masked.
         """
         inp = self.model_inputs(x, observed)  # [B, T, 2C]
         assert inp.shape[-1] == 2 * self.input_channels, (
@@ -130,27 +146,19 @@ class TCNBackbone(SSLBackbone):
         )
         k = self.config.kernel_size
         steps = inp.shape[1]
-        lengths = self.cone_lengths()
-        need = lengths[0]
-        h = self.input_proj(inp[:, max(steps - need, 0) :])  # [B, min(T, need), H]
-        short = need - h.shape[1]
-        if short > 0:
-            h = F.pad(h, (0, 0, short, 0))  # rows before the window: masked below, never read
-        # Positions (relative to the window start) of the rows of h; negative = before the window.
-        position = torch.arange(steps - need, steps, device=h.device)
-        for block in self.blocks:
-            # h: [B, n_in, H] at stride d ending at T-1, so the dilated conv is undilated here.
-            before = (position < 0).view(1, -1, 1)
-            z = block.norm(h)  # [B, n_in, H]
-            if short > 0:
-                z = z.masked_fill(before, 0.0)
-            z = block.dropout(F.gelu(_strided_conv(z, block.conv1.conv, stride=1)))  # [B, n_in - k + 1, H]
-            if short > 0:
-                z = z.masked_fill(before[:, k - 1 :], 0.0)
-            # Only every other first-conv output feeds an output the next block reads.
-            z = block.dropout(F.gelu(_strided_conv(z, block.conv2.conv, stride=2)))  # [B, n_out, H]
-            h = h[:, 2 * (k - 1) :: 2] + z  # [B, n_out, H] at stride 2d
-            position = position[2 * (k - 1) :: 2]
+        lengths = self.cone_lengths()[1:] + [1]  # outputs each block must deliver
+        n_in = min(self.receptive_field, steps)
+        h = self.input_proj(inp[:, steps - n_in :] if n_in < steps else inp)  # [B, n_in, H]
+        for block, n_cone in zip(self.blocks, lengths):
+            # h: [B, n_in, H], the block's input at stride d ending at T-1, so its dilated
+            # convolutions are undilated here; the block's output is read at stride 2d.
+            dilation = block.conv1.conv.dilation[0]
+            n_out = min(n_cone, (steps - 1) // (2 * dilation) + 1)  # of those, inside the window
+            n_mid = min(2 * (n_out - 1) + k, n_in)  # first-conv outputs the second conv reads
+            z = block.dropout(F.gelu(_causal_taps(block.norm(h), block.conv1.conv, 1, n_mid)))
+            z = block.dropout(F.gelu(_causal_taps(z, block.conv2.conv, 2, n_out)))  # [B, n_out, H]
+            h = h[:, n_in - 1 - 2 * (n_out - 1) :: 2] + z  # the residual at the same positions
+            n_in = n_out
         assert h.shape[1] == 1, f"cone ended with {h.shape[1]} positions, expected 1"
         return self.output_proj(self.output_norm(h[:, 0]))  # [B, D]
 
