@@ -72,6 +72,19 @@ def _run_job(
         raise SystemExit(f"run of {job} for {selection} ({partition}) failed")
 
 
+def _print_scan(settings: ScreenerSettings) -> None:
+    """What market_scan just wrote: the decision date, the model it chose on val, its alerts."""
+    scores = pl.read_parquet(settings.root / "scans" / "market_scan_latest.parquet")
+    alerts = scores.filter(pl.col("alert")).sort("score", descending=True)
+    as_of = scores.get_column("date").max() if scores.height else "-"
+    print(
+        f"\nmarket scan as of {as_of}: {scores.get_column('ticker').n_unique()} tickers scored, "
+        f"{alerts.height} alerts (data/scans/market_scan_latest.parquet, DuckDB table market_scan)"
+    )
+    for row in alerts.head(5).iter_rows(named=True):
+        print(f"  {row['ticker']:>8}  {row['pattern']:<22} score {row['score']:.3f}")
+
+
 def demo_definitions() -> dg.Definitions:
     """The project's definitions for the settings in this process's environment (built once per settings)."""
     return _definitions(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SCREENER_SSL_"))))
@@ -219,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_job(defs, instance, FINETUNE_JOB, ["finetuned_classifier"], key)
             print(f"finetuned {key} in {time.perf_counter() - t0:.0f}s", flush=True)
         t0 = time.perf_counter()
-        _run_job(defs, instance, INDEX_JOB, ["experiment_index"], None)
-        print(f"indexed in {time.perf_counter() - t0:.0f}s", flush=True)
+        _run_job(defs, instance, INDEX_JOB, ["experiment_index", "market_scan"], None)
+        print(f"indexed and scanned in {time.perf_counter() - t0:.0f}s", flush=True)
         # The board the index asset just computed and wrote: pooling and paired bootstraps are not redone.
         board = pl.read_parquet(settings.root / "models" / "_leaderboard.parquet")
         board = board.filter(pl.col("variant") == args.variant)
@@ -231,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_leaderboard(board))
         _print_benchmark_checks(board)
         _print_teachers(board)
+        _print_scan(settings)
         if args.variant == "base":
             print("\nnote: " + base_budget_note(sweep, keys)
                   + " Run the `full` variants (3 seeds each) before reading the ranking as a verdict.")

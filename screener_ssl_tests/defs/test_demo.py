@@ -38,6 +38,7 @@ def test_demo_runs_named_tagged_partitions_two_at_a_time(tiny_env, capsys) -> No
     assert "seeds masked_recon [0, 1], one seed elsewhere" in out
     assert "vs minirocket" in out and "vs masked_recon" in out
     assert "finetuned masked_recon|base-s0" in out
+    assert "tickers scored" in out  # the demo ends with a market scan by the model chosen on val
 
     instance = dg.DagsterInstance.get()
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=demo.SWEEP_JOB))
