@@ -53,13 +53,19 @@ def row_count(rows: int) -> dict:
 
 
 def _cell(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # NaN/inf do not survive the UI's JSON parse; null renders as an empty cell
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None  # NaN/inf do not survive the UI's JSON parse; null renders as an empty cell
+        # A table to read: 4 significant digits (0.2869, 1623, 0.003883); the files keep full precision.
+        return float(f"{value:.4g}")
     return value
 
 
 def table_value(rows: Sequence[Mapping], columns: Sequence[tuple[str, str, str]]) -> dg.TableMetadataValue:
-    """An inline table: ``columns`` as (name, type, description), ``rows`` as dicts keyed by column name."""
+    """An inline table: ``columns`` as (name, type, description), ``rows`` as dicts keyed by column name.
+
+    Floats are shown to 4 significant digits; NaN and inf as empty cells.
+    """
     names = [name for name, _, _ in columns]
     for i, row in enumerate(rows):
         missing = set(names) - set(row)

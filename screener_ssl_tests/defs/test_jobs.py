@@ -118,3 +118,14 @@ def test_followup_finetunes_after_each_sweep_run_then_indexes_once_the_night_has
         assert [r[:3] for r in _followup(defs, instance)] == [("index_and_scan_job", None, "20261127:index")]
         _night_run(instance, "index_and_scan_job", None, S.NOT_STARTED)
         assert _followup(defs, instance) == []
+
+
+def test_table_metadata_rounds_floats_for_reading_and_blanks_non_finite_cells():
+    from screener_ssl.defs.metadata import table_value
+
+    table = table_value(
+        [{"a": 0.28686317853882, "b": 1623.1554886, "c": float("nan"), "d": 137216, "e": "x"}],
+        [("a", "float", ""), ("b", "float", ""), ("c", "float", ""), ("d", "int", ""), ("e", "string", "")],
+    )
+    [record] = table.records
+    assert record.data == {"a": 0.2869, "b": 1623.0, "c": None, "d": 137216, "e": "x"}
