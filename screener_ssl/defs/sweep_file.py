@@ -16,6 +16,7 @@ fingerprint changed, so the graph marks the edited partitions stale with no run 
 from __future__ import annotations
 
 import json
+import warnings
 
 import dagster as dg
 
@@ -42,9 +43,10 @@ def build_sweep_file_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefi
         "and the dataset section). Observed by the sweep job and by sweep_file_sensor.",
     )
     def sweep_file(settings: ScreenerSettings) -> dg.DataVersionsByPartition:
-        return dg.DataVersionsByPartition(
-            {key: dg.DataVersion(fp) for key, fp in point_fingerprints(settings.load_sweep()).items()}
-        )
+        versions = {key: dg.DataVersion(fp) for key, fp in point_fingerprints(settings.load_sweep()).items()}
+        with warnings.catch_warnings():  # the one beta API this asset rests on, warned about on every run
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            return dg.DataVersionsByPartition(versions)
 
     return sweep_file
 
