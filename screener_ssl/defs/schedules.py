@@ -20,6 +20,7 @@ and scan once every run of the night has finished, so the leaderboard includes a
 import dagster as dg
 
 from screener_ssl.defs.partitions import split_partition_key
+from screener_ssl.defs.staleness import staleness_check_keys
 from screener_ssl.runs.finetune import is_finetunable
 from screener_ssl.runs.sweep import Sweep
 
@@ -68,13 +69,15 @@ def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
         run_config_for_partition_key_fn=lambda key: {},
         tags_for_partition_key_fn=lambda key: sweep_run_tags(sweep, key),
     )
+    # The sweep's staleness check reads every partition's status: no partition's run needs it.
+    staleness_checks = dg.AssetSelection.checks(*staleness_check_keys())
     data_job = dg.define_asset_job(
         DATA_JOB, selection=dg.AssetSelection.groups("data"),
         description="Validated bars, shape features, the windowed dataset and the pattern labels.",
     )
     sweep_job = dg.define_asset_job(
         SWEEP_JOB,
-        selection=dg.AssetSelection.assets(*SWEEP_ASSETS),
+        selection=dg.AssetSelection.assets(*SWEEP_ASSETS) - staleness_checks,
         partitions_def=partitions,
         config=tagged,
         op_retry_policy=SWEEP_RETRY_POLICY,
@@ -82,7 +85,7 @@ def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
     )
     finetune_job = dg.define_asset_job(
         FINETUNE_JOB,
-        selection=dg.AssetSelection.assets(*FINETUNE_ASSETS),
+        selection=dg.AssetSelection.assets(*FINETUNE_ASSETS) - staleness_checks,
         partitions_def=partitions,
         config=tagged,
         op_retry_policy=SWEEP_RETRY_POLICY,

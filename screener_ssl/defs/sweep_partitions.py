@@ -9,6 +9,7 @@ from screener_ssl.defs.probe.assets import build_probe_assets
 from screener_ssl.defs.resources import ScreenerSettings, warehouse_resource
 from screener_ssl.defs.schedules import build_nightly_followup_sensor, build_nightly_schedule, build_sweep_jobs
 from screener_ssl.defs.ssl.assets import build_ssl_assets
+from screener_ssl.defs.staleness import build_stale_partitions_sensor, build_staleness_checks
 from screener_ssl.defs.sweep_file import build_sweep_file_asset, build_sweep_file_sensor
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -23,9 +24,10 @@ def build_sweep_definitions(
     jobs = build_sweep_jobs(sweep, partitions)
     return dg.Definitions(
         assets=[build_sweep_file_asset(partitions), *build_ssl_assets(partitions), *build_probe_assets(partitions)],
+        asset_checks=build_staleness_checks(),
         jobs=jobs,
         schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
-        sensors=[build_nightly_followup_sensor(sweep, jobs), build_sweep_file_sensor()],
+        sensors=[build_nightly_followup_sensor(sweep, jobs), build_sweep_file_sensor(), build_stale_partitions_sensor()],
         resources={"settings": settings, "warehouse": warehouse_resource(settings)},
     )
 

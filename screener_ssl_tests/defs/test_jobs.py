@@ -46,7 +46,7 @@ def test_no_asset_waits_on_an_automation_sensor_and_the_followup_sensor_runs_by_
     graph = defs.resolve_asset_graph()
     assert [k for k in graph.get_all_asset_keys() if graph.get(k).automation_condition is not None] == []
     sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
-    assert set(sensors) == {"nightly_sweep_followup", "sweep_file_sensor"}
+    assert set(sensors) == {"nightly_sweep_followup", "sweep_file_sensor", "stale_partitions_sensor"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
 
 
@@ -129,3 +129,16 @@ def test_table_metadata_rounds_floats_for_reading_and_blanks_non_finite_cells():
     )
     [record] = table.records
     assert record.data == {"a": 0.2869, "b": 1623.0, "c": None, "d": 137216, "e": "x"}
+
+
+def test_sweep_jobs_leave_out_the_cross_partition_staleness_check(tiny_env):
+    # Its op reads every partition's status: the implicit asset job has it, the sweep's jobs do not.
+    defs = _defs()
+    with dg.instance_for_test():  # building the repository reads the current instance's defs state
+        implicit = defs.resolve_implicit_global_asset_job_def().graph.node_names()
+    assert sorted(n for n in implicit if "partitions_current" in n) == [
+        f"{a}_partitions_current" for a in sorted(["ssl_schema", "pretrained_encoder", "probe_metrics",
+                                                   "finetuned_classifier"])
+    ]
+    for job in ("sweep_partition_job", "finetune_partition_job"):
+        assert not [n for n in defs.resolve_job_def(job).graph.node_names() if "partitions_current" in n], job

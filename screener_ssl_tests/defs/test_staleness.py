@@ -40,6 +40,22 @@ def _check(result, name):
     return evaluation
 
 
+class _Tick(dict):
+    cursor: str | None = None
+
+
+def _stale_check_tick(defs, instance, cursor):
+    """One tick of stale_partitions_sensor: {asset: its partitions_current evaluation}, with the new cursor."""
+    sensor = defs.resolve_sensor_def("stale_partitions_sensor")
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, repository_def=defs.get_repository_def(), resources=defs.resources
+    )
+    result = sensor(context)
+    tick = _Tick({e.asset_key.to_user_string(): e for e in result.asset_events})
+    tick.cursor = result.cursor
+    return tick
+
+
 def build_sweep_state(defs, instance) -> None:
     """Data assets, two sweep points through the probe (each run observes the sweep file first), the index."""
     _materialize(defs, instance, DATA_ASSETS)
@@ -58,6 +74,9 @@ def test_a_window_change_marks_every_dependent_partition_and_the_index_stale(tin
         defs = _defs()
         build_sweep_state(defs, instance)
 
+        fresh = _stale_check_tick(defs, instance, None)
+        assert {a: e.passed for a, e in fresh.items()} == {a: True for a in PARTITIONED + ["finetuned_classifier"]}
+
         sweep = Path(tiny_env["SCREENER_SSL_SWEEP"])
         sweep.write_text(sweep.read_text().replace("label_horizon: 5", "label_horizon: 3"))
         defs = _defs()
@@ -68,6 +87,24 @@ def test_a_window_change_marks_every_dependent_partition_and_the_index_stale(tin
                 assert status == StaleStatus.STALE, (key, point)
                 assert any(c.dependency and c.dependency.asset_key == dg.AssetKey("windowed_dataset") for c in causes)
         assert _status(defs, instance, "experiment_index")[0] == StaleStatus.STALE
+
+        # The card-level signal: Dagster calls a partitioned asset fresh without a partition, so the
+        # sensor fails each one's partitions_current check, naming the stale partitions and the cause.
+        stale = _stale_check_tick(defs, instance, fresh.cursor)
+        assert sorted(stale) == sorted(PARTITIONED)  # finetuned_classifier: nothing materialized, nothing changed
+        for key in PARTITIONED:
+            evaluation = stale[key]
+            assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            rows = [r.data for r in evaluation.metadata["stale"].records]
+            assert sorted(r["partition"] for r in rows) == POINTS
+            assert all("windowed_dataset: has a new data version" in r["causes"] for r in rows)
+            assert all(p in evaluation.description for p in POINTS)
+            instance.report_runless_asset_event(evaluation)
+        assert _stale_check_tick(defs, instance, stale.cursor) == {}  # unchanged: nothing re-reported
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("probe_metrics"), "partitions_current")]
+        )
+        assert latest  # stored where the UI reads a check's latest result
 
         # Rebuilt on the new dataset without rerunning the probes, the index says which rows are old.
         check = _check(_materialize(defs, instance, ["experiment_index"]), "index_current")
