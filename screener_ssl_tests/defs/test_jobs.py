@@ -132,13 +132,11 @@ def test_table_metadata_rounds_floats_for_reading_and_blanks_non_finite_cells():
 
 
 def test_sweep_jobs_leave_out_the_cross_partition_staleness_check(tiny_env):
-    # Its op reads every partition's status: the implicit asset job has it, the sweep's jobs do not.
+    # Its op reads every partition's status: it checks the four partitioned assets, outside their jobs.
     defs = _defs()
     with dg.instance_for_test():  # building the repository reads the current instance's defs state
-        implicit = defs.resolve_implicit_global_asset_job_def().graph.node_names()
-    assert sorted(n for n in implicit if "partitions_current" in n) == [
-        f"{a}_partitions_current" for a in sorted(["ssl_schema", "pretrained_encoder", "probe_metrics",
-                                                   "finetuned_classifier"])
-    ]
+        graph = defs.resolve_asset_graph()
+    keys = {k.asset_key.to_user_string() for k in graph.asset_check_keys if k.name == "partitions_current"}
+    assert keys == {"ssl_schema", "pretrained_encoder", "probe_metrics", "finetuned_classifier"}
     for job in ("sweep_partition_job", "finetune_partition_job"):
-        assert not [n for n in defs.resolve_job_def(job).graph.node_names() if "partitions_current" in n], job
+        assert "partitions_current" not in defs.resolve_job_def(job).graph.node_names(), job

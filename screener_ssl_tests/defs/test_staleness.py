@@ -10,6 +10,7 @@ from dagster._core.loader import LoadingContextForTest
 
 from screener_ssl.definitions import build_definitions
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.staleness import staleness_evaluations
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 SWEEP_RUN = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics"]
@@ -46,13 +47,9 @@ class _Tick(dict):
 
 def _stale_check_tick(defs, instance, cursor):
     """One tick of stale_partitions_sensor: {asset: its partitions_current evaluation}, with the new cursor."""
-    sensor = defs.resolve_sensor_def("stale_partitions_sensor")
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, repository_def=defs.get_repository_def(), resources=defs.resources
-    )
-    result = sensor(context)
-    tick = _Tick({e.asset_key.to_user_string(): e for e in result.asset_events})
-    tick.cursor = result.cursor
+    events, new_cursor = staleness_evaluations(instance, defs.resolve_asset_graph(), cursor)
+    tick = _Tick({e.asset_key.to_user_string(): e for e in events})
+    tick.cursor = new_cursor
     return tick
 
 

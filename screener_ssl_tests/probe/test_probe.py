@@ -214,7 +214,9 @@ def test_artifacts_are_written_and_valid(dataset, raw_result, tmp_path) -> None:
     val_pos = dataset.index.rows_of("val")[:50]
     emb = embed_decisions(raw_encoder(), dataset, dataset.index.decision_row[val_pos], dataset.ticker_start(val_pos))
     scores = pred.filter(pl.col("split") == "val").head(50).select([f"score_{p}" for p in head.patterns]).to_numpy()
-    np.testing.assert_array_equal(head.predict_proba(emb), scores)
+    # Equal up to float rounding: the probe embedded these windows in bigger batches, and the
+    # backbone's convolutions block their sums by batch size (oneDNN), so the last bits may differ.
+    np.testing.assert_allclose(head.predict_proba(emb), scores, rtol=1e-9, atol=1e-12)
 
 
 def test_event_prefix_decisions_stay_in_the_event_and_its_ticker(dataset, raw_result) -> None:
