@@ -21,6 +21,8 @@ import dagster as dg
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
+from screener_ssl.defs.metadata import table_value
+
 CHECK_NAME = "partitions_current"
 PARTITIONED_SWEEP_ASSETS = ("ssl_schema", "pretrained_encoder", "probe_metrics", "finetuned_classifier")
 STALE_ROWS_SHOWN = 200  # the metadata table lists at most this many partitions; the count is always whole
@@ -30,11 +32,18 @@ def staleness_check_keys() -> list[dg.AssetCheckKey]:
     return [dg.AssetCheckKey(dg.AssetKey(name), CHECK_NAME) for name in PARTITIONED_SWEEP_ASSETS]
 
 
-def stale_partitions(instance: dg.DagsterInstance, asset_graph, asset: str) -> "tuple[int, dict[str, list[str]]]":
+def stale_resolver(instance: dg.DagsterInstance, asset_graph) -> CachingStaleStatusResolver:
+    """Dagster's stale-status resolver (the one behind the UI's badges); it caches what it read, so share it."""
+    return CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))
+
+
+def stale_partitions(
+    instance: dg.DagsterInstance, asset_graph, asset: str, resolver: "CachingStaleStatusResolver | None" = None
+) -> "tuple[int, dict[str, list[str]]]":
     """(materialized partitions, {stale partition: its root causes}) of ``asset``, by Dagster's resolver."""
     key = dg.AssetKey(asset)
     materialized = sorted(instance.get_materialized_partitions(key))
-    resolver = CachingStaleStatusResolver(instance, asset_graph, LoadingContextForTest(instance))
+    resolver = resolver or stale_resolver(instance, asset_graph)
     stale: dict[str, list[str]] = {}
     for partition in materialized:
         if resolver.get_status(key, partition) != StaleStatus.STALE:
@@ -48,8 +57,6 @@ def stale_partitions(instance: dg.DagsterInstance, asset_graph, asset: str) -> "
 
 
 def _evaluation_fields(asset: str, n_materialized: int, stale: dict[str, list[str]]) -> dict:
-    from screener_ssl.defs.metadata import table_value
-
     rows = [{"partition": p, "causes": "; ".join(c)} for p, c in sorted(stale.items())[:STALE_ROWS_SHOWN]]
     if stale:
         head = ", ".join(sorted(stale)[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
@@ -100,9 +107,10 @@ def build_staleness_checks() -> list[dg.AssetChecksDefinition]:
             context.log.warning(f"{CHECK_NAME}: no repository in this run (executed in process); nothing evaluated, "
                                 "stale_partitions_sensor's result stands")
             return
+        resolver = stale_resolver(context.instance, asset_graph)
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
             asset = check_key.asset_key.to_user_string()
-            n_materialized, stale = stale_partitions(context.instance, asset_graph, asset)
+            n_materialized, stale = stale_partitions(context.instance, asset_graph, asset, resolver)
             yield dg.AssetCheckResult(
                 asset_key=check_key.asset_key, check_name=CHECK_NAME, **_evaluation_fields(asset, n_materialized, stale)
             )
@@ -116,8 +124,9 @@ def staleness_evaluations(
     """The sensor's tick: an evaluation for each asset whose stale set changed since ``cursor``, and the new cursor."""
     seen = json.loads(cursor) if cursor else {}
     current, events = {}, []
+    resolver = stale_resolver(instance, asset_graph)  # the four assets share their upstream
     for asset in PARTITIONED_SWEEP_ASSETS:
-        n_materialized, stale = stale_partitions(instance, asset_graph, asset)
+        n_materialized, stale = stale_partitions(instance, asset_graph, asset, resolver)
         digest = hashlib.sha256(json.dumps([n_materialized, stale], sort_keys=True).encode()).hexdigest()[:16]
         current[asset] = digest
         if seen.get(asset) != digest:
