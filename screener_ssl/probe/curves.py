@@ -15,7 +15,6 @@ snapshot minus the one before, and whether that rise exceeds :data:`STILL_RISING
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -32,7 +31,7 @@ from screener_ssl.probe.head import fit_probe_head
 from screener_ssl.probe.plots import _figure, _png
 from screener_ssl.probe.probe import ProbeConfig, _subsample, stratified_subsample
 from screener_ssl.ssl.encoder import Encoder, embed_positions
-from screener_ssl.ssl.snapshots import encoder_state, load_snapshot, read_manifest
+from screener_ssl.ssl.snapshots import encoder_state, read_manifest, snapshot_encoders
 
 CURVE_KEY = "budget_curve"  # under this key in probe_metrics.json (the index flattens it to one JSON column)
 PLOT_FILE = "probe_budget_curve.png"
@@ -124,12 +123,13 @@ def budget_curve(
     if dataset.labels is None or not dataset.patterns:
         raise ValueError("budget_curve needs a dataset with labels; load it with labels (build_labels)")
     final_state = encoder_state(encoder.backbone)
+    snapshots = snapshot_encoders(run_dir, encoder)
     rows: ProbeRows | None = None
     points = []
     for entry in entries:
-        state = load_snapshot(run_dir, entry)
+        snapshot = snapshots[entry["step"]]
         point = {"step": entry["step"], "windows_seen": entry["windows_seen"]}
-        if final_metrics is not None and _same_weights(state, final_state):
+        if final_metrics is not None and _same_weights(encoder_state(snapshot.backbone), final_state):
             point |= {
                 "val_macro_auprc": final_metrics["val"]["macro_auprc"],
                 "test_macro_auprc": final_metrics["macro"]["auprc"],
@@ -137,15 +137,6 @@ def budget_curve(
                 "seconds": 0.0,
             }
         else:
-            backbone = copy.deepcopy(encoder.backbone)
-            try:
-                backbone.load_state_dict(state)
-            except RuntimeError as err:
-                raise ValueError(
-                    f"encoder snapshot {run_dir}/curve/{entry['file']} does not fit the run's encoder "
-                    f"({str(err).splitlines()[0]}); rematerialize the run"
-                ) from err
-            snapshot = Encoder(backbone, encoder.normalization, encoder.meta, pooling=encoder.pooling)
             rows = rows or probe_rows(dataset, config, encoder.embed_dim)
             point |= light_probe(snapshot, dataset, config, rows) | {"source": "light_probe"}
         log(

@@ -11,15 +11,20 @@ written before it was killed) and moves into the run dir's ``curve/`` when the r
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json
+
+if TYPE_CHECKING:
+    from screener_ssl.ssl.encoder import Encoder
 
 CURVE_DIR = "curve"
 MANIFEST_FILE = "curve.json"
@@ -121,3 +126,21 @@ def load_snapshot(run_dir: Path, entry: dict) -> dict[str, torch.Tensor]:
     except Exception as err:  # truncated, garbage, or a pickle with code in it
         raise ValueError(f"encoder snapshot {path} cannot be loaded safely ({type(err).__name__}); "
                          "rematerialize the run") from err
+
+
+def snapshot_encoders(run_dir: Path, encoder: "Encoder") -> dict[int, "Encoder"]:
+    """Each snapshot of ``run_dir`` as an :class:`Encoder` like ``encoder`` (the run's final one), by step."""
+    from screener_ssl.ssl.encoder import Encoder
+
+    out: dict[int, Encoder] = {}
+    for entry in read_manifest(run_dir):
+        backbone = copy.deepcopy(encoder.backbone)
+        try:
+            backbone.load_state_dict(load_snapshot(run_dir, entry))
+        except RuntimeError as err:
+            raise ValueError(
+                f"encoder snapshot {Path(run_dir) / CURVE_DIR / entry['file']} does not fit the run's encoder "
+                f"({str(err).splitlines()[0]}); rematerialize the run"
+            ) from err
+        out[entry["step"]] = Encoder(backbone, encoder.normalization, encoder.meta, pooling=encoder.pooling)
+    return out

@@ -115,6 +115,8 @@ def test_one_partition_end_to_end_through_probe_and_index(tiny_env):
     result = _materialize(defs, instance, PARTITION_ASSETS, "masked_recon|base")
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_lookahead"] and checks["schema_matches_dataset"] and checks["schema_matches"]
+    lookahead = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_lookahead")
+    assert lookahead.metadata["snapshots_checked"].value == 3  # the budget curve's snapshots are checked too
     assert {e.partition for e in result.get_asset_check_evaluations()} == {"masked_recon|base"}
     _assert_probe_metadata_small_with_plots_as_files(result.asset_materializations_for_node("probe_metrics")[0])
     run_dir = Path(result.asset_materializations_for_node("pretrained_encoder")[0].metadata["run_dir"].value)

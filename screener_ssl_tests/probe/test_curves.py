@@ -32,8 +32,8 @@ from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.checks import no_lookahead_report
-from screener_ssl.ssl.encoder import Encoder, load_encoder
-from screener_ssl.ssl.snapshots import CURVE_DIR, load_snapshot, read_manifest
+from screener_ssl.ssl.encoder import load_encoder
+from screener_ssl.ssl.snapshots import CURVE_DIR, load_snapshot, read_manifest, snapshot_encoders
 from screener_ssl.ssl.trainer import TrainConfig
 from screener_ssl.tracking.index import build_index
 from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard, leaderboard_records
@@ -89,14 +89,15 @@ def test_trained_runs_keep_snapshots_at_the_curve_steps_and_fixed_encoders_none(
 
 def test_snapshots_are_causal_encoders_like_the_final_one(runs):
     bars = ds.load_clean_bars(runs["masked_recon"].run_dir.parents[3])
-    final = load_encoder(runs["masked_recon"].run_dir)
     for name in ("masked_recon", "supervised"):
         run_dir = runs[name].run_dir
-        for entry in read_manifest(run_dir):
-            backbone = load_encoder(run_dir).backbone
-            backbone.load_state_dict(load_snapshot(run_dir, entry))
-            report = no_lookahead_report(Encoder(backbone, final.normalization), bars, SPEC, n_windows=8)
-            assert report["windows_checked"] > 0 and report["passed"], (name, entry, report)
+        final = load_encoder(run_dir)
+        snapshots = snapshot_encoders(run_dir, final)
+        assert sorted(snapshots) == [1, 3, 10]
+        for step, snapshot in snapshots.items():
+            assert snapshot.normalization == final.normalization and snapshot.pooling == final.pooling
+            report = no_lookahead_report(snapshot, bars, SPEC, n_windows=8)
+            assert report["windows_checked"] > 0 and report["passed"], (name, step, report)
 
 
 def test_curve_is_recorded_and_its_last_point_is_the_main_probe(market, runs):
