@@ -99,6 +99,10 @@ def light_probe(encoder: Encoder, dataset: Dataset, config: ProbeConfig, rows: P
     }
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
 def _same_weights(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -141,7 +145,7 @@ def budget_curve(
             point |= light_probe(snapshot, dataset, config, rows) | {"source": "light_probe"}
         log(
             f"budget curve: step {point['step']} ({point['windows_seen']} windows seen): val macro AUPRC "
-            f"{point['val_macro_auprc']:.4f}, test {point['test_macro_auprc']:.4f} ({point['source']}, "
+            f"{_fmt(point['val_macro_auprc'])}, test {_fmt(point['test_macro_auprc'])} ({point['source']}, "
             f"{point['seconds']:.1f}s)"
         )
         points.append(point)
