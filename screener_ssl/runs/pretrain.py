@@ -26,6 +26,7 @@ from screener_ssl.ssl.checks import collapse_report
 from screener_ssl.ssl.encoder import Encoder, embed_positions
 from screener_ssl.ssl.objectives.base import FitJob, Objective, get_objective_class
 from screener_ssl.ssl.schema import SSLSchema
+from screener_ssl.ssl.snapshots import EncoderSnapshots, snapshot_steps
 from screener_ssl.ssl.trainer import TrainResult, seed_everything
 from screener_ssl.tracking.names import check_name
 
@@ -70,6 +71,21 @@ def build_schema(dataset: Dataset, resolved: ResolvedPoint) -> SSLSchema:
     )
 
 
+def _with_snapshots(
+    write_extra: Callable[[Path], None] | None, snapshots: EncoderSnapshots | None, batch_size: int
+) -> Callable[[Path], None] | None:
+    """The run's extra-file writer, also moving its encoder snapshots into ``<run dir>/curve/``."""
+    if snapshots is None:
+        return write_extra
+
+    def write(directory: Path) -> None:
+        if write_extra is not None:
+            write_extra(directory)
+        snapshots.copy_into(directory, batch_size)
+
+    return write
+
+
 @dataclass(frozen=True)
 class PretrainOutcome:
     run_dir: Path
@@ -103,10 +119,17 @@ def pretrain_partition(
     checkpoint = checkpoint_dir / (
         f"{check_name(resolved.model_type, 'model type')}__{check_name(point.variant, 'variant')}__{run_key}.pt"
     )
+    snapshots = None
+    if entry.trains and point.train.curve_fracs:  # the encoder at a few steps, for the run's budget curve
+        snapshots = EncoderSnapshots(
+            checkpoint.with_name(checkpoint.stem + ".curve"), snapshot_steps(point.train.steps, point.train.curve_fracs)
+        )
+        if not checkpoint.exists():  # a run from step 0 keeps no snapshot of an earlier attempt
+            snapshots.clear()
     seed_everything(point.train.seed, point.train.threads)  # weights start from the same state for every path
     backbone = build_backbone(point.backbone, n_channels)
     log(f"{point.partition_key} ({resolved.model_type})")
-    job = FitJob(dataset, point.train, point.augment, point.objective_config, checkpoint)
+    job = FitJob(dataset, point.train, point.augment, point.objective_config, checkpoint, snapshots)
     fitted, result = entry.fit(backbone, job, log=log)
 
     if isinstance(fitted, Encoder) or not hasattr(fitted, "forward"):  # a fitted feature extractor (minirocket)
@@ -176,9 +199,11 @@ def pretrain_partition(
         started=started,
         run_context=run_context,
         environ=environ,
-        write_extra=result.write_extra,
+        write_extra=_with_snapshots(result.write_extra, snapshots, point.train.batch_size),
     )
     checkpoint.unlink(missing_ok=True)
+    if snapshots is not None:
+        snapshots.clear()
     log(
         f"wrote {written.run_dir}: loss {result.first_loss:.4f} -> {result.final_loss:.4f}, "
         f"effective rank {collapse['effective_rank']:.1f}, {result.windows_per_s:.0f} windows/s"

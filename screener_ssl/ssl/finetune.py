@@ -274,11 +274,13 @@ def train_classifier(
     config: FinetuneConfig,
     log: Callable[[str], None] = print,
     checkpoint_path: Path | None = None,
+    snapshot: Callable[[nn.Module, int], None] | None = None,
 ) -> ClassifierResult:
     """Train a copy of ``backbone`` + a linear head on the train split's labels; score BCE on val.
 
     The caller's backbone is not modified. Same seed and threads give bit-identical weights;
     with ``checkpoint_path`` a killed run resumes where its last checkpoint left off.
+    ``snapshot``: the training loop's snapshot hook (the classifier's ``backbone`` is the encoder).
     """
     labels = require_labels(dataset)
     if backbone.input_channels != dataset.spec.n_features:
@@ -307,6 +309,7 @@ def train_classifier(
         ],
         checkpoint_path=checkpoint_path,
         guard_config=config,
+        snapshot=snapshot,
         loss_label="bce",
         hint="Lower the learning rate or check the backbone weights and inputs for NaN.",
         log=log,

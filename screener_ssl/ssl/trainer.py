@@ -13,12 +13,13 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
 from screener_ssl.ssl.objectives.base import Objective
 from screener_ssl.ssl.device import DEVICE_PATTERN, autocast, batch_to_device, resolve_device
 from screener_ssl.ssl.sampler import WindowSampler
+from screener_ssl.ssl.snapshots import DEFAULT_CURVE_FRACS, check_curve_fracs
 from screener_ssl.ssl.schema import diff_fields
 
 
@@ -41,6 +42,13 @@ class TrainConfig(BaseModel):
     log_every: int = Field(25, ge=1)
     device: str = Field("cpu", pattern=DEVICE_PATTERN)  # "auto" = CUDA when present
     amp_bf16: bool = False  # bf16 autocast of the forward (losses keep float32 where they ask for it)
+    # Fractions of the steps at which the encoder is kept for the run's budget curve (empty = none).
+    curve_fracs: tuple[float, ...] = DEFAULT_CURVE_FRACS
+
+    @field_validator("curve_fracs")
+    @classmethod
+    def _check_curve_fracs(cls, fracs: tuple[float, ...]) -> tuple[float, ...]:
+        return check_curve_fracs(fracs)
 
 
 @dataclass
@@ -182,6 +190,7 @@ def run_training_loop(
     checkpoint_path: Path | None = None,
     guard_config: BaseModel | None = None,
     on_after_step: Callable[[int, int], None] | None = None,
+    snapshot: Callable[[torch.nn.Module, int], None] | None = None,
     loss_label: str = "loss",
     hint: str = "Lower the learning rate or check the inputs for unmasked NaN.",
     log: Callable[[str], None] = print,
@@ -195,8 +204,10 @@ def run_training_loop(
     ``guard_config`` the checkpoint records that config and a resume under another one is
     refused. A non-finite loss stops the run (``name`` and ``hint`` in the message); a
     diverging one warns. On CUDA the losses are read back every ``log_every`` steps (and
-    before a checkpoint) so the loop does not wait for the GPU each step. The model is left
-    in eval mode on the CPU.
+    before a checkpoint) so the loop does not wait for the GPU each step. ``snapshot(model,
+    done_steps)`` runs after every optimizer step (e.g. :class:`~screener_ssl.ssl.snapshots.EncoderSnapshots`
+    keeping the encoder at chosen steps); it must only read the model. The model is left in
+    eval mode on the CPU.
     """
     torch.set_num_threads(config.threads)
     device = device or torch.device("cpu")
@@ -263,6 +274,8 @@ def run_training_loop(
         optimizer_step(loss, params, optimizer, scheduler, config.grad_clip)
         if on_after_step is not None:
             on_after_step(step + 1, config.steps)
+        if snapshot is not None:
+            snapshot(model, step + 1)
         logs = step_logs
         window_count += n_windows
         done = step + 1
@@ -312,10 +325,11 @@ def train(
     config: TrainConfig,
     checkpoint_path: Path | None = None,
     log: Callable[[str], None] = print,
+    snapshot: Callable[[torch.nn.Module, int], None] | None = None,
 ) -> TrainResult:
     """Pretrain ``objective`` for ``config.steps`` steps of :func:`run_training_loop`; resumes from ``checkpoint_path``.
 
-    The objective is returned on the CPU.
+    ``snapshot``: the loop's snapshot hook (see :func:`run_training_loop`). The objective is returned on the CPU.
     """
     device = resolve_device(config.device)
 
@@ -327,7 +341,7 @@ def train(
 
     loop = run_training_loop(
         objective, sampler, loss_step, config, name=f"objective {objective.name!r}", device=device,
-        checkpoint_path=checkpoint_path, on_after_step=objective.on_after_step, log=log,
+        checkpoint_path=checkpoint_path, on_after_step=objective.on_after_step, snapshot=snapshot, log=log,
     )
     return TrainResult(
         steps=config.steps,

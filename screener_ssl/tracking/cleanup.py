@@ -5,7 +5,8 @@
   ``.failed-*`` directories of an interrupted swap. Readers skip them; this removes them once
   they are older than ``tmp_max_age_s`` (so a write in progress is never touched).
 * Stale checkpoints in ``<data root>/checkpoints/``: a finished run deletes its own; one left
-  ``checkpoint_max_age_s`` after its last write belongs to a run nobody resumed.
+  ``checkpoint_max_age_s`` after its last write belongs to a run nobody resumed. So do a run's
+  encoder snapshots (``<checkpoint stem>.curve/``) once its checkpoint is gone.
 """
 
 from __future__ import annotations
@@ -64,4 +65,10 @@ def clean_data_root(
             if _age_s(file, now) > checkpoint_max_age_s:
                 file.unlink(missing_ok=True)
                 removed["checkpoints"].append(str(file))
+        # A run's encoder snapshots (<checkpoint stem>.curve/) go once its checkpoint is gone and they are old.
+        for folder in sorted(checkpoints.glob("*.curve")):
+            stem = folder.name[: -len(".curve")]
+            if folder.is_dir() and not (checkpoints / f"{stem}.pt").exists() and _age_s(folder, now) > checkpoint_max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed["checkpoints"].append(str(folder))
     return removed

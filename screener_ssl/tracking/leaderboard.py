@@ -7,7 +7,10 @@ seed-mean on the test rows all seeds scored, and three paired verdicts, each a
 difference of seed-means on shared rows with shared draws: against
 ``masked_recon`` and against ``minirocket`` (each the same variant where it
 exists) and against the best baseline (chosen by val). Ranking is by val; test
-is reported, never used to choose.
+is reported, never used to choose. A trained row also says whether it was
+``still_rising`` at its budget: the seed-mean rise of val macro AUPRC between its
+last two encoder snapshots (``curve_rise``, see :mod:`screener_ssl.probe.curves`)
+above the tolerance, with the seed-mean ``budget_curve``.
 
 A run's reference encoders (a distillation teacher, probed into
 ``<run_dir>/<name>/`` and carried on the run's index row, see
@@ -20,6 +23,7 @@ the student's row.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Collection
 from pathlib import Path
@@ -28,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from screener_ssl.probe.compare import JOIN_KEYS
+from screener_ssl.probe.curves import STILL_RISING_TOLERANCE, last_rise, mean_curve, still_rising
 from screener_ssl.probe.metrics import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
 
 REFERENCE_OBJECTIVE = "masked_recon"
@@ -77,6 +82,7 @@ COLUMNS = {
     "probe_metrics.timings.embed": "embed_s",
     "probe_metrics.timings.fit_head": "head_s",
     "probe_metrics.cost.encoder_parameters": "parameters",
+    "probe_metrics.budget_curve": "budget_curve",
     "model_type": "model_type",
     "run_id": "run_id",
     "run_dir": "run_dir",
@@ -216,6 +222,7 @@ def leaderboard(
             pl.col("ci_low").first().alias("run_ci_low"),
             pl.col("ci_high").first().alias("run_ci_high"),
             pl.col("reachable").first(),
+            pl.col("budget_curve"),
         )
     )
     rows = groups.to_dicts()
@@ -270,6 +277,12 @@ def leaderboard(
         compare(row, counterpart(row, reference), "vs_reference")
         compare(row, counterpart(row, minirocket), "vs_minirocket")
         compare(row, best_baseline, "vs_baseline")
+        # Budget curve: seed-mean rise of val AUPRC over the last stretch of training, and the mean curve.
+        rises = [r for r in (last_rise(c) for c in row["budget_curve"]) if r is not None]
+        row["curve_rise"] = float(np.mean(rises)) if rises else None
+        row["still_rising"] = still_rising(row["curve_rise"])
+        curve = mean_curve(row["budget_curve"])
+        row["budget_curve"] = json.dumps(curve) if curve else None
     board = pl.DataFrame(
         [{k: v for k, v in r.items() if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high")}
          | {"seeds": ",".join(str(s) for s in r["seed"])} for r in rows],
@@ -296,7 +309,7 @@ def format_leaderboard(board: pl.DataFrame) -> str:
     header = (
         f"{'#':>2} {'objective':22s} {'variant':9s} {'val AUPRC':>9s} {'test AUPRC [95% block CI]':26s} "
         f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs minirocket':>17s} {'vs best baseline':>17s} "
-        f"{'recall@60%':>10s} {'ECE':>6s} "
+        f"{'recall@60%':>10s} {'ECE':>6s} {'rising':>6s} "
         f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
     )
     lines = [header, "-" * len(header)]
@@ -308,6 +321,7 @@ def format_leaderboard(board: pl.DataFrame) -> str:
             f"{auprc:26s} {seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_minirocket'):>17s} "
             f"{_verdict(row, 'vs_baseline'):>17s} "
             f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s} "
+            f"{row.get('still_rising') or '-':>6s} "
             f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
             f"{_fmt(row['parameters'], '.0f'):>8s}"
         )
@@ -315,6 +329,11 @@ def format_leaderboard(board: pl.DataFrame) -> str:
         against = next((a for a in board.get_column("vs_baseline_against").to_list() if a), None)
         if against:
             lines.append(f"best baseline (by val): {against}; verdicts are paired differences at 95% (block bootstrap)")
+    if board.height and "still_rising" in board.columns and board.get_column("still_rising").is_not_null().any():
+        lines.append(
+            f"rising: val macro AUPRC rose by more than {STILL_RISING_TOLERANCE} between the last two encoder "
+            "snapshots (seed mean): the run had not converged at its budget"
+        )
     return "\n".join(lines)
 
 
@@ -339,6 +358,9 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("baseline", "string", "The best baseline by val, objective|variant, that vs_baseline compares against"),
     ("recall_at_60pct", "float", "Recall at the val threshold with 60% of the pattern visible"),
     ("ece", "float", "Expected calibration error on test"),
+    ("still_rising", "string", f"yes when val macro AUPRC rose by more than {STILL_RISING_TOLERANCE} between the "
+     "last two encoder snapshots (seed mean); no when not; empty for fixed encoders"),
+    ("curve_rise", "float", "Val macro AUPRC of the last encoder snapshot minus the one before (seed mean)"),
     ("windows_per_s", "float", "Pretraining throughput"),
     ("pretrain_s", "float", "Pretraining wall seconds"),
     ("windows_seen", "int", "Windows the encoder saw while pretraining"),

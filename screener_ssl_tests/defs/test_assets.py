@@ -115,6 +115,8 @@ def test_one_partition_end_to_end_through_probe_and_index(tiny_env):
     result = _materialize(defs, instance, PARTITION_ASSETS, "masked_recon|base")
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_lookahead"] and checks["schema_matches_dataset"] and checks["schema_matches"]
+    lookahead = next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_lookahead")
+    assert lookahead.metadata["snapshots_checked"].value == 3  # the budget curve's snapshots are checked too
     assert {e.partition for e in result.get_asset_check_evaluations()} == {"masked_recon|base"}
     _assert_probe_metadata_small_with_plots_as_files(result.asset_materializations_for_node("probe_metrics")[0])
     run_dir = Path(result.asset_materializations_for_node("pretrained_encoder")[0].metadata["run_dir"].value)
@@ -122,6 +124,11 @@ def test_one_partition_end_to_end_through_probe_and_index(tiny_env):
                  "probe_metrics.json", "probe_predictions.parquet"):
         assert (run_dir / name).exists(), name
     assert run_dir.parent.name == "_pretrain" and run_dir.parent.parent.name == "ssl_tcn_masked_recon"
+    # A trained run's budget curve: snapshots in the run dir, the curve in probe_metrics.json, its plot.
+    probe_meta = result.asset_materializations_for_node("probe_metrics")[0].metadata
+    assert _is_png_file(probe_meta["budget_curve"].value) and "data:image/png" in probe_meta["budget_curve_preview"].value
+    assert [p["source"] for p in probe_meta["budget_curve_points"].value][-1] == "probe"
+    assert json.loads((run_dir / "probe_metrics.json").read_text())["budget_curve"] == probe_meta["budget_curve_points"].value
     _materialize(defs, instance, PARTITION_ASSETS, "raw_features|base")
     _assert_checks_recorded_per_partition(instance, ["masked_recon|base", "raw_features|base"])
     index_result = _materialize(defs, instance, ["experiment_index"])
@@ -206,6 +213,9 @@ def _assert_leaderboard_is_a_table(meta, index: pl.DataFrame) -> None:
     assert meta["dagster/row_count"].value == index.height
     assert [c.name for c in meta["dagster/column_schema"].schema.columns] == index.columns
     assert _is_png_file(meta["macro_auprc_by_objective"].value)
+    assert _is_png_file(meta["budget_curves"].value)  # masked_recon trains; raw_features has no curve
+    assert {r.data["objective"]: r.data["still_rising"] in ("yes", "no") for r in board.records} == {
+        "masked_recon": True, "raw_features": False}
 
 
 def test_every_asset_has_kinds_an_owner_and_a_group_and_partitioned_checks():

@@ -12,6 +12,9 @@ from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.defs.sweep_file import point_fingerprints
 from screener_ssl.fingerprint import fingerprint
+from screener_ssl.probe.curves import CURVE_KEY, budget_curves_by_row, record_budget_curve
+from screener_ssl.probe.curves import PLOT_FILE as CURVE_PLOT_FILE
+from screener_ssl.probe.curves import budget_curve_png
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown, thumbnail_png
 from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig, run_probe, write_probe_artifacts
 from screener_ssl.runs.probe import probe_reference_encoders
@@ -38,8 +41,11 @@ PARTITION_DEPS = [
     dg.AssetKey("pattern_labels"),
 ]
 
-PROBE_CODE_VERSION = source_version("screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics")
+PROBE_CODE_VERSION = source_version(
+    "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics", "screener_ssl.probe.curves"
+)
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
+BUDGET_CURVES_PLOT = "_budget_curves.png"
 
 PER_PATTERN_COLUMNS = [
     ("pattern", "string", "Pattern"),
@@ -75,7 +81,10 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     except SchemaMismatchError as exc:
         raise dg.Failure(description=f"{stage} for {objective}|{variant}: {exc}") from exc
     encoder = load_encoder(run_dir)
-    result = run_probe(encoder, dataset, ProbeConfig(**point.probe), augment=point.augment, log=context.log.info)
+    probe_config = ProbeConfig(**point.probe)
+    result = run_probe(encoder, dataset, probe_config, augment=point.augment, log=context.log.info)
+    # A trained run's encoder snapshots, probed lightly: AUPRC against windows seen (None for fixed encoders).
+    curve_png = record_budget_curve(result, run_dir, encoder, dataset, probe_config, log=context.log.info)
     write_probe_artifacts(result, run_dir)
     m = result.metrics["macro"]
     context.log.info(
@@ -106,6 +115,13 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
             "pr_curves_preview": dg.MetadataValue.md(
                 png_markdown(thumbnail_png(result.plots["pr_curves"]), "PR curves (test)")
             ),
+            **({} if curve_png is None else {
+                "budget_curve": dg.MetadataValue.path(str(run_dir / CURVE_PLOT_FILE)),
+                "budget_curve_points": dg.MetadataValue.json(result.metrics[CURVE_KEY]),
+                "budget_curve_preview": dg.MetadataValue.md(
+                    png_markdown(thumbnail_png(curve_png), "macro AUPRC vs windows seen")
+                ),
+            }),
         },
         data_version=dg.DataVersion(fingerprint({"run": str(run_dir), "schema": schema.fingerprint, "macro": m})),
         check_results=[
@@ -278,6 +294,15 @@ def experiment_index(
         metadata["macro_auprc_by_objective"] = dg.MetadataValue.path(str(chart))
         metadata["macro_auprc_by_objective_preview"] = dg.MetadataValue.md(
             png_markdown(thumbnail_png(png), "macro AUPRC by objective")
+        )
+    curves = budget_curves_by_row(board)
+    if curves:  # every trained row's seed-mean val AUPRC against windows seen
+        chart = models_root / BUDGET_CURVES_PLOT
+        png = budget_curve_png(curves, path=chart, title="Budget curves: val macro AUPRC vs windows seen",
+                               splits=("val",))
+        metadata["budget_curves"] = dg.MetadataValue.path(str(chart))
+        metadata["budget_curves_preview"] = dg.MetadataValue.md(
+            png_markdown(thumbnail_png(png), "val macro AUPRC vs windows seen, per objective")
         )
     metadata["cleaned"] = dg.MetadataValue.json(cleaned)
     context.log.info(f"indexed {index.height} runs into {paths['parquet']}")

@@ -13,6 +13,7 @@ from screener_ssl.defs.resources import ScreenerSettings, source_version
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.ssl.checks import no_lookahead_report
 from screener_ssl.ssl.encoder import load_encoder
+from screener_ssl.ssl.snapshots import snapshot_encoders
 from screener_ssl.runs.pretrain import build_schema, pretrain_partition, resolve_point
 from screener_ssl.ssl.checks import judge_collapse
 from screener_ssl.ssl.schema import SSLSchema, diff_fields
@@ -24,6 +25,7 @@ SSL_CODE_VERSION = source_version(
     "screener_ssl.ssl.objectives",
     "screener_ssl.ssl.backbones",
     "screener_ssl.ssl.trainer",
+    "screener_ssl.ssl.snapshots",
     "screener_ssl.ssl.sampler",
     "screener_ssl.ssl.augment",
     "screener_ssl.ssl.render",
@@ -114,7 +116,13 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
         record_partition_run(settings.root, objective, variant, outcome.run_dir, outcome.data_version)
 
         encoder = load_encoder(outcome.run_dir)
-        lookahead = no_lookahead_report(encoder, load_clean_bars(settings.root), dataset.spec, seed=point.train.seed)
+        bars = load_clean_bars(settings.root)
+        lookahead = no_lookahead_report(encoder, bars, dataset.spec, seed=point.train.seed)
+        # The budget curve's encoder snapshots are probed too: each must be as causal as the final encoder.
+        snapshot_lookahead = {
+            step: no_lookahead_report(snapshot, bars, dataset.spec, seed=point.train.seed)
+            for step, snapshot in snapshot_encoders(outcome.run_dir, encoder).items()
+        }
         expected = schema_path(settings.root, objective, variant)
         schema_diffs: list[str] = []
         if expected.exists():
@@ -140,8 +148,13 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
             check_results=[
                 dg.AssetCheckResult(
                     check_name="no_lookahead",
-                    passed=lookahead["passed"],
-                    metadata={k: v for k, v in lookahead.items() if k != "passed"},
+                    passed=lookahead["passed"] and all(r["passed"] for r in snapshot_lookahead.values()),
+                    metadata={k: v for k, v in lookahead.items() if k != "passed"} | {
+                        "snapshots_checked": len(snapshot_lookahead),
+                        "snapshots_failed": dg.MetadataValue.json(
+                            [step for step, r in snapshot_lookahead.items() if not r["passed"]]
+                        ),
+                    },
                 ),
                 dg.AssetCheckResult(
                     check_name="no_collapse",

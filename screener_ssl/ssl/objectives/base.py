@@ -53,6 +53,7 @@ from screener_ssl.ssl.backbones.base import SSLBackbone
 if TYPE_CHECKING:
     from screener_ssl.data.dataset import Dataset
     from screener_ssl.ssl.augment import AugmentConfig
+    from screener_ssl.ssl.snapshots import EncoderSnapshots
     from screener_ssl.ssl.trainer import TrainConfig, TrainResult
 
 
@@ -99,6 +100,8 @@ class FitJob:
     augment: "AugmentConfig"
     config: dict[str, Any]  # the objective's settings from the sweep (not yet resolved)
     checkpoint: Path | None = None  # where a killed run resumes from
+    # The training loop's snapshot hook (EncoderSnapshots): the encoder kept at a few steps for the budget curve.
+    snapshots: "EncoderSnapshots | None" = None
 
 
 class ObjectiveConfig(BaseModel):
@@ -199,7 +202,7 @@ class Objective(nn.Module):
         train_pos = dataset.index.rows_of("train")
         sampler = cls.train_sampler(dataset, job.augment, train, job.config)
         log(f"{cls.name}: {train.steps} steps x {train.batch_size} windows from {len(train_pos)} train windows")
-        result = train_loop(objective, sampler, train, checkpoint_path=job.checkpoint, log=log)
+        result = train_loop(objective, sampler, train, checkpoint_path=job.checkpoint, log=log, snapshot=job.snapshots)
         # The run writer reads the trained objective's hooks through the result.
         result.objective_facts = objective.collapse_facts()
         result.write_extra = objective.save_artifacts
