@@ -114,6 +114,12 @@ class MiniRocketEncoder:
             raise ValueError(f"MiniRocket features summarize the whole window; pooling {pooling!r} does not apply")
         return self
 
+    def to(self, device: str) -> "MiniRocketEncoder":
+        """MiniRocket's kernels run on the CPU (numba); any other device is refused."""
+        if str(device) != "cpu":
+            raise ValueError(f"MiniRocket runs on the CPU only, found device {device!r}")
+        return self
+
     def describe(self) -> dict[str, Any]:
         """What the probe records about this encoder in place of a backbone config."""
         return {"kind": ENCODER_KIND, **self.config.model_dump(mode="json"), "n_parameters": self.n_parameters}
