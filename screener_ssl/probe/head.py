@@ -130,7 +130,9 @@ class ProbeHead:
         """Logits ``[n, P]`` float64 (constant heads give ``logit(constant)``, possibly +-inf)."""
         z = self._standardize(embeddings)  # [n, D]
         if self.kind == "logistic":
-            logits = z @ self.coef.T + self.intercept  # [n, P]
+            # einsum, not a BLAS matmul: each row's sum runs in one fixed order whatever the batch, so
+            # a window scores bit for bit the same in the probe and in the scan (ulp-level otherwise).
+            logits = np.einsum("nd,pd->np", z, self.coef) + self.intercept  # [n, P]
         else:
             hidden = np.maximum(np.einsum("nd,pdh->nph", z, self.mlp["w1"]) + self.mlp["b1"], 0.0)  # [n, P, H]
             logits = np.einsum("nph,ph->np", hidden, self.mlp["w2"]) + self.mlp["b2"]  # [n, P]

@@ -315,7 +315,7 @@ def _rebuild_transform(directory: Path, spec: dict[str, Any], config: MiniRocket
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         legacy = " (it holds a pickled minirocket.pkl, which is never loaded)" if (directory / LEGACY_STATE_FILE).exists() else ""
         raise MiniRocketStateError(
-            f"{where} records no {STATE_FORMAT} state{legacy}; rematerialize this run's pretrained_encoder"
+            f"{where} records no MiniRocket state ({STATE_FORMAT}){legacy}; rematerialize this run's pretrained_encoder"
         )
     path = directory / STATE_FILE
     if not path.is_file():
