@@ -44,7 +44,7 @@ from screener_ssl.data.features import compute_shape_features
 from screener_ssl.data.recent_bars import bars_needed, load_latest_bars
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
-from screener_ssl.ssl.encoder import Encoder, encoder_for_head, load_encoder
+from screener_ssl.ssl.encoder import encoder_for_head, load_encoder
 from screener_ssl.ssl.schema import load_schema
 
 AUPRC_COLUMN = "probe_metrics.macro.auprc"

@@ -329,6 +329,19 @@ def test_the_scan_after_a_sweep_serves_the_best_servable_run_as_probed(sweep, tm
     assert not marker.exists()
 
 
+def test_a_reference_encoder_better_by_val_is_selected_and_served(sweep):
+    run_dir = sweep["runs"]["chart_distill"]
+    index = build_index(sweep["root"] / "models").filter(pl.col("run_dir") == str(run_dir))
+    column = "reference.teacher.probe_metrics.val.macro_auprc"
+    assert index.height == 1 and column in index.columns
+    own, teacher = index.get_column("probe_metrics.val.macro_auprc")[0], index.get_column(column)[0]
+    # Whichever of the student and its teacher is better by val is the one served.
+    assert select_best_run(index) == (run_dir / "teacher" if teacher > own else run_dir)
+    student_worse = index.with_columns(pl.lit(min(own, teacher) / 2).alias("probe_metrics.val.macro_auprc"))
+    assert select_best_run(student_worse) == run_dir / "teacher"
+    assert _scan_equals_probe(select_best_run(student_worse), sweep["root"], sweep["dataset"].spec) > 0
+
+
 def test_maxpool_runs_record_the_pooling_their_probe_used(sweep):
     for kind in ("ts2vec_maxpool", "finetuned_ts2vec_maxpool"):
         run_dir = sweep["runs"][kind]
