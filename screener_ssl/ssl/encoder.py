@@ -155,16 +155,17 @@ class Encoder:
                 xb, ob = xb.to(device, non_blocking=True), ob.to(device, non_blocking=True)
             if pooling == "last" and not per_timestep:
                 # pooled(): the last step alone, through the backbone's cheaper form where it has one.
-                out.append(self.backbone.pooled(xb, ob).float().cpu().numpy())
+                out.append(self.backbone.pooled(xb, ob))
                 continue
             h = self.backbone(xb, ob)
             if pooling != "last":
                 h = causal_pool(h, ob.any(dim=-1), pooling)  # a step is visible when any channel is
-            out.append((h if per_timestep else h[:, -1]).float().cpu().numpy())
+            out.append(h if per_timestep else h[:, -1])
         if not out:
             shape = (0, x.shape[1], self.embed_dim) if per_timestep else (0, self.embed_dim)
             return np.zeros(shape, dtype=np.float32)
-        return np.concatenate(out, axis=0)
+        # Off the CPU the batches stay on the device and come back in one copy.
+        return torch.cat(out, dim=0).float().cpu().numpy()
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
