@@ -36,7 +36,7 @@ class MarketScanConfig(dg.Config):
     kinds={"torch", "duckdb", "parquet"},
     owners=OWNERS,
     deps=[dg.AssetKey("ohlcv_bars"), dg.AssetKey("experiment_index")],
-    code_version=source_version("screener_ssl.scan.scan"),
+    code_version=source_version("screener_ssl.scan.scan", "screener_ssl.ssl.encoder"),  # it embeds through Encoder
     pool="duckdb",
 )
 def market_scan(
