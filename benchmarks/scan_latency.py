@@ -67,13 +67,14 @@ def _make_run_dir(run_dir: Path, spec, dataset_fp: str, n_channels: int, seed: i
     from screener_ssl.probe.head import fit_probe_head
     from screener_ssl.ssl.augment import AugmentConfig
     from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
-    from screener_ssl.ssl.encoder import Encoder
+    from screener_ssl.ssl.encoder import Encoder, embedding_settings
     from screener_ssl.ssl.schema import SSLSchema
 
     torch.manual_seed(seed)
     config = BackboneConfig()
     backbone = build_backbone(config, n_channels)
-    Encoder(backbone, normalization="none").save(run_dir)
+    encoder = Encoder(backbone, normalization="none")
+    encoder.save(run_dir)
     schema = SSLSchema(
         window_spec=spec,
         spec_fingerprint=spec.fingerprint(),
@@ -89,6 +90,7 @@ def _make_run_dir(run_dir: Path, spec, dataset_fp: str, n_channels: int, seed: i
     labels = (rng.random((2000, len(PATTERNS))) < 0.1).astype(np.uint8)
     head = fit_probe_head(emb, labels, PATTERNS, kind="logistic", seed=seed)
     head.set_thresholds({p: 0.2 for p in PATTERNS}, target_precision=0.8)
+    head.embedding = embedding_settings(encoder)  # as the probe records it: the scan checks it
     head.save(run_dir)
 
 

@@ -53,6 +53,9 @@ class ProbeHead:
         thresholds: pattern -> alert threshold; NaN = no threshold reaches the
             target precision on val -> no alerts.
         target_precision: the precision the thresholds were chosen for.
+        embedding: how the embeddings it was fitted on were made (pooling, normalization,
+            encoder; :func:`screener_ssl.ssl.encoder.embedding_settings`), set by the probe;
+            None for a head fitted outside it.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class ProbeHead:
         target_precision: float = 0.8,
         fit_info: Mapping | None = None,
         source: str | None = None,
+        embedding: Mapping | None = None,
     ) -> None:
         self.patterns: tuple[str, ...] = tuple(patterns)
         if kind not in HEAD_KINDS:
@@ -107,6 +111,8 @@ class ProbeHead:
         self.target_precision = float(target_precision)
         self.fit_info = dict(fit_info or {})
         self.source = source
+        # How the embeddings were made (pooling, normalization, encoder): the scan embeds the same way.
+        self.embedding: dict | None = None if embedding is None else dict(embedding)
 
     # ------------------------------------------------------------------ prediction
 
@@ -124,7 +130,9 @@ class ProbeHead:
         """Logits ``[n, P]`` float64 (constant heads give ``logit(constant)``, possibly +-inf)."""
         z = self._standardize(embeddings)  # [n, D]
         if self.kind == "logistic":
-            logits = z @ self.coef.T + self.intercept  # [n, P]
+            # einsum, not a BLAS matmul: each row's sum runs in one fixed order whatever the batch, so
+            # a window scores bit for bit the same in the probe and in the scan (ulp-level otherwise).
+            logits = np.einsum("nd,pd->np", z, self.coef) + self.intercept  # [n, P]
         else:
             hidden = np.maximum(np.einsum("nd,pdh->nph", z, self.mlp["w1"]) + self.mlp["b1"], 0.0)  # [n, P, H]
             logits = np.einsum("nph,ph->np", hidden, self.mlp["w2"]) + self.mlp["b2"]  # [n, P]
@@ -173,6 +181,7 @@ class ProbeHead:
             "thresholds": dict(self.thresholds),
             "target_precision": self.target_precision,
             "fit_info": self.fit_info,
+            "embedding": self.embedding,
         }
         if self.mlp is not None:
             doc["mlp"] = {k: v.tolist() for k, v in self.mlp.items()}
@@ -219,6 +228,7 @@ class ProbeHead:
                 target_precision=doc["target_precision"],
                 fit_info=doc.get("fit_info") or {},
                 source=str(path),
+                embedding=doc.get("embedding"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: invalid probe head ({err})") from err

@@ -48,7 +48,7 @@ from screener_ssl.probe.metrics import (
 )
 from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
-from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions
+from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions, embedding_settings
 from screener_ssl.tracking.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
@@ -149,24 +149,35 @@ def stratified_subsample(
 ) -> np.ndarray:
     """Sorted seeded subsample of ``positions [n]`` of size about ``limit``, stratified by label.
 
-    Strata: windows with no positive, then per pattern the windows whose first
-    positive is that pattern (``labels [n, P]``). Each stratum keeps its share
-    (at least one window), so rare patterns keep their positives and the
-    sample's prevalence stays the natural one (never rebalanced).
+    Strata: the windows sharing one label row (``labels [n, P]``): no positive, each
+    pattern alone, each combination that occurs. Each stratum keeps its share (at least
+    one window), so rare patterns keep their positives and the sample's prevalence stays
+    the natural one (never rebalanced). Nothing depends on the patterns' names or column
+    order: every window draws one random key, a stratum keeps its smallest keys, and
+    quota ties go to the stratum holding the earliest window; so renaming or reordering
+    patterns leaves the sample as it was.
     """
     if limit is None or positions.shape[0] <= limit:
         return positions
-    stratum = np.where(labels.any(axis=1), labels.argmax(axis=1) + 1, 0)  # [n]
-    strata, counts = np.unique(stratum, return_counts=True)
+    n = positions.shape[0]
+    keys = rng.random(n)  # one draw per window, in window order
+    _, stratum = np.unique(np.asarray(labels, dtype=bool).reshape(n, -1), axis=0, return_inverse=True)
+    stratum = stratum.reshape(-1)
+    counts = np.bincount(stratum)
+    first = np.full(counts.shape[0], n, dtype=np.int64)
+    np.minimum.at(first, stratum, np.arange(n))  # a stratum's earliest window: a name-free tie-break
     # Largest-remainder quotas: exactly ``limit`` windows, every stratum at least one.
-    quota = limit * counts / positions.shape[0]
+    quota = limit * counts / n
     take = np.minimum(np.maximum(np.floor(quota).astype(np.int64), 1), counts)
-    for i in np.argsort(-(quota - np.floor(quota)), kind="stable"):
+    for i in np.lexsort((first, -(quota - np.floor(quota)))):
         if take.sum() >= limit:
             break
         take[i] += take[i] < counts[i]
-    keep = [rng.choice(positions[stratum == s], size=int(k), replace=False) for s, k in zip(strata, take, strict=True)]
-    return np.sort(np.concatenate(keep))
+    grouped = np.lexsort((keys, stratum))  # by stratum, smallest key first
+    group_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(n, dtype=np.int64)
+    rank[grouped] = np.arange(n) - group_start[stratum[grouped]]
+    return np.sort(positions[rank < take[stratum]])
 
 
 def gather_decisions(
@@ -341,6 +352,7 @@ def run_probe(
         emb_val=emb_val,
         y_val=y_val,
     )
+    head.embedding = embedding_settings(encoder)  # the scan embeds exactly this way
     constant = head.fit_info.get("constant_patterns", [])
     log(
         f"probe: fitted {config.head} head on {len(patterns)} patterns in {lap('fit_head'):.1f}s"

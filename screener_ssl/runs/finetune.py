@@ -11,7 +11,8 @@ from screener_ssl.data.dataset import Dataset
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.runs.writer import write_run
 from screener_ssl.ssl.backbones.base import BackboneConfig
-from screener_ssl.ssl.encoder import Encoder
+from screener_ssl.probe.probe import ProbeConfig
+from screener_ssl.ssl.encoder import Encoder, Pooling
 from screener_ssl.ssl.finetune import (
     HEAD_FILE,
     ClassifierResult,
@@ -61,8 +62,11 @@ def write_classifier_run(
     schema: SSLSchema | None,
     run_context: dict[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    pooling: Pooling = "last",
 ) -> tuple[Path, str]:
     """Write ``<data_root>/models/<model_type>/_pretrain/<run_id>/`` atomically; return (run dir, data version).
+
+    ``pooling``: the encoder's default, the one its probe embeds with.
 
     ``schema`` is the source encoder's for a finetune, None for a backbone trained from scratch
     (a ``supervised`` schema is built). The data version fingerprints the encoder weights and the schema.
@@ -106,7 +110,9 @@ def write_classifier_run(
     written = write_run(
         data_root,
         model_type,
-        Encoder(classifier.backbone, normalization="none", meta={"objective": objective, "source": source}),
+        Encoder(
+            classifier.backbone, normalization="none", meta={"objective": objective, "source": source}, pooling=pooling
+        ),
         schema,
         pretrain_config={
             "objective": objective,
@@ -161,5 +167,5 @@ def finetune_partition(
         fitted, dataset, data_root, f"ssl_{schema.encoder.kind}_classifier", point.variant,
         source={"kind": "finetune", "from_run_dir": str(source_run), "objective": point.objective},
         config=config, backbone_config=schema.encoder, schema=schema, run_context=run_context,
-        environ=environ,
+        environ=environ, pooling=ProbeConfig(**point.probe).pooling,
     )

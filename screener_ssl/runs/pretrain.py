@@ -19,6 +19,7 @@ import numpy as np
 
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.fingerprint import fingerprint
+from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.runs.writer import write_run
 from screener_ssl.ssl.backbones.base import build_backbone
@@ -132,12 +133,14 @@ def pretrain_partition(
     job = FitJob(dataset, point.train, point.augment, point.objective_config, checkpoint, snapshots)
     fitted, result = entry.fit(backbone, job, log=log)
 
+    # The encoder records the pooling its probe embeds with (a sweep point may probe with "max").
+    pooling = ProbeConfig(**point.probe).pooling
     if isinstance(fitted, Encoder) or not hasattr(fitted, "forward"):  # a fitted feature extractor (minirocket)
-        encoder = fitted
+        encoder = fitted if fitted.pooling == pooling else fitted.with_pooling(pooling)
         windows_seen = int(getattr(fitted, "cost", {}).get("fit_windows", 0))
         trained_parameters = encoder.describe().get("n_parameters")
     else:
-        encoder = Encoder(fitted, normalization="none", meta={"objective": point.objective})
+        encoder = Encoder(fitted, normalization="none", meta={"objective": point.objective}, pooling=pooling)
         windows_seen = result.steps * (point.train.batch_size if entry.trains else 0)
         trained_parameters = sum(p.numel() for p in fitted.parameters()) if entry.trains else 0
     rng = np.random.default_rng(point.train.seed)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.ssl.encoder import Encoder
+from screener_ssl.ssl.minirocket import STATE_FILE as MINIROCKET_STATE_FILE
 from screener_ssl.ssl.schema import SSLSchema
 from screener_ssl.tracking.artifacts import (
     atomic_dir,
@@ -75,6 +76,6 @@ def write_run(
                 "timings": {"started": started, "finished": finished, "seconds": finished - started},
             },
         )
-        weights_file = tmp / ("encoder.pt" if (tmp / "encoder.pt").exists() else "minirocket.pkl")
+        weights_file = tmp / ("encoder.pt" if (tmp / "encoder.pt").exists() else MINIROCKET_STATE_FILE)
         weights_hash = hashlib.sha256(weights_file.read_bytes()).hexdigest()
     return WrittenRun(final_dir, fingerprint({"weights": weights_hash, "schema": schema.fingerprint}))

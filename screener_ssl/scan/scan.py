@@ -1,7 +1,12 @@
 """The market-wide scan: score every ticker's latest decision window with a probed encoder.
 
-A scored model is a run dir holding ``encoder.pt``/``encoder.json``, ``schema.json``
-and ``probe_head.json``. :func:`scan_market` loads it, reads only the recent bars
+A scored model is a run dir holding its encoder (``encoder.json`` + weights or fitted
+state), ``schema.json`` and ``probe_head.json``, or a reference encoder's dir inside a run
+(``<run dir>/teacher``: its head, the run's schema, the encoder its objective names).
+The head records how the embeddings it was fitted on were made (pooling, normalization,
+encoder); the scan embeds through the same :meth:`Encoder.encode_prepared` call the probe
+uses, with those settings, and refuses a head whose record does not match the encoder.
+:func:`scan_market` loads it, reads only the recent bars
 each ticker's window needs (``window_max + volume_lookback + 1`` per ticker, up to
 ``as_of``), computes the shape features on that small frame, gathers the window
 that ends at each ticker's bar on ``as_of`` (open-only, exactly as in training and
@@ -20,6 +25,8 @@ The market on ``as_of`` is every ticker with a bar among its last K trading date
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,12 +44,14 @@ from screener_ssl.data.features import compute_shape_features
 from screener_ssl.data.recent_bars import bars_needed, load_latest_bars
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
-from screener_ssl.ssl.encoder import Encoder, load_encoder
+from screener_ssl.ssl.encoder import encoder_for_head, load_encoder
 from screener_ssl.ssl.schema import load_schema
 
 AUPRC_COLUMN = "probe_metrics.macro.auprc"
 # Models are chosen on val; the test AUPRC is reported, never used to choose.
 VAL_AUPRC_COLUMN = "probe_metrics.val.macro_auprc"
+# A run's reference encoders (e.g. a distillation teacher) are candidates too, from their own val AUPRC.
+REFERENCE_VAL_AUPRC = re.compile(r"^reference\.(?P<name>[^.]+)\.probe_metrics\.val\.macro_auprc$")
 SCORE_COLUMNS: dict[str, pl.DataType] = {
     "ticker": pl.String(),
     "date": pl.Date(),
@@ -245,10 +254,39 @@ def _ranked_scores(
     )
 
 
-def _load_model(run_dir: Path, spec: WindowSpec) -> tuple[Encoder, ProbeHead]:
-    """The run's encoder and probe head, checked against each other and the schema's spec."""
-    encoder = load_encoder(run_dir)
+def schema_path(model_dir: Path) -> Path:
+    """The ``schema.json`` of a model dir: its own, or its run's for a reference encoder's dir."""
+    model_dir = Path(model_dir)
+    own = model_dir / "schema.json"
+    if own.exists() or (model_dir / "encoder.json").exists():
+        return own
+    return model_dir.parent / "schema.json"
+
+
+def load_probed_encoder(model_dir: Path):
+    """The encoder whose probe head is in ``model_dir``: the run's own, or a reference encoder of the run above."""
+    model_dir = Path(model_dir)
+    if (model_dir / "encoder.json").exists():
+        return load_encoder(model_dir)
+    run_dir = model_dir.parent
+    experiment = run_dir / "experiment.json"
+    if experiment.is_file():
+        from screener_ssl.ssl.objectives.base import get_objective_class
+
+        objective = json.loads(experiment.read_text()).get("objective")
+        references = get_objective_class(str(objective)).reference_encoders(run_dir)
+        if model_dir.name in references:
+            return references[model_dir.name]
+    raise FileNotFoundError(
+        f"no encoder for {model_dir}: it has no encoder.json and is not a reference encoder of {run_dir}"
+    )
+
+
+def _load_model(run_dir: Path, spec: WindowSpec):
+    """The encoder set up as its probe head records, and the head; checked against each other and the spec."""
     head = ProbeHead.load(run_dir)
+    encoder = load_probed_encoder(run_dir)
+    encoder = encoder_for_head(encoder, head.embedding, str(Path(run_dir) / HEAD_FILE))
     if encoder.input_channels != spec.n_features:
         raise ValueError(
             f"{run_dir}/encoder.json expects {encoder.input_channels} channels, "
@@ -260,6 +298,15 @@ def _load_model(run_dir: Path, spec: WindowSpec) -> tuple[Encoder, ProbeHead]:
             f"the encoder produces {encoder.embed_dim}"
         )
     return encoder, head
+
+
+def serving_problem(model_dir: Path) -> str | None:
+    """Why the scan cannot serve ``model_dir`` (None when it can): it loads it exactly as the scan does."""
+    try:
+        _load_model(Path(model_dir), load_schema(schema_path(model_dir)).window_spec)
+    except Exception as err:  # any reason at all: a model that does not load is not served
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
 
 
 def scan_market(
@@ -281,7 +328,7 @@ def scan_market(
     if (bars is None) == (con is None):
         raise ValueError("scan_market needs exactly one of bars= or con=")
     run_dir = Path(run_dir)
-    model_spec = load_schema(run_dir / "schema.json", expected_spec=spec).window_spec
+    model_spec = load_schema(schema_path(run_dir), expected_spec=spec).window_spec
     timings: dict[str, float] = {"features": 0.0, "gather": 0.0}
 
     def load_bars() -> tuple[pl.DataFrame, dt.date]:
@@ -313,9 +360,11 @@ def scan_market(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        backbone = encoder.backbone.to(config.device)
+        if config.device != "cpu":
+            encoder = encoder.to(config.device)
         t = time.perf_counter()
-        embeddings = batched_embeddings(backbone, x, observed, config.chunk_size, config.device)
+        # The probe's embedding call, with the settings its head records (the TCN's "last" is its cone).
+        embeddings = encoder.encode_prepared(x, observed, batch_size=config.chunk_size)
         timings["forward"] = time.perf_counter() - t
     finally:
         torch.set_num_threads(previous_threads)
@@ -335,30 +384,57 @@ def scan_market(
 # --------------------------------------------------------------------------- choosing a model
 
 
-def select_best_run(index: pl.DataFrame) -> Path:
-    """The ``run_dir`` of the run with the highest VAL macro AUPRC among runs that have a ``probe_head.json``.
+def select_best_run(index: pl.DataFrame, skipped: list[dict[str, str]] | None = None) -> Path:
+    """The model dir of the highest VAL macro AUPRC among those the scan can serve.
 
+    Candidates: every run with a finite ``probe_metrics.val.macro_auprc`` and a
+    ``probe_head.json``, and every reference encoder of a run (``<run dir>/<name>``, from
+    ``reference.<name>.probe_metrics.val.macro_auprc``). Best first, each is loaded as the scan
+    loads it (:func:`serving_problem`); one that does not load is passed over and, when
+    ``skipped`` is given, listed there (``model_dir``, ``reason``).
     Test AUPRC plays no part: choosing the deployed model on test would make its
     reported test score optimistic.
     """
     for column in ("run_dir", VAL_AUPRC_COLUMN):
         if column not in index.columns:
             raise ValueError(f"the experiment index has no column {column!r}; run the probe and rebuild the index")
+    references = {m.group("name"): c for c in index.columns if (m := REFERENCE_VAL_AUPRC.match(c))}
+    run_ids = index.get_column("run_id").cast(pl.String) if "run_id" in index.columns else pl.Series([""] * index.height)
     rows = index.select(
         pl.col("run_dir").cast(pl.String),
         pl.col(VAL_AUPRC_COLUMN).cast(pl.Float64, strict=False).alias("auprc"),
-        *([pl.col("run_id").cast(pl.String)] if "run_id" in index.columns else [pl.lit("").alias("run_id")]),
-    ).filter(pl.col("auprc").is_not_null() & pl.col("auprc").is_not_nan() & pl.col("run_dir").is_not_null())
-    candidates = [
-        (auprc, run_id, run_dir)
-        for run_dir, auprc, run_id in rows.iter_rows()
-        if (Path(run_dir) / HEAD_FILE).is_file()
-    ]
+        *[pl.col(c).cast(pl.Float64, strict=False).alias(f"ref:{name}") for name, c in references.items()],
+    ).with_columns(run_id=run_ids)
+    candidates: list[tuple[float, str, Path]] = []
+    with_auprc = 0
+    for row in rows.iter_rows(named=True):
+        if row["run_dir"] is None:
+            continue
+        for auprc, model_dir in [(row["auprc"], Path(row["run_dir"]))] + [
+            (row[f"ref:{name}"], Path(row["run_dir"]) / name) for name in references
+        ]:
+            if auprc is None or auprc != auprc:
+                continue
+            with_auprc += 1
+            if (model_dir / HEAD_FILE).is_file():
+                candidates.append((auprc, row["run_id"] or "", model_dir))
     if not candidates:
         raise FileNotFoundError(
             f"no run in the experiment index has both a finite {VAL_AUPRC_COLUMN} and a {HEAD_FILE} "
-            f"({index.height} rows, {rows.height} with a val AUPRC); run probe_metrics first"
+            f"({index.height} rows, {with_auprc} models with a val AUPRC); run probe_metrics first"
         )
-    # Highest val AUPRC; among equals the latest run id (ids sort by creation time).
-    best = max(candidates, key=lambda c: (c[0], c[1]))
-    return Path(best[2])
+    # Highest val AUPRC; among equals the latest run id (ids sort by creation time), then the run's own encoder.
+    passed: list[dict[str, str]] = []
+    for _, _, model_dir in sorted(candidates, key=lambda c: (c[0], c[1], -len(c[2].parts)), reverse=True):
+        problem = serving_problem(model_dir)
+        if problem is None:
+            if skipped is not None:
+                skipped.extend(passed)
+            return model_dir
+        passed.append({"model_dir": str(model_dir), "reason": problem})
+    if skipped is not None:
+        skipped.extend(passed)
+    raise FileNotFoundError(
+        f"none of the {len(candidates)} probed models in the experiment index can be served: "
+        + "; ".join(f"{p['model_dir']}: {p['reason']}" for p in passed)
+    )

@@ -10,7 +10,7 @@ from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
 from screener_ssl.ssl.encoder import Encoder, Pooling, expanding_zscore
-from screener_ssl.ssl.objectives.base import build_objective, get_objective_class
+from screener_ssl.ssl.objectives.base import build_objective, get_objective_class, trainer_objective_names
 from screener_ssl.ssl.sampler import WindowSampler
 from screener_ssl.ssl.trainer import TrainConfig, seed_everything, train
 
@@ -62,6 +62,13 @@ def pretrain(
     ``pooling`` is the returned encoder's default: the embedding at t ("last") or a running
     "max"/"mean" over every visible step up to t (see :func:`screener_ssl.ssl.encoder.causal_pool`).
     """
+    cls = get_objective_class(objective)
+    if objective not in trainer_objective_names():
+        raise ValueError(
+            f"objective {objective!r} is not pretrained by a loss on windows, so pretrain() cannot train it on "
+            f"bare arrays; {cls.array_api_note or 'it is fitted by its sweep partition (pretrained_encoder)'}. "
+            f"pretrain() trains: {', '.join(trainer_objective_names())}"
+        )
     X = checked_input(X)
     n_series, length, channels = X.shape
     window = min(length, 64) if window is None else int(window)
@@ -89,7 +96,6 @@ def pretrain(
     ends = pos[pos >= spec.min_history - 1]
     decision_row = (np.arange(n_series)[:, None] * length + ends[None, :]).reshape(-1)
     ticker_start = np.repeat(np.arange(n_series) * length, len(ends))
-    cls = get_objective_class(objective)
     model = build_backbone(BackboneConfig(kind=backbone, **backbone_kw), channels)
     obj = build_objective(objective, model, objective_kw)
     sampler = WindowSampler(

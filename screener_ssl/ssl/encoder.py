@@ -12,7 +12,7 @@ import torch
 
 from screener_ssl.data.windows import ZSCORE_CLIP, ZSCORE_EPS
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
-from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json
+from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json, to_jsonable
 
 if TYPE_CHECKING:
     from screener_ssl.data.dataset import Dataset
@@ -87,6 +87,16 @@ class Encoder:
         """The same frozen backbone with another default pooling."""
         return Encoder(self.backbone, self.normalization, self.meta, pooling=pooling)
 
+    def to(self, device: str | torch.device) -> "Encoder":
+        """Move the backbone to ``device``; :meth:`encode_prepared` then sends each batch there."""
+        self.backbone.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        first = next(self.backbone.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
     def describe(self) -> dict[str, Any]:
         """What a probe records about this encoder."""
         return {
@@ -133,22 +143,29 @@ class Encoder:
         pooling = pooling or self.pooling
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
+        device = self.device
+        on_cuda = device.type == "cuda"
         out = []
         for i in range(0, x.shape[0], batch_size):
             xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
             ob = torch.from_numpy(np.ascontiguousarray(observed[i : i + batch_size]))
+            if device.type != "cpu":
+                if on_cuda:
+                    xb, ob = xb.pin_memory(), ob.pin_memory()
+                xb, ob = xb.to(device, non_blocking=True), ob.to(device, non_blocking=True)
             if pooling == "last" and not per_timestep:
                 # pooled(): the last step alone, through the backbone's cheaper form where it has one.
-                out.append(self.backbone.pooled(xb, ob).numpy())
+                out.append(self.backbone.pooled(xb, ob))
                 continue
             h = self.backbone(xb, ob)
             if pooling != "last":
                 h = causal_pool(h, ob.any(dim=-1), pooling)  # a step is visible when any channel is
-            out.append((h if per_timestep else h[:, -1]).numpy())
+            out.append(h if per_timestep else h[:, -1])
         if not out:
             shape = (0, x.shape[1], self.embed_dim) if per_timestep else (0, self.embed_dim)
             return np.zeros(shape, dtype=np.float32)
-        return np.concatenate(out, axis=0)
+        # Off the CPU the batches stay on the device and come back in one copy.
+        return torch.cat(out, dim=0).float().cpu().numpy()
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -190,6 +207,48 @@ def load_encoder(directory: str | Path) -> Encoder:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"encoder weights {weights} cannot be loaded ({first_line}); rematerialize the run") from err
     return Encoder(backbone, spec["normalization"], spec.get("meta"), pooling=spec.get("pooling", "last"))
+
+
+# --------------------------------------------------------------------------- what a probe head was fitted on
+
+
+def embedding_settings(encoder: Any) -> dict[str, Any]:
+    """How ``encoder`` turns a gathered window into the embedding a probe head is fitted on.
+
+    Recorded beside the head (``probe_head.json``, key ``embedding``) by the probe and checked by
+    the scan (:func:`encoder_for_head`): the pooling, the normalization, the widths and the
+    encoder's own description (backbone config or fitted transform, parameter count). JSON-ready.
+    """
+    described = encoder.describe()
+    settings = {
+        "pooling": getattr(encoder, "pooling", described.get("pooling", "last")),
+        "normalization": encoder.normalization,
+        "input_channels": int(encoder.input_channels),
+        "embed_dim": int(encoder.embed_dim),
+        "encoder": described,
+    }
+    return json.loads(json.dumps(to_jsonable(settings)))
+
+
+def encoder_for_head(encoder: Any, recorded: dict[str, Any] | None, where: str) -> Any:
+    """``encoder`` set to embed exactly as recorded for a probe head (its pooling); raises naming what differs.
+
+    ``recorded``: the head's :func:`embedding_settings`; ``where``: the head file, for the message.
+    """
+    if not isinstance(recorded, dict) or "pooling" not in recorded:
+        raise ValueError(
+            f"{where} records no embedding settings (pooling, normalization, encoder): it cannot say which "
+            "embedding its head was fitted on; rerun the probe (probe_metrics) for this run"
+        )
+    pooling = recorded["pooling"]
+    if pooling != getattr(encoder, "pooling", "last"):
+        encoder = encoder.with_pooling(pooling)
+    actual = embedding_settings(encoder)
+    differing = sorted(k for k in set(actual) | set(recorded) if actual.get(k) != recorded.get(k))
+    if differing:
+        detail = "; ".join(f"{k}: head {recorded.get(k)!r}, encoder {actual.get(k)!r}" for k in differing)
+        raise ValueError(f"{where} was fitted on another embedding than this encoder gives ({detail})")
+    return encoder
 
 
 # --------------------------------------------------------------------------- the one embed path

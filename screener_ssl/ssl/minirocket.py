@@ -15,14 +15,18 @@ Each feature is a function of one whole window, so causality is inherited
 from the window gather; ``screener_ssl_tests/ssl/test_minirocket.py`` proves
 it by perturbing the future and the decision bar's non-open fields.
 
-Saved as ``encoder.json`` (``kind: "minirocket"``) + ``minirocket.pkl`` (the
-fitted aeon transform, pickled: load only run directories you wrote).
+Saved as ``encoder.json`` (``kind: "minirocket"``, the config and the transform's fitted
+scalars) + ``minirocket.npz`` (its fitted arrays: channel combinations, dilations, features
+per dilation, biases), read with ``allow_pickle=False``; loading rebuilds the aeon transform
+from them and checks every array against what a fit of that config produces (shapes, dtypes,
+the dilations, channel indices in range), so a crafted file runs no code and cannot send the
+transform's kernels outside their arrays.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import pickle
 import resource
 import time
 from pathlib import Path
@@ -34,7 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from screener_ssl.tracking.artifacts import atomic_write_bytes, atomic_write_json
 
 ENCODER_KIND = "minirocket"
-STATE_FILE = "minirocket.pkl"
+STATE_FILE = "minirocket.npz"
+LEGACY_STATE_FILE = "minirocket.pkl"  # older runs pickled the transform: never loaded
+STATE_FORMAT = "screener_ssl.minirocket/1"
+# The aeon attributes holding a fitted transform's arrays, per transform (tuples of arrays).
+STATE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"minirocket": ("parameters",), "multirocket": ("parameter", "parameter1")}
 MIN_SERIES_LENGTH = 9  # aeon's MiniRocket needs at least 9 time points
 
 
@@ -98,15 +106,18 @@ class MiniRocketEncoder:
         """Fitted numbers (dilations, feature counts, biases; channel picks for multivariate input)."""
         if self.transform_ is None:
             return 0
-        params = getattr(self.transform_, "parameters", None)
-        if params is None:
-            return 0
-        arrays = params if isinstance(params, tuple) else (params,)
-        return int(sum(np.asarray(a).size for a in _flatten(arrays)))
+        parts = [getattr(self.transform_, a, None) or () for a in STATE_ATTRIBUTES[self.config.transform]]
+        return int(sum(np.asarray(a).size for a in _flatten(parts)))
 
     def with_pooling(self, pooling: str) -> "MiniRocketEncoder":
         if pooling != "last":
             raise ValueError(f"MiniRocket features summarize the whole window; pooling {pooling!r} does not apply")
+        return self
+
+    def to(self, device: str) -> "MiniRocketEncoder":
+        """MiniRocket's kernels run on the CPU (numba); any other device is refused."""
+        if str(device) != "cpu":
+            raise ValueError(f"MiniRocket runs on the CPU only, found device {device!r}")
         return self
 
     def describe(self) -> dict[str, Any]:
@@ -185,7 +196,10 @@ class MiniRocketEncoder:
             raise RuntimeError("MiniRocketEncoder is not fitted; nothing to save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(directory / STATE_FILE, pickle.dumps(self.transform_, protocol=pickle.HIGHEST_PROTOCOL))
+        arrays, state = _transform_state(self.transform_, self.config)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(directory / STATE_FILE, buffer.getvalue())
         atomic_write_json(
             directory / "encoder.json",
             {
@@ -194,11 +208,166 @@ class MiniRocketEncoder:
                 "input_channels": self.input_channels,
                 "embed_dim": self.embed_dim,
                 "normalization": self.normalization,
+                "pooling": self.pooling,
+                "state": state,
                 "meta": self.meta,
                 "cost": self.cost,
             },
         )
         return directory
+
+
+def _transform_state(transform, config: MiniRocketConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A fitted aeon transform as plain arrays (``<attribute>.<i>``) and JSON scalars."""
+    arrays: dict[str, np.ndarray] = {}
+    layout: dict[str, int] = {}
+    for attribute in STATE_ATTRIBUTES[config.transform]:
+        parts = getattr(transform, attribute)
+        layout[attribute] = len(parts)
+        for i, part in enumerate(parts):
+            arrays[f"{attribute}.{i}"] = np.ascontiguousarray(part)
+    meta = transform.metadata_
+    state = {
+        "format": STATE_FORMAT,
+        "file": STATE_FILE,
+        "layout": layout,
+        "n_channels": int(meta["n_channels"]),
+        "n_timepoints": int(meta["n_timepoints"]),
+        "n_kernels_": int(getattr(transform, "n_kernels_", config.n_kernels)),
+    }
+    return arrays, state
+
+
+class MiniRocketStateError(ValueError):
+    """A MiniRocket state file that cannot be loaded safely; the message names the file and what is wrong."""
+
+
+def _read_state_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``path`` (an ``.npz``), never unpickling: object arrays and pickles are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise MiniRocketStateError(f"{path} is not an .npz archive of arrays")
+            return {name: archive[name] for name in archive.files}
+    except MiniRocketStateError:
+        raise
+    except Exception as err:  # a pickle (refused by allow_pickle=False), garbage, a truncated archive
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MiniRocketStateError(f"{path} cannot be loaded safely ({type(err).__name__}: {first_line})") from err
+
+
+def _expected_parts(
+    transform: str, n_channels: int, n_timepoints: int, config: MiniRocketConfig, difference: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The dilations and features per dilation a fit of ``config`` on ``[N, n_channels, n_timepoints]`` produces."""
+    if transform == "minirocket":
+        from aeon.transformations.collection.convolution_based._minirocket import _fit_dilations
+
+        return _fit_dilations(n_timepoints, max(config.n_kernels, 84), config.max_dilations_per_kernel)
+    from aeon.transformations.collection.convolution_based._multirocket import _fit_dilations
+
+    # MultiRocket fits its second set on the first difference: one step shorter.
+    return _fit_dilations(n_timepoints - int(difference), config.n_kernels, config.max_dilations_per_kernel)
+
+
+def _check_parts(
+    parts: list[np.ndarray], where: str, n_channels: int, expected: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Raise :class:`MiniRocketStateError` unless ``parts`` are the arrays a fit would have produced."""
+    n_kernels = 84
+    dilations, per_dilation = expected
+    if len(parts) == 5:
+        per_combination, channel_indices, got_dilations, got_per_dilation, biases = parts
+        if per_combination.dtype != np.int32 or channel_indices.dtype != np.int32:
+            raise MiniRocketStateError(f"{where}: channel arrays must be int32")
+        if per_combination.shape != (n_kernels * len(dilations),):
+            raise MiniRocketStateError(
+                f"{where}: {per_combination.shape} channel combinations, expected ({n_kernels * len(dilations)},)"
+            )
+        if per_combination.min() < 1 or per_combination.max() > min(n_channels, 9):
+            raise MiniRocketStateError(f"{where}: channels per combination must lie in [1, {min(n_channels, 9)}]")
+        if channel_indices.shape != (int(per_combination.sum()),):
+            raise MiniRocketStateError(
+                f"{where}: {channel_indices.shape[0]} channel indices, the combinations use {int(per_combination.sum())}"
+            )
+        if channel_indices.size and (channel_indices.min() < 0 or channel_indices.max() >= n_channels):
+            raise MiniRocketStateError(f"{where}: channel indices must lie in [0, {n_channels})")
+    elif len(parts) == 3 and n_channels == 1:
+        got_dilations, got_per_dilation, biases = parts
+    else:
+        raise MiniRocketStateError(f"{where}: {len(parts)} arrays, expected 5 (or 3 for one channel)")
+    if got_dilations.dtype != np.int32 or not np.array_equal(got_dilations, dilations):
+        raise MiniRocketStateError(f"{where}: dilations {got_dilations.tolist()} differ from the config's {dilations.tolist()}")
+    if got_per_dilation.dtype != np.int32 or not np.array_equal(got_per_dilation, per_dilation):
+        raise MiniRocketStateError(f"{where}: features per dilation differ from the config's {per_dilation.tolist()}")
+    n_biases = n_kernels * int(per_dilation.sum())
+    if biases.dtype != np.float32 or biases.shape != (n_biases,) or not np.isfinite(biases).all():
+        raise MiniRocketStateError(f"{where}: biases must be {n_biases} finite float32 values, found {biases.dtype} {biases.shape}")
+
+
+def _rebuild_transform(directory: Path, spec: dict[str, Any], config: MiniRocketConfig):
+    """The fitted aeon transform from ``minirocket.npz`` + the state recorded in ``encoder.json``."""
+    from aeon.transformations.collection.convolution_based import MiniRocket, MultiRocket
+    from aeon.utils.validation import check_n_jobs
+
+    where = directory / "encoder.json"
+    state = spec.get("state")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        legacy = " (it holds a pickled minirocket.pkl, which is never loaded)" if (directory / LEGACY_STATE_FILE).exists() else ""
+        raise MiniRocketStateError(
+            f"{where} records no MiniRocket state ({STATE_FORMAT}){legacy}; rematerialize this run's pretrained_encoder"
+        )
+    path = directory / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no MiniRocket state at {path}; rematerialize this run's pretrained_encoder")
+    try:
+        n_channels, n_timepoints = int(state["n_channels"]), int(state["n_timepoints"])
+        layout = {str(k): int(v) for k, v in state["layout"].items()}
+        n_kernels_ = int(state["n_kernels_"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise MiniRocketStateError(f"{where}: invalid MiniRocket state ({err!r})") from err
+    expected_channels = int(spec["input_channels"]) * (2 if config.include_mask else 1)
+    if n_channels != expected_channels or n_timepoints < MIN_SERIES_LENGTH:
+        raise MiniRocketStateError(
+            f"{where}: state for {n_channels} channels x {n_timepoints} steps, expected {expected_channels} channels "
+            f"and >= {MIN_SERIES_LENGTH} steps"
+        )
+    attributes = STATE_ATTRIBUTES[config.transform]
+    if set(layout) != set(attributes):
+        raise MiniRocketStateError(f"{where}: state holds {sorted(layout)}, a {config.transform} has {list(attributes)}")
+    arrays = _read_state_arrays(path)
+    names = {f"{a}.{i}" for a, n in layout.items() for i in range(n)}
+    if set(arrays) != names:
+        raise MiniRocketStateError(f"{path}: arrays {sorted(arrays)}, expected {sorted(names)}")
+    cls = MiniRocket if config.transform == "minirocket" else MultiRocket
+    transform = cls(
+        n_kernels=config.n_kernels,
+        max_dilations_per_kernel=config.max_dilations_per_kernel,
+        n_jobs=config.n_jobs,
+        random_state=config.seed,
+    )
+    for k, attribute in enumerate(attributes):
+        parts = [arrays[f"{attribute}.{i}"] for i in range(layout[attribute])]
+        expected = _expected_parts(config.transform, n_channels, n_timepoints, config, difference=k == 1)
+        _check_parts(parts, f"{path} [{attribute}]", n_channels, expected)
+        setattr(transform, attribute, tuple(parts))
+    if config.transform == "minirocket":
+        if n_kernels_ != max(config.n_kernels, 84):
+            raise MiniRocketStateError(f"{where}: n_kernels_ {n_kernels_} disagrees with the config's {config.n_kernels}")
+        transform.n_kernels_ = n_kernels_
+    else:
+        transform.random_state_ = config.seed
+    transform._n_jobs = check_n_jobs(config.n_jobs)
+    transform.metadata_ = {
+        "multivariate": n_channels > 1,
+        "missing_values": False,
+        "unequal_length": False,
+        "n_cases": 0,
+        "n_channels": n_channels,
+        "n_timepoints": n_timepoints,
+    }
+    transform.is_fitted = True
+    return transform
 
 
 def _flatten(items) -> list:
@@ -212,17 +381,28 @@ def _flatten(items) -> list:
 
 
 def load_minirocket(directory: str | Path) -> MiniRocketEncoder:
-    """Load a :class:`MiniRocketEncoder` saved by :meth:`MiniRocketEncoder.save`."""
+    """Load a :class:`MiniRocketEncoder` saved by :meth:`MiniRocketEncoder.save`; nothing is unpickled."""
     directory = Path(directory)
-    spec = json.loads((directory / "encoder.json").read_text())
-    if spec.get("kind") != ENCODER_KIND:
-        raise ValueError(f"{directory}/encoder.json is not a MiniRocket encoder (kind={spec.get('kind')!r})")
-    state = directory / STATE_FILE
-    if not state.exists():
-        raise FileNotFoundError(f"no MiniRocket state at {state}")
-    enc = MiniRocketEncoder(MiniRocketConfig.model_validate(spec["minirocket"]), int(spec["input_channels"]), spec.get("meta"))
-    enc.transform_ = pickle.loads(state.read_bytes())
-    enc._embed_dim = int(spec["embed_dim"])
+    spec_path = directory / "encoder.json"
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"encoder spec {spec_path} is unreadable ({err}); rematerialize the run") from err
+    if not isinstance(spec, dict) or spec.get("kind") != ENCODER_KIND:
+        raise ValueError(f"{spec_path} is not a MiniRocket encoder (kind={spec.get('kind') if isinstance(spec, dict) else None!r})")
+    try:
+        config = MiniRocketConfig.model_validate(spec["minirocket"])
+        input_channels = int(spec["input_channels"])
+        embed_dim = int(spec["embed_dim"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{spec_path}: invalid MiniRocket spec ({err})") from err
+    enc = MiniRocketEncoder(config, input_channels, spec.get("meta"))
+    enc.transform_ = _rebuild_transform(directory, spec, config)
+    biases = sum(getattr(enc.transform_, a)[-1].shape[0] for a in STATE_ATTRIBUTES[config.transform])
+    produced = biases * (1 if config.transform == "minirocket" else 4)  # MultiRocket: 4 pooling operators
+    if produced != embed_dim:
+        raise MiniRocketStateError(f"{spec_path}: embed_dim {embed_dim}, the state produces {produced} features")
+    enc._embed_dim = embed_dim
     enc.cost = dict(spec.get("cost") or enc.cost)
     return enc
 

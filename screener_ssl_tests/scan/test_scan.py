@@ -26,7 +26,7 @@ from screener_ssl.scan.scan import (
 )
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
-from screener_ssl.ssl.encoder import Encoder, load_encoder
+from screener_ssl.ssl.encoder import Encoder, embedding_settings, load_encoder
 from screener_ssl.ssl.encoder import embed_positions
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema
 
@@ -68,6 +68,7 @@ def market(tmp_path_factory):
     thresholds = {p: float(np.quantile(train_probs[:, j], 0.8)) for j, p in enumerate(head.patterns)}
     thresholds[head.patterns[-1]] = float("nan")
     head.set_thresholds(thresholds, target_precision=0.8)
+    head.embedding = embedding_settings(encoder)  # as the probe records it
     head.save(run_dir)
     return {
         "root": root,
@@ -348,23 +349,25 @@ def test_schema_lock_refuses_a_different_window_spec(market):
         scan_market(market["run_dir"], spec=SPEC)
 
 
-def _fake_run(root: Path, name: str, with_head: bool) -> str:
+def _fake_run(root: Path, name: str, with_head: bool, served_from: Path) -> str:
+    import shutil
+
     run = root / name
-    run.mkdir()
-    if with_head:
-        (run / HEAD_FILE).write_text("{}")
+    shutil.copytree(served_from, run)
+    if not with_head:
+        (run / HEAD_FILE).unlink()
     return str(run)
 
 
-def test_select_best_run_picks_the_highest_val_auprc_with_a_probe_head(tmp_path):
+def test_select_best_run_picks_the_highest_val_auprc_with_a_probe_head(market, tmp_path):
     index = pl.DataFrame(
         {
             "run_id": ["a", "b", "c", "d"],
             "run_dir": [
-                _fake_run(tmp_path, "a", True),
-                _fake_run(tmp_path, "b", True),
-                _fake_run(tmp_path, "c", False),  # best AUPRC, but never probed
-                _fake_run(tmp_path, "d", True),
+                _fake_run(tmp_path, "a", True, market["run_dir"]),
+                _fake_run(tmp_path, "b", True, market["run_dir"]),
+                _fake_run(tmp_path, "c", False, market["run_dir"]),  # best AUPRC, but never probed
+                _fake_run(tmp_path, "d", True, market["run_dir"]),
             ],
             "probe_metrics.val.macro_auprc": [0.31, 0.52, 0.90, None],
             "probe_metrics.macro.auprc": [0.99, 0.40, 0.90, 0.95],  # test: reported, never used to choose

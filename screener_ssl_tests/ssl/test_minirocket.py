@@ -135,7 +135,8 @@ def test_pipeline_fits_minirocket_as_a_run_with_its_cost(tmp_path):
     point = base.model_copy(update={"objective_config": {"n_kernels": 168, "fit_windows": 100}})
     assert base.objective_config["n_kernels"] == 840  # the demo size is what the sweep file says
     outcome = pretrain_partition(dataset, point, root, log=lambda _: None)
-    assert model_type(point) == "ssl_tcn_minirocket" and (outcome.run_dir / "minirocket.pkl").exists()
+    assert model_type(point) == "ssl_tcn_minirocket" and (outcome.run_dir / "minirocket.npz").exists()
+    assert not (outcome.run_dir / "minirocket.pkl").exists()
     config = json.loads((outcome.run_dir / "pretrain_config.json").read_text())
     cost = config["cost"]
     assert cost["windows_seen"] == 100

@@ -25,7 +25,7 @@ TOP_ALERT_COLUMNS = [
 
 
 class MarketScanConfig(dg.Config):
-    run_dir: str = ""  # model to score with; empty = the index's best run by macro AUPRC
+    run_dir: str = ""  # model to score with; empty = the servable run of best val macro AUPRC
     as_of: str = ""  # decision date YYYY-MM-DD; empty = the latest date in the bars
     chunk_size: int = 512
     threads: int = 2
@@ -36,7 +36,7 @@ class MarketScanConfig(dg.Config):
     kinds={"torch", "duckdb", "parquet"},
     owners=OWNERS,
     deps=[dg.AssetKey("ohlcv_bars"), dg.AssetKey("experiment_index")],
-    code_version=source_version("screener_ssl.scan.scan"),
+    code_version=source_version("screener_ssl.scan.scan", "screener_ssl.ssl.encoder"),  # it embeds through Encoder
     pool="duckdb",
 )
 def market_scan(
@@ -45,7 +45,10 @@ def market_scan(
 ) -> dg.MaterializeResult:
     """Scores and alerts (ticker, date, pattern, score, alert) for every ticker's latest open-only decision window."""
     root = settings.root
-    run_dir = Path(config.run_dir) if config.run_dir else select_best_run(build_index(root / "models"))
+    passed_over: list[dict[str, str]] = []
+    run_dir = Path(config.run_dir) if config.run_dir else select_best_run(build_index(root / "models"), passed_over)
+    for model in passed_over:  # better by val, but the scan cannot load them
+        context.log.warning(f"passed over {model['model_dir']}: {model['reason']}")
     spec = load_dataset(root, with_labels=False).spec
     scan_config = ScanConfig(
         chunk_size=config.chunk_size, threads=config.threads,

@@ -29,6 +29,7 @@ SSL_CODE_VERSION = source_version(
     "screener_ssl.ssl.sampler",
     "screener_ssl.ssl.augment",
     "screener_ssl.ssl.render",
+    "screener_ssl.ssl.minirocket",  # the fitted state's on-disk format
     "screener_ssl.runs.pretrain",
     "screener_ssl.runs.writer",
 )

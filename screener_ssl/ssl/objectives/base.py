@@ -123,6 +123,8 @@ class Objective(nn.Module):
     finetunable: ClassVar[bool] = True
     collapse_rule: ClassVar[str] = "std_and_rank"
     is_baseline: ClassVar[bool] = False  # a reference row (paired verdicts compare runs with the best one)
+    # For an entry the array API (``screener_ssl.ssl.pretrain``) cannot train: what to use instead.
+    array_api_note: ClassVar[str | None] = None
 
     def __init__(self, backbone: SSLBackbone, config: ObjectiveConfig) -> None:
         super().__init__()

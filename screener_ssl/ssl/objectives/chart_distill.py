@@ -295,6 +295,18 @@ class TeacherEncoder:
         self.meta = {"objective": "chart_distill", "role": "teacher"}
         self.normalization = "none"  # as the run's Encoder: windows arrive normalized by the gatherer
 
+    pooling = "last"  # the teacher embeds the whole rendered window: there are no steps to pool
+
+    def with_pooling(self, pooling: str) -> "TeacherEncoder":
+        if pooling != "last":
+            raise ValueError(f"the chart teacher embeds a whole rendered window; pooling {pooling!r} does not apply")
+        return self
+
+    def to(self, device: str | torch.device) -> "TeacherEncoder":
+        """Move the teacher to ``device``; :meth:`encode_prepared` then renders and embeds there."""
+        self.teacher.to(device)
+        return self
+
     @property
     def input_channels(self) -> int:
         return len(self.feature_names)
@@ -321,11 +333,12 @@ class TeacherEncoder:
             raise ValueError("the chart teacher embeds a whole window at its decision bar; per_timestep is not defined")
         if x.ndim != 3 or x.shape[2] != self.input_channels or x.shape[1] < 8:
             raise ValueError(f"the chart teacher expects windows [N, T >= 8, {self.input_channels}], got {x.shape}")
+        device = next(self.teacher.parameters()).device
         out = []
         for i in range(0, x.shape[0], batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
-            ob = torch.from_numpy(np.ascontiguousarray(observed[i : i + batch_size]))
-            out.append(self.teacher(render_candles(xb, ob, self.render, self.feature_names)).numpy())
+            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
+            ob = torch.from_numpy(np.ascontiguousarray(observed[i : i + batch_size])).to(device)
+            out.append(self.teacher(render_candles(xb, ob, self.render, self.feature_names)).float().cpu().numpy())
         if not out:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.concatenate(out, axis=0)

@@ -21,6 +21,10 @@ class MiniRocketBaseline(Objective):
     finetunable = False  # no weights
     # PPV features of the constant mask channels and censored fields are constant by design.
     collapse_rule = "rank_only"
+    array_api_note = (
+        "fit it with screener_ssl.ssl.minirocket.MiniRocketEncoder(MiniRocketConfig(...), input_channels=C)"
+        ".fit_prepared(x, observed) on windows [N, T, C] (observed: False where missing), then encode(X)"
+    )
 
     @classmethod
     def resolve_config(cls, config: dict[str, Any], train) -> dict[str, Any]:
