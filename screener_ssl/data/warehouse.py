@@ -27,6 +27,8 @@ from typing import Any
 
 import polars as pl
 
+from screener_ssl.tracking.artifacts import dir_mode
+
 
 class WarehouseLockedError(RuntimeError):
     """Another process holds the DuckDB file; the message names the file and what was left unchanged."""
@@ -143,7 +145,7 @@ def publish_dir_and_tables(
     try:
         write_files(tmp)
         _fsync_tree(tmp)
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, dir_mode())  # mkdtemp makes 0700
         with connection_factory(warehouse, retry)() as con:
             con.execute("BEGIN TRANSACTION")
             _replace_tables(con, tables)
