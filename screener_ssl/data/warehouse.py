@@ -94,8 +94,12 @@ def connection_factory(warehouse: Path | ConnectionFactory, retry: LockRetry | N
     return lambda: connect_with_retry(warehouse, retry)
 
 
-def _replace_tables(con, tables: Mapping[str, pl.DataFrame]) -> None:
+def _replace_tables(con, tables: Mapping[str, pl.DataFrame | None]) -> None:
+    """Replace each table with its frame; a None frame drops the table (an empty result has no table)."""
     for name, frame in tables.items():
+        if frame is None:
+            con.execute(f'DROP TABLE IF EXISTS "{name}"')
+            continue
         con.register("_incoming_frame", frame.to_arrow())
         con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming_frame')
         con.unregister("_incoming_frame")
