@@ -31,6 +31,7 @@ from screener_ssl.ssl.trainer import TrainConfig
 from screener_ssl.runs.sweep_checks import (
     SweepFileError,
     check_names,
+    check_step_memory,
     describe_file_error,
     describe_validation_error,
     load_sweep_yaml,
@@ -179,6 +180,7 @@ class Sweep:
                     )
                     # Objective, its config and the probe config: checked now, not when the asset runs.
                     problems = validate_point(point, source)
+                    problems += check_step_memory(point, spec.dataset.window.window_max, source)
                 if problems:
                     raise SweepError("\n".join(problems))
                 self.points[(objective, variant)] = point

@@ -120,3 +120,16 @@ def test_a_good_file_still_loads(tmp_path):
     path = tmp_path / "good.yaml"
     path.write_text(GOOD)
     assert load_sweep(path).partition_keys() == ["masked_recon|base"]
+
+
+def test_widths_that_fit_alone_but_not_together_are_refused(tmp_path):
+    path = tmp_path / "wide.yaml"
+    # Each width is within its own range; together one step needs far more than 8 GiB.
+    path.write_text(
+        "dataset: {window: {window_max: 512, crop_lengths: [512]}}\n"
+        "defaults: {backbone: {hidden_dim: 1024, embed_dim: 1024, n_layers: 16}, train: {batch_size: 1024}}\n" + GOOD
+    )
+    with pytest.raises(SweepError, match=r"train.batch_size 1024 x dataset.window.window_max 512 x backbone width "
+                                         r"1024 x backbone.n_layers 16 needs about 768.0 GiB per training step; "
+                                         r"at most 8 GiB"):
+        load_sweep(path)
