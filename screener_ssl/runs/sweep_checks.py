@@ -48,6 +48,11 @@ def short_repr(value: Any, limit: int = MAX_REPR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def short_text(text: str, limit: int = 2 * MAX_REPR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (a message that may quote a value from the file)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's safe loader that counts aliases while composing and refuses duplicate keys."""
 
@@ -245,6 +250,6 @@ def validate_point(point: "SweepPoint", source: str) -> list[str]:
         except ValidationError as exc:
             problems.append(describe_validation_error(exc, source, point.objective, point.variant, "objective"))
         except (TypeError, ValueError) as exc:
-            problems.append(f"{here}: objective: {exc}")
+            problems.append(f"{here}: objective: {short_text(str(exc))}")
     problems += _validate(ProbeConfig, point.probe, source, point, "probe")
     return problems

@@ -133,3 +133,12 @@ def test_widths_that_fit_alone_but_not_together_are_refused(tmp_path):
                                          r"1024 x backbone.n_layers 16 needs about 768.0 GiB per training step; "
                                          r"at most 8 GiB"):
         load_sweep(path)
+
+
+def test_a_long_probe_value_is_echoed_bounded(tmp_path):
+    # The probe section is validated by its own model; its error echoes the value too.
+    path = tmp_path / "probe.yaml"
+    path.write_text(GOOD.replace("base: {}", "base: {probe: {head: [" + ", ".join(["'" + "z" * 50 + "'"] * 20_000) + "]}}"))
+    with pytest.raises(SweepError, match=r"variant 'base': probe.head: .*found \['zzz") as err:
+        load_sweep(path)
+    assert len(str(err.value)) < 1000
