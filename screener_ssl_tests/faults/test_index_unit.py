@@ -116,3 +116,13 @@ def test_an_empty_index_drops_the_table(published):
     models, db = published
     ix.publish_index(pl.DataFrame({"run_id": pl.Series([], dtype=pl.String)}), models, warehouse=db)
     assert _state(models, db) == ([], [], None)
+
+
+def test_an_index_of_the_older_layout_is_replaced_by_links(tmp_path):
+    models, db = tmp_path / "models", tmp_path / "w.duckdb"
+    models.mkdir()
+    pl.DataFrame({"run_id": ["old"]}).write_parquet(models / ix.INDEX_PARQUET)
+    (models / ix.INDEX_CSV).write_text("run_id\nold\n")
+    ix.publish_index(pl.DataFrame({"run_id": ["a"]}), models, warehouse=db)
+    assert (models / ix.INDEX_PARQUET).is_symlink() and (models / ix.INDEX_CSV).is_symlink()
+    assert _state(models, db) == (["a"], ["a"], ["a"])
