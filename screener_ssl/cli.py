@@ -8,6 +8,13 @@ process, recorded in the instance at ``DAGSTER_HOME``::
     screener-ssl partitions [--variant base]
     screener-ssl materialize --select probe_metrics [--variant base | --partition "vicreg|base" ...]
     screener-ssl backfill --job sweep_partition_job [--variant base | --partition KEY ...]
+    screener-ssl pools [--free RUN_ID ...]
+
+Before it runs anything, the command initializes the instance's storage (under a lock, so two
+first commands cannot both create it) and frees the ``torch``/``duckdb`` pool slots of runs that
+ended or were killed; a slot of a run that may still be alive is reported with its run id and
+``screener-ssl pools --free RUN_ID``, the command that frees it (also before
+``dagster asset materialize``, which does not check).
 
 ``backfill`` submits the partitions of one partitioned job to the instance's run queue instead
 (``dagster job backfill``), for the daemon of ``dagster dev`` to launch. ``python -m screener_ssl.cli``
@@ -28,6 +35,8 @@ import dagster as dg
 
 from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.schedules import FINETUNE_JOB, PIPELINE_JOBS, SWEEP_JOB, finetunable_keys
+from screener_ssl.instance import open_instance
+from screener_ssl.run_launcher import free_run_slots, pool_slot_holders
 from screener_ssl.runs.sweep import Sweep
 
 PARTITIONED_JOBS = (SWEEP_JOB, FINETUNE_JOB)
@@ -201,13 +210,36 @@ def _parser() -> argparse.ArgumentParser:
     queue = sub.add_parser("backfill", help="submit a partitioned job's runs to the instance's run queue")
     queue.add_argument("--job", required=True, choices=PARTITIONED_JOBS)
     partition_options(queue)
+    pools = sub.add_parser("pools", help="list the runs holding pool slots; free those of killed runs")
+    pools.add_argument("--free", action="append", default=[], metavar="RUN_ID",
+                       help="mark this run failed and give its pool slots back (repeatable)")
     return parser
+
+
+def pools_command(run_ids: list[str]) -> int:
+    """Free dead runs' slots, then the runs named; print who still holds a slot."""
+    instance = open_instance()
+    for run_id in run_ids:
+        if instance.get_run_by_id(run_id) is None and not any(h.run_id == run_id for h in pool_slot_holders(instance)):
+            print(f"screener-ssl: error: no run {run_id} in the instance at {os.environ['DAGSTER_HOME']}",
+                  file=sys.stderr)
+            return 2
+        free_run_slots(instance, run_id, "freed with screener-ssl pools --free")
+        print(f"freed the pool slots of run {run_id}")
+    holders = pool_slot_holders(instance)
+    for holder in holders:
+        print(holder.describe())
+    if not holders:
+        print("no pool slot is held")
+    return 0
 
 
 def main(argv: list[str] | None = None, defs: dg.Definitions | None = None) -> int:
     args = _parser().parse_args(argv)
     if "DAGSTER_HOME" not in os.environ:
         os.environ["DAGSTER_HOME"] = str(Path.cwd())
+    if args.command == "pools":
+        return pools_command(args.free)
     if defs is None:
         from screener_ssl.definitions import defs
     sweep: Sweep = defs.resources["settings"].load_sweep()
@@ -232,7 +264,7 @@ def main(argv: list[str] | None = None, defs: dg.Definitions | None = None) -> i
     for note in notes:
         print(note)
     print(f"{len(runs)} runs into the instance at DAGSTER_HOME={os.environ['DAGSTER_HOME']} (sweep {sweep.source})")
-    return materialize(defs, dg.DagsterInstance.get(), runs, args.log_level)
+    return materialize(defs, open_instance(), runs, args.log_level)
 
 
 if __name__ == "__main__":

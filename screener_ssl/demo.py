@@ -30,6 +30,7 @@ from screener_ssl.defs.data.assets import data_summary
 from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import DATA_JOB, FINETUNE_JOB, INDEX_JOB, SWEEP_JOB, sweep_run_tags
+from screener_ssl.instance import open_instance
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
 from screener_ssl.tracking.leaderboard import format_leaderboard
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     defs = demo_definitions()
 
     settings: ScreenerSettings = defs.resources["settings"]
-    instance = dg.DagsterInstance.get()
+    # Storage created up front (the workers open it concurrently), killed runs' pool slots freed.
+    instance = open_instance()
     started = time.perf_counter()
     print(f"data root {settings.root}; bars {settings.bars}; labels {settings.labels}; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
     _run_job(defs, instance, DATA_JOB, DATA_ASSETS, None)

@@ -14,7 +14,9 @@ unique on ``(ticker, date)``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +45,16 @@ REJECT_REASONS: tuple[str, ...] = (
     "low_above_open_close",
     "negative_volume",
     "duplicate_ticker_date",
+    "date_beyond_market_end",
 )
 _EXAMPLES_IN_ERRORS = 3
+# Dates a bar may carry: what Python's datetime.date holds (Polars' Date reaches much further).
+_FIRST_DAY, _LAST_DAY = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31 as days since 1970-01-01
+# A bar dated this many days after the market's end (the last bar of at least
+# MARKET_END_SHARE of the tickers, and of 2) is quarantined: one mis-dated ticker would
+# otherwise stretch the union calendar and move every split onto its own bars.
+DAYS_BEYOND_MARKET_END = 7  # a week: a late-stamped last day passes, a second calendar does not
+MARKET_END_SHARE = 0.1
 
 
 class BarsSchemaError(ValueError):
@@ -200,6 +210,22 @@ def _cast_float_column(
     raise error_cls(f"file {file}: column {column!r} expected numbers (Float64), found {series.dtype}")
 
 
+def check_date_range(bars: pl.DataFrame, where: str) -> None:
+    """Every date of ``bars`` lies in years 1-9999; else :class:`BarsSchemaError` naming ``where``, column and ticker."""
+    days = bars.get_column("date").cast(pl.Int32)
+    outside = (days < _FIRST_DAY) | (days > _LAST_DAY)
+    n_outside = int(outside.sum() or 0)
+    if not n_outside:
+        return
+    # Select the year before leaving Polars: a Python date cannot hold it.
+    bad = bars.filter(outside).head(_EXAMPLES_IN_ERRORS).select("ticker", pl.col("date").dt.year().alias("year"))
+    examples = ", ".join(f"ticker {row['ticker']!r} year {row['year']}" for row in bad.iter_rows(named=True))
+    raise BarsSchemaError(
+        f"{where}: column 'date' holds {n_outside} date(s) outside years 1-9999 ({examples}); "
+        f"expected calendar dates of daily bars"
+    )
+
+
 def _read_bar_file(file: Path, date_format: str | None = None) -> pl.DataFrame:
     table = _read_raw_table(file, BAR_COLUMNS, BarsSchemaError, "bars")
     columns = [
@@ -207,7 +233,9 @@ def _read_bar_file(file: Path, date_format: str | None = None) -> pl.DataFrame:
         _cast_date_column(table, "date", file, BarsSchemaError, date_format),
         *(_cast_float_column(table, c, file, BarsSchemaError) for c in NUMERIC_BAR_COLUMNS),
     ]
-    return pl.DataFrame(columns).select(BAR_COLUMNS)
+    bars = pl.DataFrame(columns).select(BAR_COLUMNS)
+    check_date_range(bars, f"file {file}")
+    return bars
 
 
 def read_bars(path: str | Path, date_format: str | None = None) -> pl.DataFrame:
@@ -239,10 +267,38 @@ class ValidationResult:
     clean: pl.DataFrame  # BAR_COLUMNS, sorted by (ticker, date), unique on (ticker, date)
     quarantine: pl.DataFrame  # BAR_COLUMNS + "reason" (Utf8), sorted by (ticker, date)
     counts: dict[str, int]  # rows per reason (every reason present), "input_rows", "clean_rows"
+    warnings: tuple[str, ...] = ()  # what a user should read: tickers quarantined past the market's end
+
+
+def market_end(bars: pl.DataFrame) -> "dt.date | None":
+    """The last bar date that at least ``MARKET_END_SHARE`` of the tickers (and at least 2) reach; None with one ticker."""
+    last = (
+        bars.filter(pl.col("ticker").is_not_null() & pl.col("date").is_not_null())
+        .group_by("ticker").agg(pl.col("date").max())
+        .get_column("date").sort(descending=True)
+    )
+    k = max(2, math.ceil(MARKET_END_SHARE * last.len()))
+    return last[k - 1] if last.len() >= k else None
+
+
+def _beyond_market_end_warnings(quarantine: pl.DataFrame, end: "dt.date | None") -> tuple[str, ...]:
+    beyond = quarantine.filter(pl.col("reason") == "date_beyond_market_end")
+    if end is None or beyond.height == 0:
+        return ()
+    per_ticker = beyond.group_by("ticker").agg(pl.len().alias("n"), pl.col("date").max().alias("last")).sort("ticker")
+    return tuple(
+        f"ticker {row['ticker']!r}: {row['n']:,} bar(s) dated more than {DAYS_BEYOND_MARKET_END} days after the "
+        f"market's end {end} (the last bar of most tickers), up to {row['last']}: quarantined as "
+        f"date_beyond_market_end; check that ticker's dates"
+        for row in per_ticker.iter_rows(named=True)
+    )
 
 
 def _reject_conditions() -> list[tuple[str, pl.Expr]]:
-    """(reason, boolean expression) in ``REJECT_REASONS`` order, on bars sorted by (ticker, date)."""
+    """(reason, boolean expression) in ``REJECT_REASONS`` order, on bars sorted by (ticker, date).
+
+    The last reason, ``date_beyond_market_end``, depends on the other rows: see :func:`validate_bars`.
+    """
     numeric = [pl.col(c) for c in NUMERIC_BAR_COLUMNS]
     prices = [pl.col(c) for c in PRICE_COLUMNS]
     # is_finite is null on null input, so fill: a null is as bad as a NaN here.
@@ -270,7 +326,7 @@ def _reject_conditions() -> list[tuple[str, pl.Expr]]:
         ("negative_volume", pl.col("volume") < 0),
         ("duplicate_ticker_date", duplicated),
     ]
-    assert tuple(name for name, _ in conditions) == REJECT_REASONS
+    assert tuple(name for name, _ in conditions) == REJECT_REASONS[:-1]
     return conditions
 
 
@@ -313,8 +369,10 @@ def validate_bars(bars: pl.DataFrame) -> ValidationResult:
     null/NaN/inf in any price or volume (or a null ticker/date), an empty or blank ticker,
     a price <= 0,
     ``high < low``, ``high < max(open, close)``, ``low > min(open, close)``,
-    ``volume < 0``, and last a ``(ticker, date)`` key that occurs more than once
-    (all its rows are quarantined).
+    ``volume < 0``, a ``(ticker, date)`` key that occurs more than once
+    (all its rows are quarantined), and last a date more than ``DAYS_BEYOND_MARKET_END``
+    days after the market's end (:func:`market_end`), named per ticker in ``warnings``.
+    A date outside years 1-9999 stops with :class:`BarsSchemaError` naming the ticker.
 
     Args:
         bars: ``BAR_COLUMNS`` with the dtypes of ``BAR_SCHEMA`` (as :func:`read_bars`
@@ -324,8 +382,17 @@ def validate_bars(bars: pl.DataFrame) -> ValidationResult:
         ValidationResult with ``clean`` sorted by (ticker, date).
     """
     _check_bar_columns(bars)
+    check_date_range(bars, "bars frame")
     coded = _sorted_by_ticker_date(bars.select(BAR_COLUMNS)).with_columns(_reason_code_expr())
     is_clean = pl.col("reason_code") == 0
+    # The market's end from the rows that pass every other check; rows well past it are quarantined last.
+    end = market_end(coded.filter(is_clean))
+    if end is not None:
+        beyond = is_clean & (pl.col("date") > pl.lit(end + dt.timedelta(days=DAYS_BEYOND_MARKET_END)))
+        coded = coded.with_columns(
+            pl.when(beyond).then(pl.lit(len(REJECT_REASONS), dtype=pl.UInt8)).otherwise(pl.col("reason_code"))
+            .alias("reason_code")
+        )
     clean = coded.filter(is_clean).drop("reason_code")
     rejected = coded.filter(~is_clean)
     reason_names = pl.Series("reason", REJECT_REASONS, dtype=pl.String)
@@ -340,7 +407,9 @@ def validate_bars(bars: pl.DataFrame) -> ValidationResult:
     counts["input_rows"] = bars.height
     counts["clean_rows"] = clean.height
     assert clean.height + quarantine.height == bars.height, "validation lost rows"
-    return ValidationResult(clean=clean, quarantine=quarantine, counts=counts)
+    return ValidationResult(
+        clean=clean, quarantine=quarantine, counts=counts, warnings=_beyond_market_end_warnings(quarantine, end)
+    )
 
 
 # --------------------------------------------------------------------------- ordering

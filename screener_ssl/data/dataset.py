@@ -16,7 +16,7 @@ Layout under the data root::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ class BarsReport:
     first_date: str
     last_date: str
     source: str
+    warnings: list[str] = field(default_factory=list)  # e.g. tickers quarantined past the market's end
 
 
 def ingest_bars(
@@ -97,6 +98,7 @@ def ingest_bars(
         first_date=str(result.clean.get_column("date").min()),
         last_date=str(result.clean.get_column("date").max()),
         source=source if source != "synthetic" else f"synthetic:{synthetic.model_dump_json()}",
+        warnings=list(result.warnings),
     )
 
     def write_files(tmp: Path) -> None:

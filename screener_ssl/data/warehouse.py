@@ -27,6 +27,8 @@ from typing import Any
 
 import polars as pl
 
+from screener_ssl.tracking.artifacts import dir_mode
+
 
 class WarehouseLockedError(RuntimeError):
     """Another process holds the DuckDB file; the message names the file and what was left unchanged."""
@@ -92,8 +94,12 @@ def connection_factory(warehouse: Path | ConnectionFactory, retry: LockRetry | N
     return lambda: connect_with_retry(warehouse, retry)
 
 
-def _replace_tables(con, tables: Mapping[str, pl.DataFrame]) -> None:
+def _replace_tables(con, tables: Mapping[str, pl.DataFrame | None]) -> None:
+    """Replace each table with its frame; a None frame drops the table (an empty result has no table)."""
     for name, frame in tables.items():
+        if frame is None:
+            con.execute(f'DROP TABLE IF EXISTS "{name}"')
+            continue
         con.register("_incoming_frame", frame.to_arrow())
         con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming_frame')
         con.unregister("_incoming_frame")
@@ -143,7 +149,7 @@ def publish_dir_and_tables(
     try:
         write_files(tmp)
         _fsync_tree(tmp)
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, dir_mode())  # mkdtemp makes 0700
         with connection_factory(warehouse, retry)() as con:
             con.execute("BEGIN TRANSACTION")
             _replace_tables(con, tables)

@@ -16,10 +16,10 @@ expands into ``<variant>-s<seed>`` points whose ``train.seed`` is that seed
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from screener_ssl.data.synthetic import SyntheticMarketConfig
@@ -28,10 +28,20 @@ from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.trainer import TrainConfig
-from screener_ssl.runs.sweep_checks import check_names, describe_validation_error, validate_point
+from screener_ssl.runs.sweep_checks import (
+    SweepFileError,
+    check_names,
+    check_step_memory,
+    describe_file_error,
+    describe_validation_error,
+    load_sweep_yaml,
+    short_repr,
+    validate_point,
+)
 
 DEFAULT_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "default.yaml"
 SECTIONS = ("backbone", "train", "augment", "objective", "probe")
+MAX_GRID_POINTS = 10_000  # one partition (and run) each
 
 
 class SweepError(ValueError):
@@ -113,6 +123,12 @@ class Sweep:
             named = dict(entry.variants)
             for grid_name, axes in entry.grids.items():
                 keys = list(axes)
+                n_points = math.prod(len(axes[k]) for k in keys)
+                if n_points > MAX_GRID_POINTS:
+                    raise SweepError(
+                        f"{source}: objectives.{objective}.grids.{grid_name}: {n_points:,} combinations; "
+                        f"a grid may expand to at most {MAX_GRID_POINTS:,} points"
+                    )
                 for combo in itertools.product(*(axes[k] for k in keys)):
                     name = "-".join([grid_name, *(_fmt(v) for v in combo)])
                     if name in named:
@@ -128,7 +144,7 @@ class Sweep:
                 ):
                     raise SweepError(
                         f"{source}: objectives.{objective}.variants.{variant}: seeds must be a list of distinct "
-                        f"non-negative integers, found {seeds!r}"
+                        f"non-negative integers, found {short_repr(seeds)}"
                     )
                 if seeds is None or len(seeds) == 1:
                     if seeds:
@@ -144,7 +160,8 @@ class Sweep:
                 unknown = set(overrides) - set(SECTIONS)
                 if unknown:
                     raise SweepError(
-                        f"{source}: objectives.{objective}.variants.{variant}: unknown sections {sorted(unknown)}; "
+                        f"{source}: objectives.{objective}.variants.{variant}: unknown sections "
+                        f"{short_repr(sorted(map(str, unknown)))}; "
                         f"expected {SECTIONS}"
                     )
                 merged = {s: _merge(spec.defaults.get(s, {}), overrides.get(s, {})) for s in SECTIONS}
@@ -163,6 +180,7 @@ class Sweep:
                     )
                     # Objective, its config and the probe config: checked now, not when the asset runs.
                     problems = validate_point(point, source)
+                    problems += check_step_memory(point, spec.dataset.window.window_max, source)
                 if problems:
                     raise SweepError("\n".join(problems))
                 self.points[(objective, variant)] = point
@@ -210,8 +228,12 @@ def load_sweep(path: str | Path | None = None) -> Sweep:
     if not path.exists():
         raise SweepError(f"sweep file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_sweep_yaml(path) or {}
+    except SweepFileError as exc:
+        raise SweepError(str(exc)) from None
+    try:
         spec = SweepFile.model_validate(raw)
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise SweepError(f"{path}: {exc}") from exc
+    except ValidationError as exc:
+        # Never str(exc): pydantic echoes whole inputs; each line here is bounded.
+        raise SweepError(describe_file_error(exc, str(path))) from None
     return Sweep(spec, str(path))

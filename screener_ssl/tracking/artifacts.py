@@ -52,13 +52,40 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS tells it (Linux ``/proc``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it, and put it straight back
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file (0644 under the usual umask 022); ``mkstemp`` would give 0600."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` gives a new directory (0755 under umask 022); ``mkdtemp`` would give 0700."""
+    return 0o777 & ~current_umask()
+
+
 def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Run ``write(file)`` on a temp sibling of ``path``, then rename it over ``path``."""
+    """Run ``write(file)`` on a temp sibling of ``path``, then rename it over ``path``.
+
+    The file gets the mode any other output file gets (``0666`` less the umask), not ``mkstemp``'s 0600.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -172,7 +199,7 @@ def atomic_dir(final_dir: str | Path, overwrite: bool = False) -> Iterator[Path]
             if file.is_file():
                 with open(file, "rb") as fh:
                     os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a run dir should be as readable as any dir
+        os.chmod(tmp, dir_mode())  # mkdtemp makes 0700; a run dir should be as readable as any dir
         if final.exists():
             old = final.parent / f".old-{final.name}-{secrets.token_hex(4)}"
             os.replace(final, old)

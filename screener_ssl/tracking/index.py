@@ -3,7 +3,10 @@
 Layout read: ``<models_root>/<model_type>/_pretrain/<run_id>/`` with at least
 ``run_meta.json``. Directories whose names start with ``.`` or ``tmp`` are
 in-progress atomic writes (see :func:`screener_ssl.tracking.artifacts.atomic_dir`)
-and are skipped. Written: ``<models_root>/_index.csv`` and ``_index.parquet``.
+and are skipped. Written: ``<models_root>/_index.csv`` and ``_index.parquet``, with the
+DuckDB table ``experiment_index``, as one unit (:func:`publish_index`): the files live in
+``<models_root>/_index/``, swapped in whole beside the table's transaction, and the two
+top-level names are relative links into it, so a reader sees the old set or the new one.
 
 A run's reference encoders (e.g. a distillation teacher, probed into
 ``<run_dir>/<name>/``, see :mod:`screener_ssl.runs.probe`) stay on their run's
@@ -17,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,7 @@ import polars as pl
 
 from screener_ssl.tracking.artifacts import (
     RUN_SUBDIR,
-    atomic_write_parquet,
-    atomic_write_text,
+    atomic_dir,
     to_jsonable,
 )
 
@@ -46,6 +50,8 @@ REFERENCE_SECTIONS: tuple[str, ...] = ("macro", "val", "timings", "cost")
 REFERENCE_PREFIX = "reference"
 INDEX_CSV = "_index.csv"
 INDEX_PARQUET = "_index.parquet"
+INDEX_DIR = "_index"  # holds the current index files; INDEX_CSV and INDEX_PARQUET link into it
+INDEX_TABLE = "experiment_index"
 
 
 def _scalar(value: Any) -> Any:
@@ -191,12 +197,58 @@ def build_index(models_root: str | Path, problems: list[dict[str, str]] | None =
     return pl.DataFrame([_column(c, [row.get(c) for row in rows]) for c in columns])
 
 
-def write_index(df: pl.DataFrame, models_root: str | Path) -> dict[str, Path]:
-    """Write ``_index.csv`` and ``_index.parquet`` under ``models_root`` atomically."""
+def _write_index_files(df: pl.DataFrame, directory: Path) -> None:
+    (directory / INDEX_CSV).write_text(df.write_csv(), encoding="utf-8")
+    df.write_parquet(directory / INDEX_PARQUET)
+
+
+def _link_into_index_dir(root: Path) -> dict[str, Path]:
+    """``<root>/_index.csv`` and ``_index.parquet`` as relative links into ``<root>/_index/``.
+
+    A link is made once (an older regular file there is replaced atomically) and then keeps
+    pointing at whichever ``_index/`` was swapped in last.
+    """
+    paths = {}
+    for kind, name in (("csv", INDEX_CSV), ("parquet", INDEX_PARQUET)):
+        link, target = root / name, Path(INDEX_DIR) / name
+        if not (link.is_symlink() and Path(os.readlink(link)) == target):
+            tmp = root / f".{name}.{secrets.token_hex(4)}.tmp"
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        paths[kind] = link
+    return paths
+
+
+def publish_index(
+    df: pl.DataFrame, models_root: str | Path, warehouse: Any = None, retry: Any = None
+) -> dict[str, Path]:
+    """Write ``_index.csv``, ``_index.parquet`` and (with a ``warehouse``) DuckDB table ``experiment_index`` as one unit.
+
+    ``warehouse``: the DuckDB file or a connection factory (see
+    :func:`screener_ssl.data.warehouse.publish_dir_and_tables`); None writes the files only.
+    The files are staged in a hidden directory, the table is replaced inside an open
+    transaction (dropped when the index is empty), the directory is swapped in and the
+    transaction committed: a failure or a kill anywhere before that leaves the old files and
+    the old table. Returns the paths readers use (``csv``, ``parquet``).
+    """
     root = Path(models_root)
-    csv_path = atomic_write_text(root / INDEX_CSV, df.write_csv())
-    parquet_path = atomic_write_parquet(root / INDEX_PARQUET, df)
-    return {"csv": csv_path, "parquet": parquet_path}
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / INDEX_DIR
+    if warehouse is None:
+        with atomic_dir(final, overwrite=True) as tmp:
+            _write_index_files(df, tmp)
+    else:
+        from screener_ssl.data.warehouse import publish_dir_and_tables
+
+        publish_dir_and_tables(
+            final, lambda tmp: _write_index_files(df, tmp), warehouse, {INDEX_TABLE: df if df.height else None}, retry
+        )
+    return _link_into_index_dir(root)
+
+
+def write_index(df: pl.DataFrame, models_root: str | Path) -> dict[str, Path]:
+    """Write ``_index.csv`` and ``_index.parquet`` under ``models_root`` as one unit (no DuckDB table)."""
+    return publish_index(df, models_root)
 
 
 def index_fingerprint(models_root: str | Path) -> str:

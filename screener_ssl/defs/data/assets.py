@@ -37,6 +37,8 @@ def ohlcv_bars(
     rejected = sum(counts[r] for r in REJECT_REASONS)
     share = rejected / max(counts["input_rows"], 1)
     context.log.info(f"{counts['clean_rows']} clean bars, {rejected} quarantined: {counts}")
+    for warning in report.warnings:
+        context.log.warning(warning)
     return dg.MaterializeResult(
         metadata={
             "source": settings.bars,
@@ -47,6 +49,7 @@ def ohlcv_bars(
             "tickers": report.n_tickers,
             "first_date": report.first_date,
             "last_date": report.last_date,
+            "warnings": dg.MetadataValue.json(report.warnings),
             "parquet": dg.MetadataValue.path(str(settings.root / ds.BARS_DIR / "bars.parquet")),
             **table_metadata(
                 pl.read_parquet_schema(settings.root / ds.BARS_DIR / "bars.parquet"), counts["clean_rows"],

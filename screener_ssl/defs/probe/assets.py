@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from screener_ssl.data.dataset import WINDOWED_DIR, load_dataset, write_duckdb_tables
+from screener_ssl.data.dataset import WINDOWED_DIR, load_dataset
 from screener_ssl.defs.metadata import OWNERS, partitioned_check, table_metadata, table_value
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
@@ -29,7 +29,7 @@ from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
 from screener_ssl.tracking.artifacts import atomic_write_parquet
 from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows
-from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
+from screener_ssl.tracking.index import build_index, index_fingerprint, publish_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
 from screener_ssl.tracking.leaderboard import TABLE_COLUMNS, leaderboard, leaderboard_records
 
@@ -267,9 +267,7 @@ def experiment_index(
     index = build_index(models_root, problems)
     for problem in problems:
         context.log.warning(f"left out of the index: {problem['error']}")
-    paths = write_index(index, models_root)
-    if index.height:
-        write_duckdb_tables(warehouse.get_connection, {"experiment_index": index})
+    paths = publish_index(index, models_root, warehouse.get_connection)
     board = leaderboard(index)
     if board.height:
         # The verdicts (seed-pooled, paired, ranked by val) beside the per-run index.
