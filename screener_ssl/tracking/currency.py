@@ -75,6 +75,8 @@ def with_currency(
 ) -> pl.DataFrame:
     """The board with ``current``: every run a row pools (its ``run_ids``) was computed on the current dataset
     and sweep point, by the same reasons :func:`out_of_date_rows` gives. A run the index lacks is not current."""
+    if board.width == 0:
+        return board
     if board.height == 0 or "run_ids" not in board.columns:
         return board.with_columns(current=pl.lit(None, dtype=pl.Boolean))
     current = {

@@ -206,6 +206,20 @@ def _assert_leaderboard_is_a_table(meta, index: pl.DataFrame) -> None:
     assert meta["dagster/row_count"].value == index.height
     assert [c.name for c in meta["dagster/column_schema"].schema.columns] == index.columns
     assert _is_png_file(meta["macro_auprc_by_objective"].value)
+    # The verdict first: the board leads the metadata, its first columns decide, its rows say their kind.
+    assert list(meta)[:2] == ["leaderboard", "report"]
+    assert [c.name for c in board.schema.columns][:9] == [
+        "rank", "objective", "variant", "kind", "current", "test_auprc", "test_ci_low", "test_ci_high", "vs_reference"]
+    assert {r.data["objective"]: r.data["kind"] for r in board.records} == {
+        "masked_recon": "objective", "raw_features": "baseline"}
+    assert all(r.data["current"] is True for r in board.records)
+    report = Path(meta["report"].value)
+    assert report.name == "_report.html" and report.parent == Path(meta["parquet"].value).parent
+    page = report.read_text()
+    assert page.count("<img") == 2 * 3 + 1  # each run's three probe plots, the bar chart
+    parquet = pl.read_parquet(meta["leaderboard_parquet"].value)
+    assert parquet.columns[:5] == ["rank", "objective", "variant", "kind", "current"]
+    assert all(f'data-run-id="{run_id}"' in page for run_id in parquet.get_column("run_id"))
 
 
 def test_every_asset_has_kinds_an_owner_and_a_group_and_partitioned_checks():

@@ -240,3 +240,22 @@ def test_optional_columns_stay_out_of_a_board_without_them(tmp_path) -> None:
     names = [c.name for c in table_columns(_kinds_board(tmp_path))]
     assert names == [name for name, _, _ in TABLE_COLUMNS]
     assert not {"current", "still_rising", "label_efficiency"} & set(names)
+
+
+def test_a_row_is_current_only_when_every_run_it_pools_is() -> None:
+    from screener_ssl.tracking.currency import out_of_date_rows, with_currency
+
+    index = pl.DataFrame({
+        "run_id": ["r0", "r1", "r2", "r3"], "model_type": ["m"] * 4, "run_dir": ["d0", "d1", "d2", "d3"],
+        "experiment.partition": ["a|base-s0", "a|base-s1", "b|base", "c|base"],
+        "experiment.dataset_fingerprint": ["D", "D", "D", "old"],
+        "run_meta.sweep_point_fingerprint": ["P0", "edited", "Pb", "Pc"],
+        "probe_metrics.macro.auprc": [0.1, 0.2, 0.3, 0.4],
+    })
+    points = {"a|base-s0": "P0", "a|base-s1": "P1", "b|base": "Pb", "c|base": "Pc"}
+    board = pl.DataFrame({"objective": ["a", "b", "c", "gone"], "run_ids": ["r0,r1", "r2", "r3", "r9"]})
+    assert with_currency(board, index, "D", points).get_column("current").to_list() == [False, True, False, False]
+    assert sorted(r["run_id"] for r in out_of_date_rows(index, "D", points)) == ["r1", "r3"]  # the same reasons
+    points["a|base-s1"] = "edited"
+    assert with_currency(board, index, "D", points).get_column("current").to_list() == [True, True, False, False]
+    assert with_currency(board, index, None, points).get_column("current").to_list() == [False] * 4

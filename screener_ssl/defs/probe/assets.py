@@ -1,16 +1,15 @@
 """Probe metrics per partition, the finetuned classifier, and the consolidated experiment index."""
 
 
-import json
 import os
 
 import dagster as dg
 
-from screener_ssl.data.dataset import WINDOWED_DIR, load_dataset, write_duckdb_tables
+from screener_ssl.data.dataset import load_dataset, write_duckdb_tables
 from screener_ssl.defs.metadata import OWNERS, partitioned_check, table_metadata, table_value
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
-from screener_ssl.defs.sweep_file import point_fingerprints
+from screener_ssl.defs.staleness import LEADERBOARD_PARQUET, current_fingerprints, index_current_fields
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown, thumbnail_png
 from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig, run_probe, write_probe_artifacts
@@ -25,10 +24,12 @@ from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
 from screener_ssl.tracking.artifacts import atomic_write_parquet
 from screener_ssl.tracking.cleanup import clean_data_root
-from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows
+from screener_ssl.tracking.currency import with_currency
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
-from screener_ssl.tracking.leaderboard import TABLE_COLUMNS, leaderboard, leaderboard_records
+from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_records, ordered_board
+from screener_ssl.tracking.board import table_schema
+from screener_ssl.tracking.report_html import write_report
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -200,23 +201,9 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     return [probe_metrics, finetuned_classifier]
 
 
-def index_current_result(index, settings: ScreenerSettings) -> dg.AssetCheckResult:
+def index_current_result(index, board, settings: ScreenerSettings) -> dg.AssetCheckResult:
     """``index_current``: the leaderboard rows computed on another dataset or sweep point, by run."""
-    dataset_json = settings.root / WINDOWED_DIR / "dataset.json"
-    current = json.loads(dataset_json.read_text())["dataset_fingerprint"] if dataset_json.exists() else None
-    stale = out_of_date_rows(index, current, point_fingerprints(settings.load_sweep()))
-    named = [f"{r['partition']} {r['model_type']} {r['run_id']}: {'; '.join(r['reasons'])}" for r in stale]
-    return dg.AssetCheckResult(
-        check_name="index_current",
-        passed=not stale,
-        description=("out of date: " + " | ".join(named)) if stale else "every leaderboard row is current",
-        metadata={
-            "out_of_date_rows": len(stale),
-            "rows_checked": leaderboard_rows(index).height,
-            "dataset_fingerprint": current or "none",
-            "rows": dg.MetadataValue.json(stale),
-        },
-    )
+    return dg.AssetCheckResult(check_name="index_current", **index_current_fields(index, board, settings))
 
 
 @dg.asset(
@@ -244,7 +231,15 @@ def index_current_result(index, settings: ScreenerSettings) -> dg.AssetCheckResu
 def experiment_index(
     context: dg.AssetExecutionContext, settings: ScreenerSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
+    """The leaderboard and every run dir flattened to dotted columns (_index.csv, _index.parquet, DuckDB table
+    experiment_index).
+
+    Where the verdict is: this asset's latest materialization (Events tab) opens with the ``leaderboard``
+    table (objective, kind, current, test AUPRC with CI, the paired verdicts, the label budgets, then cost);
+    ``report`` is the same board as one HTML page with every row's plots (models/_report.html), and
+    ``_leaderboard.parquet`` the board as a file. The ``index_current`` check (Checks tab) says whether the
+    rows are still current, kept up to date by stale_partitions_sensor without a rebuild.
+    """
     models_root = settings.root / "models"
     cleaned = clean_data_root(settings.root)
     problems: list[dict[str, str]] = []
@@ -254,31 +249,35 @@ def experiment_index(
     paths = write_index(index, models_root)
     if index.height:
         write_duckdb_tables(warehouse.get_connection, {"experiment_index": index})
-    board = leaderboard(index)
+    dataset_fingerprint, points = current_fingerprints(settings)
+    board = ordered_board(with_currency(leaderboard(index), index, dataset_fingerprint, points))
+    # The verdict first: the board, its report and its chart lead the materialization's metadata.
+    metadata = {"leaderboard": table_value(leaderboard_records(board), table_schema(board))}
     if board.height:
         # The verdicts (seed-pooled, paired, ranked by val) beside the per-run index.
-        atomic_write_parquet(models_root / "_leaderboard.parquet", board)
-    rows = [
-        {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-        for r in board.iter_rows(named=True)
-    ]
-    metadata = {
+        atomic_write_parquet(models_root / LEADERBOARD_PARQUET, board)
+        # Ranked as the table ranks (by val), best on top; test AUPRC with its CI.
+        rows = [
+            {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"],
+             "ci_high": r["ci_high"]}
+            for r in board.iter_rows(named=True)
+        ]
+        chart = models_root / LEADERBOARD_PLOT
+        png = auprc_bar_png(rows, path=chart, title="Macro AUPRC (test) with 95% CI, ranked by val", ranked=True)
+        metadata["report"] = dg.MetadataValue.path(str(write_report(board, models_root)))
+        metadata["macro_auprc_by_objective_preview"] = dg.MetadataValue.md(
+            png_markdown(thumbnail_png(png), "macro AUPRC by objective")
+        )
+        metadata["macro_auprc_by_objective"] = dg.MetadataValue.path(str(chart))
+        metadata["leaderboard_parquet"] = dg.MetadataValue.path(str(models_root / LEADERBOARD_PARQUET))
+    metadata |= {
         "runs": index.height,
         "columns": index.width,
         "csv": dg.MetadataValue.path(str(paths["csv"])),
         "parquet": dg.MetadataValue.path(str(paths["parquet"])),
-        # Ranked by val macro AUPRC; test reported with block-bootstrap CIs; verdicts are paired differences.
-        "leaderboard": table_value(leaderboard_records(board), TABLE_COLUMNS),
         **table_metadata(index, index.height,
                          table_name="warehouse.main.experiment_index" if index.height else None),
     }
-    if rows:
-        chart = models_root / LEADERBOARD_PLOT
-        png = auprc_bar_png(rows, path=chart, title="Macro AUPRC (test) with 95% CI")
-        metadata["macro_auprc_by_objective"] = dg.MetadataValue.path(str(chart))
-        metadata["macro_auprc_by_objective_preview"] = dg.MetadataValue.md(
-            png_markdown(thumbnail_png(png), "macro AUPRC by objective")
-        )
     metadata["cleaned"] = dg.MetadataValue.json(cleaned)
     context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
     return dg.MaterializeResult(
@@ -290,7 +289,7 @@ def experiment_index(
                 passed=not problems,
                 metadata={"unreadable_runs": len(problems), "problems": dg.MetadataValue.json(problems)},
             ),
-            index_current_result(index, settings),
+            index_current_result(index, board, settings),
         ],
     )
 
