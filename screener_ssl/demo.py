@@ -30,6 +30,7 @@ from screener_ssl.defs.data.assets import data_summary
 from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import DATA_JOB, FINETUNE_JOB, INDEX_JOB, SWEEP_JOB, sweep_run_tags
+from screener_ssl.defs.staleness import run_subset
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
 from screener_ssl.tracking.leaderboard import format_leaderboard
@@ -60,9 +61,8 @@ def _run_job(
     """A step around the sweep (data, finetuning, index) as a run of its named job, limited to ``selection``."""
     settings: ScreenerSettings = defs.resources["settings"]
     tags = dict(DEMO_TAGS) | (sweep_run_tags(settings.load_sweep(), partition) if partition else {})
-    result = defs.resolve_job_def(job).execute_in_process(
+    result = run_subset(defs.resolve_job_def(job), selection).execute_in_process(
         partition_key=partition,
-        asset_selection=[dg.AssetKey(a) for a in selection],
         instance=instance,
         run_config=RUN_CONFIG,
         tags=tags,

@@ -140,3 +140,11 @@ def test_sweep_jobs_leave_out_the_cross_partition_staleness_check(tiny_env):
     assert keys == {"ssl_schema", "pretrained_encoder", "probe_metrics", "finetuned_classifier"}
     for job in ("sweep_partition_job", "finetune_partition_job"):
         assert "partitions_current" not in defs.resolve_job_def(job).graph.node_names(), job
+
+
+def test_a_stale_partition_message_names_the_job_that_reruns_it():
+    from screener_ssl.defs.staleness import _evaluation_fields
+
+    stale = {"vicreg|base": ["windowed_dataset: has a new data version"]}
+    assert "(finetune_partition_job)" in _evaluation_fields("finetuned_classifier", 3, stale)["description"]
+    assert "(sweep_partition_job)" in _evaluation_fields("probe_metrics", 3, stale)["description"]
