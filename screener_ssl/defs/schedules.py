@@ -19,7 +19,7 @@ and scan once every run of the night has finished, so the leaderboard includes a
 
 import dagster as dg
 
-from screener_ssl.defs.partitions import split_partition_key
+from screener_ssl.defs.partitions import finetune_partitions, split_partition_key
 from screener_ssl.defs.staleness import staleness_check_keys
 from screener_ssl.runs.finetune import is_finetunable
 from screener_ssl.runs.sweep import Sweep
@@ -64,11 +64,15 @@ def finetunable_keys(keys: list[str]) -> list[str]:
 
 def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
     """The named jobs of :data:`PIPELINE_JOBS`; the partitioned ones tag each run with its partition's :func:`sweep_run_tags`."""
-    tagged = dg.PartitionedConfig(
-        partitions_def=partitions,
-        run_config_for_partition_key_fn=lambda key: {},
-        tags_for_partition_key_fn=lambda key: sweep_run_tags(sweep, key),
-    )
+    def tagged_config(partitions_def: dg.PartitionsDefinition) -> dg.PartitionedConfig:
+        return dg.PartitionedConfig(
+            partitions_def=partitions_def,
+            run_config_for_partition_key_fn=lambda key: {},
+            tags_for_partition_key_fn=lambda key: sweep_run_tags(sweep, key),
+        )
+
+    tagged = tagged_config(partitions)
+    finetunable = finetune_partitions(partitions)
     # The sweep's staleness check reads every partition's status: no partition's run needs it.
     staleness_checks = dg.AssetSelection.checks(*staleness_check_keys())
     data_job = dg.define_asset_job(
@@ -86,8 +90,8 @@ def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
     finetune_job = dg.define_asset_job(
         FINETUNE_JOB,
         selection=dg.AssetSelection.assets(*FINETUNE_ASSETS) - staleness_checks,
-        partitions_def=partitions,
-        config=tagged,
+        partitions_def=finetunable,
+        config=tagged_config(finetunable),
         op_retry_policy=SWEEP_RETRY_POLICY,
         description="Finetune a partition's newest pretrained encoder end to end, then probe it; only "
         "for objectives with weights (not raw_features, shape_free, minirocket).",

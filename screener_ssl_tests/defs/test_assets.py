@@ -64,6 +64,11 @@ def test_partitions_are_exactly_the_sweeps_points_and_follow_the_sweep_file(tiny
     keys = _defs().resolve_asset_graph().get(dg.AssetKey("probe_metrics")).partitions_def.get_partition_keys()
     assert sorted(keys) == sorted(f"{o}|{v}" for o, v in sweep.points) and len(keys) == len(sweep.points) == 4
     assert "vicreg|full" not in keys  # no product of objectives x variants
+    # The finetuned classifier and its job: only the partitions whose objective has weights to finetune.
+    defs = _defs()
+    finetuned = defs.resolve_asset_graph().get(dg.AssetKey("finetuned_classifier")).partitions_def.get_partition_keys()
+    assert finetuned == [k for k in keys if not k.startswith("raw_features|")] and len(finetuned) == 3
+    assert defs.resolve_job_def("finetune_partition_job").partitions_def.get_partition_keys() == finetuned
     assert split_partition_key("vicreg|base") == ("vicreg", "base")
     with pytest.raises(ValueError, match="objective\\|variant"):
         split_partition_key("vicreg")

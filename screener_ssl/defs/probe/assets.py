@@ -7,7 +7,7 @@ import dagster as dg
 
 from screener_ssl.data.dataset import load_dataset, write_duckdb_tables
 from screener_ssl.defs.metadata import OWNERS, partitioned_check, table_metadata, table_value
-from screener_ssl.defs.partitions import partition_parts
+from screener_ssl.defs.partitions import finetune_partitions, partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.defs.staleness import LEADERBOARD_PARQUET, current_fingerprints, index_current_fields
 from screener_ssl.fingerprint import fingerprint
@@ -155,17 +155,20 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
             result.metadata[f"{name}_macro_auprc_ci"] = dg.MetadataValue.json([macro["ci_low"], macro["ci_high"]])
         return result
 
+    finetunable = finetune_partitions(partitions)
+
     @dg.asset(
         group_name="probe",
         kinds={"torch", "parquet"},
         owners=OWNERS,
-        partitions_def=partitions,
+        # Only the partitions whose objective has weights: the others can never be filled.
+        partitions_def=finetunable,
         deps=PARTITION_DEPS,
         code_version=source_version("screener_ssl.ssl.finetune", "screener_ssl.runs.finetune") + PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
             partitioned_check(
-                "schema_matches", "finetuned_classifier", partitions,
+                "schema_matches", "finetuned_classifier", finetunable,
                 description="The finetuned encoder was trained on the windowed dataset being probed",
             )
         ],
