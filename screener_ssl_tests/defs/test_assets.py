@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,14 @@ def _assert_probe_metadata_small_with_plots_as_files(materialization) -> None:
     for key in ("pr_curves", "earliest_detection", "reliability"):
         assert isinstance(meta[key], dg.PathMetadataValue) and _is_png_file(meta[key].value), key
         assert Path(meta[key].value).parent == Path(meta["run_dir"].value)
+        # ... and each shows as a picture: a small inline preview beside the file.
+        preview = meta[f"{key}_preview"]
+        assert isinstance(preview, dg.MarkdownMetadataValue) and "](data:image/png;base64," in preview.value, key
+    # The alert figures are means over the reachable patterns; the count stands right before them.
+    reachable = meta["reachable_patterns"].value
+    assert re.fullmatch(r"\d+ of 7 reachable at precision 0\.8", reachable), reachable
+    keys = list(meta)
+    assert keys.index("reachable_patterns") + 1 == keys.index("alerts_per_day_per_ticker")
     per_pattern = meta["per_pattern"]
     assert isinstance(per_pattern, dg.TableMetadataValue) and len(per_pattern.records) >= 1
     assert {c.name: c.type for c in per_pattern.schema.columns}["auprc"] == "float"

@@ -29,7 +29,7 @@ from screener_ssl.tracking.index import build_index, index_fingerprint, write_in
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
 from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_records, ordered_board
 from screener_ssl.tracking.board import table_schema
-from screener_ssl.tracking.report_html import write_report
+from screener_ssl.tracking.report_html import PER_PATTERN_COLUMNS, per_pattern_rows, write_report
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -42,17 +42,18 @@ PARTITION_DEPS = [
 PROBE_CODE_VERSION = source_version("screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics")
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
 
-PER_PATTERN_COLUMNS = [
-    ("pattern", "string", "Pattern"),
-    ("auprc", "float", "Test AUPRC"),
-    ("ci_low", "float", "Lower end of the 95% block-bootstrap CI"),
-    ("ci_high", "float", "Upper end of the 95% block-bootstrap CI"),
-    ("prevalence", "float", "Share of positive test windows (a random screener's AUPRC)"),
-    ("alerts_per_day_per_ticker", "float", "Alerts per ticker-day at the val threshold"),
-    ("precision", "float", "Precision at the val threshold"),
-    ("recall", "float", "Recall at the val threshold"),
-    ("ece", "float", "Expected calibration error on test"),
-]
+PLOT_TITLES = {
+    "pr_curves": "PR curves (test)",
+    "earliest_detection": "Earliest detection (recall by visible share of the pattern)",
+    "reliability": "Reliability (test)",
+}
+
+
+def reachable_text(macro: dict, metrics: dict) -> str:
+    """``"3 of 7 reachable at precision 0.8"``: the patterns the macro alert figures average over."""
+    target = (metrics.get("config") or {}).get("target_precision", (metrics.get("head") or {}).get("target_precision"))
+    text = macro.get("reachable") or f"{macro.get('n_reachable', '?')} reachable"
+    return f"{text} at precision {target:g}" if isinstance(target, (int, float)) else f"{text} at the precision target"
 
 
 def _num(value, spec: str = ".4f") -> str:
@@ -82,31 +83,23 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     context.log.info(
         f"{objective}|{variant}: macro AUPRC {_num(m['auprc'])} [{_num(m['ci_low'])}, {_num(m['ci_high'])}]"
     )
-    per_pattern = [
-        {
-            "pattern": name,
-            **{k: rep["auprc"][k] for k in ("auprc", "ci_low", "ci_high", "prevalence")},
-            **{k: rep["alerts"][k] for k in ("alerts_per_day_per_ticker", "precision", "recall")},
-            "ece": rep["calibration"]["ece"] if rep.get("calibration") else None,
-        }
-        for name, rep in result.metrics["per_pattern"].items()
-    ]
     earliest = m.get("earliest_detection") or {}
     return dg.MaterializeResult(
         metadata={
             "run_dir": dg.MetadataValue.path(str(run_dir)),
             "macro_auprc": _float(m["auprc"]),
             "macro_auprc_ci": dg.MetadataValue.json([m["ci_low"], m["ci_high"]]),
+            # The alert figures are means over the patterns that reach the precision target: say how many do.
+            "reachable_patterns": reachable_text(m, result.metrics),
             "alerts_per_day_per_ticker": _float(m["alerts_per_day_per_ticker"]),
             "recall_at_60pct_span": _float(earliest.get("0.6", earliest.get(0.6))),
             "ece": _float(m["ece"]),
-            "per_pattern": table_value(per_pattern, PER_PATTERN_COLUMNS),
-            # The full-size plots are files in the run dir (written by write_probe_artifacts); only a
-            # small preview of the PR curves travels inline in the event log.
+            "per_pattern": table_value(per_pattern_rows(result.metrics), PER_PATTERN_COLUMNS),
+            # The full-size plots are files in the run dir (written by write_probe_artifacts); small
+            # previews of each travel inline in the event log.
+            **{f"{key}_preview": dg.MetadataValue.md(png_markdown(thumbnail_png(result.plots[key]), title))
+               for key, title in PLOT_TITLES.items()},
             **{key: dg.MetadataValue.path(str(run_dir / name)) for key, name in PLOT_FILES.items()},
-            "pr_curves_preview": dg.MetadataValue.md(
-                png_markdown(thumbnail_png(result.plots["pr_curves"]), "PR curves (test)")
-            ),
         },
         data_version=dg.DataVersion(fingerprint({"run": str(run_dir), "schema": schema.fingerprint, "macro": m})),
         check_results=[
