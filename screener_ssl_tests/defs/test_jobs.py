@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import dagster as dg
+import yaml
 from dagster._core.test_utils import create_run_for_test
 
 from screener_ssl.definitions import build_definitions
@@ -148,3 +149,14 @@ def test_a_stale_partition_message_names_the_job_that_reruns_it():
     stale = {"vicreg|base": ["windowed_dataset: has a new data version"]}
     assert "(finetune_partition_job)" in _evaluation_fields("finetuned_classifier", 3, stale)["description"]
     assert "(sweep_partition_job)" in _evaluation_fields("probe_metrics", 3, stale)["description"]
+
+
+def test_the_shipped_instances_leave_the_community_dialog_off(tmp_path):
+    import shutil
+
+    from screener_ssl_tests.defs.servers import REPO
+
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert not instance.nux_enabled  # what the webserver asks before showing "Join the community"
+    assert yaml.safe_load((REPO / "deploy" / "postgres" / "dagster.yaml").read_text())["nux"] == {"enabled": False}
