@@ -342,3 +342,8 @@ def test_a_failing_blocking_check_stops_its_partitions_downstream(tiny_env, monk
     assert failed.partition == "raw_features|base"
     assert result.asset_materializations_for_node("pretrained_encoder")
     assert not result.asset_materializations_for_node("probe_metrics")
+
+
+def test_the_index_says_where_its_verdict_is():
+    description = _defs().resolve_assets_def("experiment_index").descriptions_by_key[dg.AssetKey("experiment_index")]
+    assert "Events tab" in description and "leaderboard" in description and "_report.html" in description
