@@ -236,10 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"indexed and scanned in {time.perf_counter() - t0:.0f}s", flush=True)
         # The board the index asset just computed and wrote: pooling and paired bootstraps are not redone.
         board = pl.read_parquet(settings.root / "models" / "_leaderboard.parquet")
-        board = board.filter(pl.col("variant") == args.variant)
+        # Ranked again within the variant shown.
+        board = board.filter(pl.col("variant") == args.variant).drop("rank", strict=False)
         print(
             f"\nleaderboard (variant {args.variant!r}, ranked by val, test reported; "
-            f"index in {settings.root / 'models'}/_index.parquet, this table in _leaderboard.parquet)"
+            f"index in {settings.root / 'models'}/_index.parquet, this table in _leaderboard.parquet, "
+            f"every variant with each row's plots in _report.html)"
         )
         print(format_leaderboard(board))
         _print_benchmark_checks(board)

@@ -15,6 +15,12 @@ A run's reference encoders (a distillation teacher, probed into
 ``<objective>:<name>`` (``chart_distill:teacher``), pooled and compared like any
 run. Their pretraining is part of their run's: its seconds and windows stay on
 the student's row.
+
+Each row says its ``kind``: ``objective`` or ``baseline`` as the objective registry
+declares it, ``reference`` for a run's reference encoder; ``run_ids`` lists the runs it
+pools (what :func:`screener_ssl.tracking.currency.with_currency` judges) and ``run_dir``
+is its latest seed's run dir (the report reads its plots there). How the board is shown
+(columns, their order, the printed and table forms) is :mod:`screener_ssl.tracking.board`.
 """
 
 from __future__ import annotations
