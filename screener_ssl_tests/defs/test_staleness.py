@@ -121,6 +121,10 @@ def test_a_window_change_marks_every_dependent_partition_and_the_index_stale(tin
         assert [r["current"] for r in records] == [False, False] and list(records[0])[:5] == [
             "rank", "objective", "variant", "kind", "current"]
         assert "experiment_index" not in _sensor_tick(defs, instance, sensor_stale.cursor)
+        instance.report_runless_asset_event(board_check)  # as the sensor daemon stores it: the card's check
+        key = dg.AssetCheckKey(dg.AssetKey("experiment_index"), "index_current")
+        stored = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        assert stored.evaluation is not None and not stored.evaluation.passed
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey("probe_metrics"), "partitions_current")]
         )
