@@ -56,8 +56,7 @@ PAGES: dict[str, Page] = {
     "leaderboard": Page(
         "/assets/experiment_index?view=events", "leaderboard",
         "experiment_index's latest materialization: the leaderboard first (objective, kind, current, test AUPRC "
-        "with CI, verdicts)",
-        scroll_to="leaderboard",
+        "with CI, verdicts), unscrolled",
     ),
     "report": Page(REPORT, "Leaderboard", "the HTML report: the board, each row's per-pattern table and plots"),
     "index_checks": Page(
@@ -91,8 +90,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--suffix", default="", help="appended to each file name, e.g. _stale")
     parser.add_argument("--port", type=int, default=3333)
     parser.add_argument("--url", default=None, help="a running webserver to use instead of starting one")
-    parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a page may take to show its data")
     parser.add_argument("--settle", type=float, default=4.0, help="seconds more for it to finish rendering")
     parser.add_argument("--chromium", default=None, help="the browser binary (default: chromium on PATH)")

@@ -65,6 +65,7 @@ class Column:
     width: int = 0
     cell: Callable[[dict], str] | None = None  # the printed cell from the board row (default: the value)
     optional: bool = False  # shown only when the board has it
+    lead: bool = False  # one of the columns that decide: in the compact verdict table too
 
     @property
     def column(self) -> str:
@@ -102,29 +103,29 @@ _f3, _f1, _f0 = _number(".3f"), _number(".1f"), _number(".0f")
 
 # The board's columns, in the order every view shows them.
 COLUMNS: list[Column] = [
-    Column("rank", "int", "Rank by val macro AUPRC (test never chooses)", header="#", width=2),
+    Column("rank", "int", "Rank by val macro AUPRC (test never chooses)", header="#", width=2, lead=True),
     Column("objective", "string", "SSL objective, baseline or reference encoder; '(finetuned)' for the finetuned "
-           "classifier", header="objective", width=22),
-    Column("variant", "string", "Declared sweep variant (seed replicates pooled)", header="variant", width=9),
+           "classifier", header="objective", width=22, lead=True),
+    Column("variant", "string", "Declared sweep variant (seed replicates pooled)", header="variant", width=9, lead=True),
     Column("kind", "string", "objective, baseline or reference (a run's reference encoder, e.g. a distillation "
-           "teacher), from the objective registry", header="kind", width=9),
+           "teacher), from the objective registry", header="kind", width=9, lead=True),
     Column("current", "bool", "Computed on the current windowed dataset and the current sweep point (every run "
            "of the row); false = out of date, rerun before reading it", header="current", width=7, cell=_current,
-           optional=True),
+           optional=True, lead=True),
     Column("test_auprc", "float", "Test macro AUPRC, mean over seeds", source="auprc",
-           header="test AUPRC [95% block CI]", width=26, cell=_test_auprc),
+           header="test AUPRC [95% CI]", width=22, cell=_test_auprc, lead=True),
     Column("test_ci_low", "float", "Lower end of the 95% block-bootstrap CI of the test seed-mean", source="ci_low"),
     Column("test_ci_high", "float", "Upper end of that CI", source="ci_high"),
     Column("still_rising", "bool", "Test AUPRC still rising at the largest label budget (more labels would help)",
-           header="rising", width=6, optional=True),
+           header="rising", width=6, optional=True, lead=True),
     Column("vs_reference", "string", "Paired verdict against masked_recon (same variant where it exists)",
-           source="vs_reference_verdict", header="vs masked_recon", width=17, cell=_verdict("vs_reference")),
+           source="vs_reference_verdict", header="vs masked_recon", width=17, cell=_verdict("vs_reference"), lead=True),
     Column("vs_minirocket", "string", "Paired verdict against minirocket (same variant and backbone where it exists)",
-           source="vs_minirocket_verdict", header="vs minirocket", width=17, cell=_verdict("vs_minirocket")),
+           source="vs_minirocket_verdict", header="vs minirocket", width=17, cell=_verdict("vs_minirocket"), lead=True),
     Column("vs_baseline", "string", "Paired verdict against the best baseline by val", source="vs_baseline_verdict",
-           header="vs best baseline", width=17, cell=_verdict("vs_baseline")),
+           header="vs best baseline", width=17, cell=_verdict("vs_baseline"), lead=True),
     Column("label_efficiency", "float", "Label efficiency over the label budgets", header="label eff.", width=10,
-           optional=True),
+           optional=True, lead=True),
     Column(LABEL_BUDGETS, "float", "Per label budget k: AUPRC, its CI and paired verdicts at k labels"),
     Column("pretrain_s", "float", "Pretraining wall seconds", header="pretrain s", width=10, cell=_f1("pretrain_s")),
     Column("windows_seen", "int", "Windows the encoder saw while pretraining"),
@@ -233,6 +234,25 @@ def leaderboard_records(board: pl.DataFrame) -> list[dict]:
             record[column.name] = _value(value, column.type)
         records.append(record)
     return records
+
+
+def verdict_columns(board: pl.DataFrame) -> list[Column]:
+    """The compact verdict table's columns: the leading printed ones, and the AUPRC at the smallest label budget."""
+    budgets = [c for c in budget_columns(board) if c.header]
+    smallest = budgets[0].name if budgets else None
+    return [c for c in table_columns(board) if c.header and (c.lead or c.name == smallest)]
+
+
+def verdict_table(board: pl.DataFrame) -> tuple[list[tuple[str, str, str]], list[dict]]:
+    """The board's decisive columns as the printed board shows them (CI and diffs inside their cells), narrow
+    enough for a first screen: (name, type, description) per column and one record per row, in rank order."""
+    columns = verdict_columns(board)
+    schema = [(c.header, "int" if c.name == "rank" else "string", c.description) for c in columns]
+    records = []
+    for i, row in enumerate(board.iter_rows(named=True), 1):
+        row = {**row, "rank": row.get("rank", i)}
+        records.append({c.header: int(row["rank"]) if c.name == "rank" else c.printed(row) for c in columns})
+    return schema, records
 
 
 def _aligned(column: Column, text: str) -> str:

@@ -219,9 +219,18 @@ def _assert_leaderboard_is_a_table(meta, index: pl.DataFrame) -> None:
     assert [r.data["rank"] for r in board.records] == [1, 2]
     assert meta["dagster/row_count"].value == index.height
     assert [c.name for c in meta["dagster/column_schema"].schema.columns] == index.columns
-    assert _is_png_file(meta["macro_auprc_by_objective"].value)
-    # The verdict first: the board leads the metadata, its first columns decide, its rows say their kind.
-    assert list(meta)[:2] == ["leaderboard", "report"]
+    assert _is_png_file(meta["auprc_chart"].value)
+    # The verdict first: a narrow table of the decisive columns, the report, then the whole board, whose
+    # first columns decide and whose rows say their kind.
+    assert list(meta)[:3] == ["verdict", "report", "leaderboard"]
+    verdict = meta["verdict"]
+    assert [c.name for c in verdict.schema.columns] == [
+        "#", "objective", "variant", "kind", "current", "test AUPRC [95% CI]", "vs masked_recon", "vs minirocket",
+        "vs best baseline"]
+    first = verdict.records[0].data
+    assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", first["test AUPRC [95% CI]"])
+    assert [r.data["objective"] for r in verdict.records] == [r.data["objective"] for r in board.records]
+    assert max(len(key) for key in meta) <= len("dagster/column_schema")  # the UI's label column stays narrow
     assert [c.name for c in board.schema.columns][:9] == [
         "rank", "objective", "variant", "kind", "current", "test_auprc", "test_ci_low", "test_ci_high", "vs_reference"]
     assert {r.data["objective"]: r.data["kind"] for r in board.records} == {

@@ -14,6 +14,7 @@ from screener_ssl.tracking.leaderboard import (
     leaderboard_records,
     ordered_board,
 )
+from screener_ssl.tracking.board import verdict_table
 
 
 def _run(tmp_path, name: str, signal: float, seed: int, val: float, y: np.ndarray, base: pl.DataFrame) -> dict:
@@ -232,6 +233,16 @@ def test_the_printed_board_the_parquet_and_the_table_lead_with_the_verdict_in_on
     assert positions == sorted(positions)
     supervised = format_leaderboard(parquet).splitlines()[2]
     assert "supervised" in supervised and "baseline" in supervised and "yes" in supervised
+
+    # The first screen's narrow table: the decisive columns as printed, the AUPRC at the smallest budget only.
+    schema, rows = verdict_table(parquet)
+    assert [name for name, _, _ in schema] == [
+        "#", "objective", "variant", "kind", "current", "test AUPRC [95% CI]", "rising", "vs masked_recon",
+        "vs minirocket", "vs best baseline", "label eff.", "AUPRC@20"]
+    assert rows[0]["objective"] == "supervised" and rows[0]["#"] == 1 and rows[0]["vs masked_recon"].startswith("better")
+    top = parquet.row(0, named=True)
+    assert rows[0]["test AUPRC [95% CI]"] == f"{top['auprc']:.3f} [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
+    assert rows[0]["test AUPRC [95% CI]"] in supervised  # the printed board's very cell
 
 
 def test_optional_columns_stay_out_of_a_board_without_them(tmp_path) -> None:

@@ -28,8 +28,8 @@ from screener_ssl.tracking.currency import with_currency
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
 from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_records, ordered_board
-from screener_ssl.tracking.board import table_schema
-from screener_ssl.tracking.report_html import PER_PATTERN_COLUMNS, per_pattern_rows, write_report
+from screener_ssl.tracking.board import table_schema, verdict_table
+from screener_ssl.tracking.report_html import PER_PATTERN_COLUMNS, REPORT_FILE, per_pattern_rows, write_report
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -247,8 +247,14 @@ def experiment_index(
         write_duckdb_tables(warehouse.get_connection, {"experiment_index": index})
     dataset_fingerprint, points = current_fingerprints(settings)
     board = ordered_board(with_currency(leaderboard(index), index, dataset_fingerprint, points))
-    # The verdict first: the board, its report and its chart lead the materialization's metadata.
-    metadata = {"leaderboard": table_value(leaderboard_records(board), table_schema(board))}
+    # The verdict first: the decisive columns (narrow enough for the first screen), the report, then the
+    # whole board and its chart lead the materialization's metadata. Keys stay short: the longest sets
+    # the width of the UI's label column, and so what is left for the tables.
+    verdict_schema, verdict_records = verdict_table(board)
+    metadata = {"verdict": table_value(verdict_records, verdict_schema)}
+    if board.height:
+        metadata["report"] = dg.MetadataValue.path(str(models_root / REPORT_FILE))
+    metadata["leaderboard"] = table_value(leaderboard_records(board), table_schema(board))
     if board.height:
         # The verdicts (seed-pooled, paired, ranked by val) beside the per-run index.
         atomic_write_parquet(models_root / LEADERBOARD_PARQUET, board)
@@ -260,11 +266,9 @@ def experiment_index(
         ]
         chart = models_root / LEADERBOARD_PLOT
         png = auprc_bar_png(rows, path=chart, title="Macro AUPRC (test) with 95% CI, ranked by val", ranked=True)
-        metadata["report"] = dg.MetadataValue.path(str(write_report(board, models_root)))
-        metadata["macro_auprc_by_objective_preview"] = dg.MetadataValue.md(
-            png_markdown(thumbnail_png(png), "macro AUPRC by objective")
-        )
-        metadata["macro_auprc_by_objective"] = dg.MetadataValue.path(str(chart))
+        write_report(board, models_root)  # after the chart: the report embeds the index dir's plots
+        metadata["auprc_chart_preview"] = dg.MetadataValue.md(png_markdown(thumbnail_png(png), "macro AUPRC by objective"))
+        metadata["auprc_chart"] = dg.MetadataValue.path(str(chart))
         metadata["leaderboard_parquet"] = dg.MetadataValue.path(str(models_root / LEADERBOARD_PARQUET))
     metadata |= {
         "runs": index.height,
