@@ -19,9 +19,8 @@ and scan once every run of the night has finished, so the leaderboard includes a
 
 import dagster as dg
 
-from screener_ssl.defs.partitions import finetune_partitions, split_partition_key
+from screener_ssl.defs.partitions import finetunable_keys, finetune_partitions, split_partition_key
 from screener_ssl.defs.staleness import staleness_check_keys
-from screener_ssl.runs.finetune import is_finetunable
 from screener_ssl.runs.sweep import Sweep
 
 # sweep_file first: the run observes the sweep point it runs, so its assets record that version.
@@ -55,11 +54,6 @@ def sweep_run_tags(sweep: Sweep, partition_key: str) -> dict[str, str]:
         "screener_ssl/sweep_fingerprint": sweep.fingerprint,
         "screener_ssl/point_fingerprint": sweep.point_fingerprint(objective, variant),
     }
-
-
-def finetunable_keys(keys: list[str]) -> list[str]:
-    """The partitions whose objective has weights to finetune (the registry's ``finetunable``)."""
-    return [k for k in keys if is_finetunable(split_partition_key(k)[0])]
 
 
 def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:

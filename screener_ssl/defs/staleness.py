@@ -24,7 +24,6 @@ Checks tab without a rebuild.
 
 import hashlib
 import json
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
