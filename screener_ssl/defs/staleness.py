@@ -111,6 +111,18 @@ def _evaluation_fields(asset: str, n_materialized: int, stale: dict[str, list[st
     )
 
 
+def _whole_graph(op_context):
+    """The code location's asset graph when the run has it: one holding every asset the staleness of the
+    sweep depends on, executable (a job run on its own has only its job's assets, or no repository)."""
+    try:
+        graph = op_context.repository_def.asset_graph
+    except Exception:
+        return None
+    needed = [dg.AssetKey(a) for a in (*PARTITIONED_SWEEP_ASSETS, "windowed_dataset", "pattern_labels")]
+    keys = graph.get_all_asset_keys()
+    return graph if all(k in keys and graph.get(k).is_materializable for k in needed) else None
+
+
 def build_staleness_checks() -> list[dg.AssetChecksDefinition]:
     """One op checking all four assets. A materialization run that selects one of them picks the check
     up too (Dagster adds an asset's checks to a subset: ``dagster asset materialize``, the UI's
@@ -133,12 +145,10 @@ def build_staleness_checks() -> list[dg.AssetChecksDefinition]:
         ],
     )
     def partitions_current(context: dg.AssetCheckExecutionContext):
-        op_context = context.op_execution_context
-        try:
-            asset_graph = op_context.repository_def.asset_graph  # the whole graph: staleness needs every ancestor
-        except Exception:
-            context.log.warning(f"{CHECK_NAME}: no repository in this run (executed in process); nothing evaluated, "
-                                "stale_partitions_sensor's result stands")
+        asset_graph = _whole_graph(context.op_execution_context)  # staleness needs every ancestor
+        if asset_graph is None:
+            context.log.warning(f"{CHECK_NAME}: this run has not the code location's whole asset graph (a job "
+                                "executed on its own); nothing evaluated, stale_partitions_sensor's result stands")
             return
         resolver = stale_resolver(context.instance, asset_graph)
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):

@@ -160,3 +160,17 @@ def test_the_shipped_instances_leave_the_community_dialog_off(tmp_path):
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert not instance.nux_enabled  # what the webserver asks before showing "Join the community"
     assert yaml.safe_load((REPO / "deploy" / "postgres" / "dagster.yaml").read_text())["nux"] == {"enabled": False}
+
+
+def test_the_staleness_check_judges_only_with_the_code_locations_whole_graph(tiny_env):
+    from types import SimpleNamespace
+
+    from dagster._core.definitions.reconstruct import repository_def_from_target_def
+
+    from screener_ssl.defs.staleness import _whole_graph
+
+    defs = build_definitions(ScreenerSettings.from_env())
+    assert _whole_graph(SimpleNamespace(repository_def=defs.get_repository_def())) is not None
+    # A job executed on its own (e.g. a reconstructable job on Ray) has only its own assets: no verdict from it.
+    alone = repository_def_from_target_def(defs.resolve_job_def("sweep_partition_job"))
+    assert _whole_graph(SimpleNamespace(repository_def=alone)) is None
