@@ -1,7 +1,8 @@
 """The experiment report: one self-contained HTML page a researcher opens in a browser.
 
 Written by the index beside ``_leaderboard.parquet`` as ``_report.html``: the leaderboard
-(the columns of :mod:`screener_ssl.tracking.board`, in its order, every row of the board),
+(first its decisive columns as the printed board shows them, then every column of
+:mod:`screener_ssl.tracking.board` in its order, every row of the board),
 the plots of the index directory (the AUPRC bar chart, label-efficiency or budget curves when
 they exist), then one section per row: its run's per-pattern table and every plot its run dir
 holds (PR curves, earliest detection, reliability first; any other PNG there, e.g. a budget
@@ -20,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from screener_ssl.tracking.artifacts import atomic_write_text
-from screener_ssl.tracking.board import Column, leaderboard_records, table_columns
+from screener_ssl.tracking.board import Column, leaderboard_records, table_columns, verdict_table
 
 REPORT_FILE = "_report.html"
 METRICS_FILE = "probe_metrics.json"
@@ -73,8 +74,12 @@ def _table(columns: list[tuple[str, str, str]], records: list[Mapping], table_id
         cells = []
         for name, kind, _ in columns:
             text = _cell(record.get(name), kind)
-            verdict = f" {text}" if text in ("better", "worse") else ""
-            cells.append(f'<td class="{kind}{verdict}">{html.escape(text)}</td>')
+            word = text.split(" ")[0]
+            verdict = f" {word}" if word in ("better", "worse") else ""
+            shown = html.escape(text)
+            if name == "objective" and row_attrs:  # a board's row: to its run's section below
+                shown = f'<a href="#row-{i + 1}">{shown}</a>'
+            cells.append(f'<td class="{kind}{verdict}">{shown}</td>')
         body.append(f"<tr{attrs}>{''.join(cells)}</tr>")
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -108,11 +113,11 @@ def per_pattern_rows(metrics: Mapping) -> list[dict]:
     ]
 
 
-def _row_section(rank: int, row: Mapping) -> str:
+def _row_section(position: int, rank: int, row: Mapping) -> str:
     title = f"{rank}. {row.get('objective')}|{row.get('variant')}"
     facts = ", ".join(str(row[k]) for k in ("kind", "backbone", "model_type", "run_id") if row.get(k) is not None)
     run_dir = Path(row["run_dir"]) if row.get("run_dir") else None
-    parts = [f'<section id="row-{rank}"><h3>{html.escape(title)}</h3><p>{html.escape(facts)}</p>']
+    parts = [f'<section id="row-{position}"><h3>{html.escape(title)}</h3><p>{html.escape(facts)}</p>']
     if run_dir is None:
         parts.append("<p>no run dir recorded</p></section>")
         return "".join(parts)
@@ -123,7 +128,7 @@ def _row_section(rank: int, row: Mapping) -> str:
         if macro.get("reachable"):
             parts.append(f"<p>{html.escape(str(macro['reachable']))} at the precision target</p>")
         rows = per_pattern_rows(metrics)
-        parts.append(_table(PER_PATTERN_COLUMNS, rows, f"per-pattern-{rank}"))
+        parts.append(_table(PER_PATTERN_COLUMNS, rows, f"per-pattern-{position}"))
     else:
         parts.append(f"<p>no {METRICS_FILE} in {html.escape(str(run_dir))}</p>")
     parts += [_image(p) for p in _plots(run_dir)]
@@ -136,6 +141,7 @@ def render_report(board: pl.DataFrame, index_dir: str | Path, title: str = "scre
     columns: list[Column] = table_columns(board)
     records = leaderboard_records(board)
     schema = [(c.name, c.type, c.description) for c in columns]
+    verdict_schema, verdict_records = verdict_table(board)  # the decisive columns as printed (CI, diffs in cells)
     raw = list(board.iter_rows(named=True))
 
     def attrs(i: int, record: Mapping) -> str:
@@ -153,13 +159,16 @@ def render_report(board: pl.DataFrame, index_dir: str | Path, title: str = "scre
         "<p>Ranked by val macro AUPRC (test never chooses); test AUPRC with its 95% block-bootstrap CI over the "
         "seed-mean; verdicts are paired differences on shared test rows. Hover a header for its meaning.</p>",
         note,
+        f'<div class="board">{_table(verdict_schema, verdict_records, "verdict", attrs)}</div>',
+        "<p>Each row's run, plots and per-pattern table follow the whole board.</p>",
+        "<h2>The whole board</h2>",
         f'<div class="board">{_table(schema, records, "leaderboard", attrs)}</div>',
     ]
     index_plots = _plots(Path(index_dir))
     if index_plots:
         parts += ["<h2>Across runs</h2>", *[_image(p) for p in index_plots]]
     parts.append("<h2>Each row's run</h2>")
-    parts += [_row_section(record["rank"], row) for record, row in zip(records, raw, strict=True)]
+    parts += [_row_section(i, record["rank"], row) for i, (record, row) in enumerate(zip(records, raw, strict=True), 1)]
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -100,7 +101,7 @@ def test_the_report_is_one_page_with_the_board_each_rows_table_and_its_plots_emb
     assert "src=\"data:image/png;base64," in page and "file:" not in page and str(root) + "/" not in page.split(
         "<h2>Each row")[0]
     # The probe's three plots of every row's run, the budget curve where it exists, the index dir's plots.
-    assert page.count("<img") == 4 * 3 + 1 + 2
+    assert page.count("<img") == 4 * 3 + 1 + 2  # (4 rows: masked_recon pools two seeds, the teacher has its own)
     assert page.index("probe_pr_curves.png") < page.index("probe_reliability.png") < page.index("label_budget_curve.png")
     assert "_label_efficiency.png" in page and "1 of 2 reachable" in page
     assert "1 of 4 rows are out of date" in page
@@ -128,11 +129,23 @@ def test_the_report_renders_in_chromium_with_every_image_loaded_and_every_parque
             "[r.dataset.runId, Array.from(r.cells).map(c => c.innerText)])"
         )
         header = browser.evaluate("Array.from(document.querySelectorAll('#leaderboard thead th')).map(c => c.innerText)")
+        verdict = browser.evaluate(
+            "Array.from(document.querySelectorAll('#verdict tbody tr')).map(r => Array.from(r.cells).map(c => c.innerText))"
+        )
+        # Each objective links to its run's section, which holds that run's per-pattern table.
+        targets = browser.evaluate(
+            "Array.from(document.querySelectorAll('#leaderboard tbody a')).map(a => "
+            "[a.innerText, document.querySelector(a.getAttribute('href')).querySelector('h3').innerText])"
+        )
     finally:
         browser.close()
     parquet = pl.read_parquet(root / "_leaderboard.parquet")
     assert [r[0] for r in rows] == parquet.get_column("run_id").to_list()
     assert header[:6] == ["rank", "objective", "variant", "kind", "current", "test_auprc"]
+    assert [t[1] for t in targets] == [f"{i}. {o}|{v}" for i, (o, v) in enumerate(
+        zip(parquet.get_column("objective"), parquet.get_column("variant")), 1)]
+    assert [r[1] for r in verdict] == parquet.get_column("objective").to_list()
+    assert all(re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", r[5]) for r in verdict), verdict
     for (_, cells), row in zip(rows, parquet.iter_rows(named=True), strict=True):
         assert cells[1] == row["objective"] and cells[2] == row["variant"] and cells[3] == row["kind"]
         assert cells[4] == ("yes" if row["current"] else "NO")
