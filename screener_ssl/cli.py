@@ -37,6 +37,7 @@ from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.schedules import FINETUNE_JOB, PIPELINE_JOBS, SWEEP_JOB, finetunable_keys
 from screener_ssl.instance import open_instance
 from screener_ssl.run_launcher import free_run_slots, pool_slot_holders
+from screener_ssl.defs.staleness import run_subset
 from screener_ssl.runs.sweep import Sweep
 
 PARTITIONED_JOBS = (SWEEP_JOB, FINETUNE_JOB)
@@ -157,9 +158,8 @@ def materialize(defs: dg.Definitions, instance: dg.DagsterInstance, runs: list[P
             continue
         print(f"[{i}/{len(runs)}] {run.describe()} ...", flush=True)
         started = time.perf_counter()
-        result = defs.resolve_job_def(run.job).execute_in_process(
-            instance=instance, partition_key=run.partition, asset_selection=[dg.AssetKey(a) for a in run.assets],
-            run_config=run_config, raise_on_error=False,
+        result = run_subset(defs.resolve_job_def(run.job), list(run.assets)).execute_in_process(
+            instance=instance, partition_key=run.partition, run_config=run_config, raise_on_error=False,
         )
         took = time.perf_counter() - started
         if result.success:

@@ -31,6 +31,7 @@ from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import DATA_JOB, FINETUNE_JOB, INDEX_JOB, SWEEP_JOB, sweep_run_tags
 from screener_ssl.instance import open_instance
+from screener_ssl.defs.staleness import run_subset
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
 from screener_ssl.tracking.leaderboard import format_leaderboard
@@ -61,9 +62,8 @@ def _run_job(
     """A step around the sweep (data, finetuning, index) as a run of its named job, limited to ``selection``."""
     settings: ScreenerSettings = defs.resources["settings"]
     tags = dict(DEMO_TAGS) | (sweep_run_tags(settings.load_sweep(), partition) if partition else {})
-    result = defs.resolve_job_def(job).execute_in_process(
+    result = run_subset(defs.resolve_job_def(job), selection).execute_in_process(
         partition_key=partition,
-        asset_selection=[dg.AssetKey(a) for a in selection],
         instance=instance,
         run_config=RUN_CONFIG,
         tags=tags,
@@ -238,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"indexed and scanned in {time.perf_counter() - t0:.0f}s", flush=True)
         # The board the index asset just computed and wrote: pooling and paired bootstraps are not redone.
         board = pl.read_parquet(settings.root / "models" / "_leaderboard.parquet")
-        board = board.filter(pl.col("variant") == args.variant)
+        # Ranked again within the variant shown.
+        board = board.filter(pl.col("variant") == args.variant).drop("rank", strict=False)
         print(
             f"\nleaderboard (variant {args.variant!r}, ranked by val, test reported; "
-            f"index in {settings.root / 'models'}/_index.parquet, this table in _leaderboard.parquet)"
+            f"index in {settings.root / 'models'}/_index.parquet, this table in _leaderboard.parquet, "
+            f"every variant with each row's plots in _report.html)"
         )
         print(format_leaderboard(board))
         _print_benchmark_checks(board)

@@ -11,8 +11,12 @@ the UI changes:
     .venv/bin/python scripts/screenshots.py [--pages catalog,leaderboard] [--port 3333]
 
 ``--url`` uses a webserver that is already running (``dagster dev``) instead. The
-instance is told the community dialog was seen (what its Skip button does), so it
-does not cover the pages.
+shipped dagster.yaml turns the community dialog off (``nux: enabled: false``); another
+instance is told it was seen (what its Skip button does), so it does not cover the pages.
+
+The ``report`` page is not the UI's: it is the HTML report the index writes
+(``<data dir>/models/_report.html``, the data dir from ``--data-dir`` or
+``SCREENER_SSL_DATA_DIR``), opened from its file.
 """
 
 from __future__ import annotations
@@ -46,12 +50,25 @@ class Page:
     zoom_steps: int = 0  # ... by this many wheel steps, until its cards show their details
 
 
+REPORT = "{report}"  # a page's path: the index's HTML report, opened from its file
+
 PAGES: dict[str, Page] = {
+    "leaderboard": Page(
+        "/assets/experiment_index?view=events", "leaderboard",
+        "experiment_index's latest materialization: the leaderboard first (objective, kind, current, test AUPRC "
+        "with CI, verdicts), unscrolled",
+    ),
+    "report": Page(REPORT, "Leaderboard", "the HTML report: the board, each row's per-pattern table and plots"),
+    "index_checks": Page(
+        "/assets/experiment_index?view=checks&checkDetail=index_current", "out_of_date_rows",
+        "experiment_index's index_current check: the board with each row's current flag, kept up to date by the sensor",
+    ),
     "catalog": Page("/assets", "windowed_dataset", "the catalog: every asset, its kinds, status and partition counts"),
     "asset_graph": Page("/asset-groups?expanded={expanded}", "experiment_index", "the asset graph, groups expanded"),
-    "leaderboard": Page(
-        "/assets/experiment_index?view=events", "leaderboard", "experiment_index: the leaderboard, an inline table",
-        scroll_to="leaderboard",
+    "probe_events": Page(
+        "/assets/probe_metrics?view=events", "reachable_patterns",
+        "a probe partition's materialization: AUPRC, the reachable-pattern count beside the alert figures, plot previews",
+        scroll_to="reachable_patterns",
     ),
     "partitions": Page("/assets/probe_metrics?view=partitions", "Partitions Selected", "probe_metrics: the sweep's partitions"),
     "probe_checks": Page(
@@ -73,11 +90,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--suffix", default="", help="appended to each file name, e.g. _stale")
     parser.add_argument("--port", type=int, default=3333)
     parser.add_argument("--url", default=None, help="a running webserver to use instead of starting one")
-    parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a page may take to show its data")
     parser.add_argument("--settle", type=float, default=4.0, help="seconds more for it to finish rendering")
     parser.add_argument("--chromium", default=None, help="the browser binary (default: chromium on PATH)")
+    parser.add_argument("--data-dir", default=os.environ.get("SCREENER_SSL_DATA_DIR", str(ROOT / "data")),
+                        help="the data root whose models/_report.html the report page opens")
     args = parser.parse_args(argv)
     unknown = [p for p in args.pages.split(",") if p not in PAGES]
     if unknown:
@@ -245,9 +264,16 @@ def main(argv: list[str] | None = None) -> None:
             page = PAGES[name]
             target = out / f"{name}{args.suffix}.png"
             started = time.monotonic()
-            if not browser.open(url + page.path.format(expanded=expanded), page.ready, args.timeout, args.settle):
+            if page.path == REPORT:
+                report = Path(args.data_dir).resolve() / "models" / "_report.html"
+                if not report.is_file():
+                    sys.exit(f"no report at {report}: materialize experiment_index first (make demo)")
+                address = report.as_uri()
+            else:
+                address = url + page.path.format(expanded=expanded)
+            if not browser.open(address, page.ready, args.timeout, args.settle):
                 shown = (browser.evaluate("document.body ? document.body.innerText : ''") or "")[-600:]
-                sys.exit(f"{url + page.path}: {page.ready!r} did not appear within {args.timeout:.0f} s; "
+                sys.exit(f"{address}: {page.ready!r} did not appear within {args.timeout:.0f} s; "
                          f"the page ends with:\n{shown}")
             if page.scroll_to:
                 browser.scroll_to(page.scroll_to)

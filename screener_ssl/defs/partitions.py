@@ -27,6 +27,22 @@ def sweep_partitions(sweep: Sweep) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(keys)
 
 
+def finetunable_keys(keys: list[str]) -> list[str]:
+    """The partitions whose objective has weights to finetune (the registry's ``finetunable``)."""
+    from screener_ssl.runs.finetune import is_finetunable
+
+    return [k for k in keys if is_finetunable(split_partition_key(k)[0])]
+
+
+def finetune_partitions(partitions: dg.StaticPartitionsDefinition) -> dg.StaticPartitionsDefinition:
+    """The sweep's finetunable partitions (:func:`finetunable_keys`).
+
+    ``finetuned_classifier`` and its job are partitioned by these only, so the UI counts no
+    partition it can never fill (raw_features, shape_free, minirocket have no weights).
+    """
+    return dg.StaticPartitionsDefinition(finetunable_keys(partitions.get_partition_keys()))
+
+
 def split_partition_key(key: str) -> tuple[str, str]:
     """``"vicreg|base"`` -> ``("vicreg", "base")``; a key of another form is an error naming it."""
     objective, sep, variant = key.partition("|")

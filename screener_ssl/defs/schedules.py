@@ -19,9 +19,8 @@ and scan once every run of the night has finished, so the leaderboard includes a
 
 import dagster as dg
 
-from screener_ssl.defs.partitions import split_partition_key
+from screener_ssl.defs.partitions import finetunable_keys, finetune_partitions, split_partition_key
 from screener_ssl.defs.staleness import staleness_check_keys
-from screener_ssl.runs.finetune import is_finetunable
 from screener_ssl.runs.sweep import Sweep
 
 # sweep_file first: the run observes the sweep point it runs, so its assets record that version.
@@ -57,18 +56,17 @@ def sweep_run_tags(sweep: Sweep, partition_key: str) -> dict[str, str]:
     }
 
 
-def finetunable_keys(keys: list[str]) -> list[str]:
-    """The partitions whose objective has weights to finetune (the registry's ``finetunable``)."""
-    return [k for k in keys if is_finetunable(split_partition_key(k)[0])]
-
-
 def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
     """The named jobs of :data:`PIPELINE_JOBS`; the partitioned ones tag each run with its partition's :func:`sweep_run_tags`."""
-    tagged = dg.PartitionedConfig(
-        partitions_def=partitions,
-        run_config_for_partition_key_fn=lambda key: {},
-        tags_for_partition_key_fn=lambda key: sweep_run_tags(sweep, key),
-    )
+    def tagged_config(partitions_def: dg.PartitionsDefinition) -> dg.PartitionedConfig:
+        return dg.PartitionedConfig(
+            partitions_def=partitions_def,
+            run_config_for_partition_key_fn=lambda key: {},
+            tags_for_partition_key_fn=lambda key: sweep_run_tags(sweep, key),
+        )
+
+    tagged = tagged_config(partitions)
+    finetunable = finetune_partitions(partitions)
     # The sweep's staleness check reads every partition's status: no partition's run needs it.
     staleness_checks = dg.AssetSelection.checks(*staleness_check_keys())
     data_job = dg.define_asset_job(
@@ -86,8 +84,8 @@ def build_sweep_jobs(sweep: Sweep, partitions: dg.PartitionsDefinition) -> list:
     finetune_job = dg.define_asset_job(
         FINETUNE_JOB,
         selection=dg.AssetSelection.assets(*FINETUNE_ASSETS) - staleness_checks,
-        partitions_def=partitions,
-        config=tagged,
+        partitions_def=finetunable,
+        config=tagged_config(finetunable),
         op_retry_policy=SWEEP_RETRY_POLICY,
         description="Finetune a partition's newest pretrained encoder end to end, then probe it; only "
         "for objectives with weights (not raw_features, shape_free, minirocket).",

@@ -156,24 +156,34 @@ def reliability_png(
     return _png(fig, path)
 
 
+def bar_order(rows: Sequence[Mapping], ranked: bool = False) -> list[Mapping]:
+    """The rows as :func:`auprc_bar_png` draws them, top first: as given when ``ranked``, else by AUPRC;
+    rows with NaN AUPRC last either way."""
+    for i, row in enumerate(rows):
+        missing = {"label", "auprc", "ci_low", "ci_high"} - set(row)
+        if missing:
+            raise ValueError(f"auprc_bar_png: row {i} lacks keys {sorted(missing)}")
+    defined = [r for r in rows if not _is_nan(r["auprc"])]
+    if not ranked:
+        defined = sorted(defined, key=lambda r: -float(r["auprc"]))
+    return defined + [r for r in rows if _is_nan(r["auprc"])]
+
+
 def auprc_bar_png(
     rows: Sequence[Mapping],
     path: str | Path | None = None,
     title: str = "Macro AUPRC on test (95% bootstrap CI)",
+    ranked: bool = False,
 ) -> bytes:
     """Leaderboard: one horizontal bar per row, best on top, CI as error bars.
 
     Args:
         rows: dicts with ``label``, ``auprc``, ``ci_low``, ``ci_high``; a row
             with NaN AUPRC is drawn last with an "undefined" note.
+        ranked: the rows are already in rank order (the leaderboard's, by val): drawn top
+            to bottom as given; otherwise sorted by AUPRC.
     """
-    for i, row in enumerate(rows):
-        missing = {"label", "auprc", "ci_low", "ci_high"} - set(row)
-        if missing:
-            raise ValueError(f"auprc_bar_png: row {i} lacks keys {sorted(missing)}")
-    defined = sorted((r for r in rows if not _is_nan(r["auprc"])), key=lambda r: -float(r["auprc"]))
-    undefined = [r for r in rows if _is_nan(r["auprc"])]
-    ordered = defined + undefined
+    ordered = bar_order(rows, ranked)
     fig, ax = _figure(7.0, max(2.5, 0.45 * len(ordered) + 1.5))
     ypos = np.arange(len(ordered))[::-1]  # best at the top
     values = [0.0 if _is_nan(r["auprc"]) else float(r["auprc"]) for r in ordered]

@@ -18,6 +18,12 @@ A run's reference encoders (a distillation teacher, probed into
 ``<objective>:<name>`` (``chart_distill:teacher``), pooled and compared like any
 run. Their pretraining is part of their run's: its seconds and windows stay on
 the student's row.
+
+Each row says its ``kind``: ``objective`` or ``baseline`` as the objective registry
+declares it, ``reference`` for a run's reference encoder; ``run_ids`` lists the runs it
+pools (what :func:`screener_ssl.tracking.currency.with_currency` judges) and ``run_dir``
+is its latest seed's run dir (the report reads its plots there). How the board is shown
+(columns, their order, the printed and table forms) is :mod:`screener_ssl.tracking.board`.
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ import numpy as np
 import polars as pl
 
 from screener_ssl.probe.compare import JOIN_KEYS
-from screener_ssl.probe.curves import STILL_RISING_TOLERANCE, last_rise, mean_curve, still_rising
+from screener_ssl.probe.curves import last_rise, mean_curve, still_rising
 from screener_ssl.probe.metrics import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
+from screener_ssl.tracking.board import TABLE_COLUMNS, format_leaderboard, leaderboard_records, ordered_board
+
+__all__ = ["TABLE_COLUMNS", "format_leaderboard", "latest_runs", "leaderboard", "leaderboard_records", "ordered_board"]
 
 REFERENCE_OBJECTIVE = "masked_recon"
 MINIROCKET_OBJECTIVE = "minirocket"
@@ -58,6 +67,7 @@ REFERENCE_COLUMNS = {
     )
 }
 REFERENCE_PREFIX = "reference"
+REFERENCE_KIND = "reference"  # the kind of a reference encoder's row (the registry gives the others')
 
 COLUMNS = {
     "experiment.objective": "objective",
@@ -89,6 +99,16 @@ COLUMNS = {
 }
 
 
+def objective_kind(name: str) -> str | None:
+    """``objective`` or ``baseline``, as the objective registry declares ``name`` (None for a name it lacks)."""
+    from screener_ssl.ssl.objectives.base import get_objective_class
+
+    try:
+        return get_objective_class(name).leaderboard_kind()
+    except KeyError:
+        return None
+
+
 def _reference_names(index: pl.DataFrame) -> list[str]:
     prefix, suffix = f"{REFERENCE_PREFIX}.", ".probe_metrics.macro.auprc"
     return sorted({c[len(prefix):-len(suffix)] for c in index.columns if c.startswith(prefix) and c.endswith(suffix)})
@@ -117,7 +137,7 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
     Reference encoders of a run (``reference.<name>.*`` columns) add rows ``<objective>:<name>``.
     """
     if index.height == 0 or "probe_metrics.macro.auprc" not in index.columns:
-        return pl.DataFrame(schema={name: pl.String for name in COLUMNS.values()})
+        return pl.DataFrame(schema={name: pl.String for name in (*COLUMNS.values(), "kind")})
     present = {src: dst for src, dst in COLUMNS.items() if src in index.columns}
     tables = [index.select([pl.col(src).alias(dst) for src, dst in present.items()])]
     tables += [_reference_rows(index, name) for name in _reference_names(index)]
@@ -137,6 +157,11 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
                pl.col("n_reachable").cast(pl.Int64, strict=False)]
         )
         typed.append(table)
+    # What each row is: the registry says objective or baseline; a run's reference encoders are references.
+    runs, *references = typed
+    kinds = {name: objective_kind(name) for name in runs.get_column("objective").drop_nulls().unique().to_list()}
+    typed = [runs.with_columns(kind=pl.col("objective").replace_strict(kinds, default=None, return_dtype=pl.String))]
+    typed += [table.with_columns(kind=pl.lit(REFERENCE_KIND, dtype=pl.String)) for table in references]
     table = pl.concat(typed, how="vertical").filter(pl.col("auprc").is_not_null())
     # A finetuned classifier shares its source objective's name; say which row is which.
     table = table.with_columns(
@@ -212,6 +237,8 @@ def leaderboard(
             pl.col("seed"),
             pl.col("run_dir"),
             pl.col("run_id").last(),
+            pl.col("run_id").alias("run_ids"),
+            pl.col("kind").first(),
             pl.col("val_auprc").mean(),
             pl.col("auprc").mean(),
             pl.col("auprc").std().alias("seed_sd"),
@@ -285,108 +312,10 @@ def leaderboard(
         row["budget_curve"] = json.dumps(curve) if curve else None
     board = pl.DataFrame(
         [{k: v for k, v in r.items() if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high")}
-         | {"seeds": ",".join(str(s) for s in r["seed"])} for r in rows],
+         | {"seeds": ",".join(str(s) for s in r["seed"]), "run_ids": ",".join(r["run_ids"]),
+            "run_dir": r["run_dir"][-1]} for r in rows],
         infer_schema_length=None,
     )
     return board.sort(["val_auprc", "auprc"], descending=True, nulls_last=True)
 
 
-def _fmt(value, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec)
-
-
-def _verdict(row: dict, prefix: str) -> str:
-    verdict = row.get(f"{prefix}_verdict")
-    if not verdict:
-        return "-"
-    return f"{verdict} {_fmt(row[f'{prefix}_diff'], '+.3f')}"
-
-
-def format_leaderboard(board: pl.DataFrame) -> str:
-    """A fixed-width table for the terminal: ranked by val, test reported with its pooled CI and seed spread."""
-    header = (
-        f"{'#':>2} {'objective':22s} {'variant':9s} {'val AUPRC':>9s} {'test AUPRC [95% block CI]':26s} "
-        f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs minirocket':>17s} {'vs best baseline':>17s} "
-        f"{'recall@60%':>10s} {'ECE':>6s} {'rising':>6s} "
-        f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
-    )
-    lines = [header, "-" * len(header)]
-    for i, row in enumerate(board.iter_rows(named=True), 1):
-        auprc = f"{_fmt(row['auprc'], '.3f')} [{_fmt(row['ci_low'], '.3f')}, {_fmt(row['ci_high'], '.3f')}]"
-        seeds = f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)})"
-        lines.append(
-            f"{i:>2} {str(row['objective'])[:22]:22s} {str(row['variant'])[:9]:9s} {_fmt(row['val_auprc'], '.3f'):>9s} "
-            f"{auprc:26s} {seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_minirocket'):>17s} "
-            f"{_verdict(row, 'vs_baseline'):>17s} "
-            f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s} "
-            f"{row.get('still_rising') or '-':>6s} "
-            f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
-            f"{_fmt(row['parameters'], '.0f'):>8s}"
-        )
-    if board.height and "vs_baseline_against" in board.columns:
-        against = next((a for a in board.get_column("vs_baseline_against").to_list() if a), None)
-        if against:
-            lines.append(f"best baseline (by val): {against}; verdicts are paired differences at 95% (block bootstrap)")
-    if board.height and "still_rising" in board.columns and board.get_column("still_rising").is_not_null().any():
-        lines.append(
-            f"rising: val macro AUPRC rose by more than {STILL_RISING_TOLERANCE} between the last two encoder "
-            "snapshots (seed mean): the run had not converged at its budget"
-        )
-    return "\n".join(lines)
-
-
-# (column, type, description) of the leaderboard as a table: what the UI and reports show, in order.
-TABLE_COLUMNS: list[tuple[str, str, str]] = [
-    ("rank", "int", "Rank by val macro AUPRC (test never chooses)"),
-    ("objective", "string", "SSL objective or baseline; '(finetuned)' for the finetuned classifier"),
-    ("variant", "string", "Declared sweep variant (seed replicates pooled)"),
-    ("backbone", "string", "Encoder backbone"),
-    ("val_auprc", "float", "Val macro AUPRC, mean over seeds"),
-    ("test_auprc", "float", "Test macro AUPRC, mean over seeds"),
-    ("test_ci_low", "float", "Lower end of the 95% block-bootstrap CI of the test seed-mean"),
-    ("test_ci_high", "float", "Upper end of that CI"),
-    ("seed_sd", "float", "Standard deviation of test AUPRC over seeds (null with one seed)"),
-    ("n_seeds", "int", "Seeds pooled in this row"),
-    ("vs_reference", "string", "Paired verdict against masked_recon (same variant where it exists)"),
-    ("vs_reference_diff", "float", "Paired test macro AUPRC difference against masked_recon"),
-    ("vs_minirocket", "string", "Paired verdict against minirocket (same variant and backbone where it exists)"),
-    ("vs_minirocket_diff", "float", "Paired test macro AUPRC difference against minirocket"),
-    ("vs_baseline", "string", "Paired verdict against the best baseline by val"),
-    ("vs_baseline_diff", "float", "Paired test macro AUPRC difference against the best baseline"),
-    ("baseline", "string", "The best baseline by val, objective|variant, that vs_baseline compares against"),
-    ("recall_at_60pct", "float", "Recall at the val threshold with 60% of the pattern visible"),
-    ("ece", "float", "Expected calibration error on test"),
-    ("still_rising", "string", f"yes when val macro AUPRC rose by more than {STILL_RISING_TOLERANCE} between the "
-     "last two encoder snapshots (seed mean); no when not; empty for fixed encoders"),
-    ("curve_rise", "float", "Val macro AUPRC of the last encoder snapshot minus the one before (seed mean)"),
-    ("windows_per_s", "float", "Pretraining throughput"),
-    ("pretrain_s", "float", "Pretraining wall seconds"),
-    ("windows_seen", "int", "Windows the encoder saw while pretraining"),
-    ("embed_s", "float", "Probe embedding seconds"),
-    ("head_s", "float", "Probe head fitting seconds"),
-    ("parameters", "int", "Encoder parameters"),
-]
-
-_TABLE_SOURCES = {"test_auprc": "auprc", "test_ci_low": "ci_low", "test_ci_high": "ci_high",
-                  "vs_reference": "vs_reference_verdict", "vs_minirocket": "vs_minirocket_verdict",
-                  "vs_baseline": "vs_baseline_verdict", "baseline": "vs_baseline_against"}
-
-
-def leaderboard_records(board: pl.DataFrame) -> list[dict]:
-    """The board's rows as plain dicts keyed by :data:`TABLE_COLUMNS`, in rank order; absent values are None."""
-    records = []
-    for rank, row in enumerate(board.iter_rows(named=True), 1):
-        record = {"rank": rank}
-        for name, kind, _ in TABLE_COLUMNS[1:]:
-            value = row.get(_TABLE_SOURCES.get(name, name))
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-            if value is not None and kind == "int":
-                value = int(value)
-            elif value is not None and kind == "float":
-                value = float(value)
-            record[name] = value
-        records.append(record)
-    return records

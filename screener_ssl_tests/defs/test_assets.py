@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ from screener_ssl.defs.resources import ScreenerSettings
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 PARTITION_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
-# What one probe materialization may add to the event log: numbers, a table, paths, one small preview.
-MAX_PROBE_METADATA_BYTES = 40_000
+# What one probe materialization may add to the event log: numbers, a table, paths, a small preview per plot.
+MAX_PROBE_METADATA_BYTES = 64_000
 
 
 def _defs(**kw) -> dg.Definitions:
@@ -64,6 +65,11 @@ def test_partitions_are_exactly_the_sweeps_points_and_follow_the_sweep_file(tiny
     keys = _defs().resolve_asset_graph().get(dg.AssetKey("probe_metrics")).partitions_def.get_partition_keys()
     assert sorted(keys) == sorted(f"{o}|{v}" for o, v in sweep.points) and len(keys) == len(sweep.points) == 4
     assert "vicreg|full" not in keys  # no product of objectives x variants
+    # The finetuned classifier and its job: only the partitions whose objective has weights to finetune.
+    defs = _defs()
+    finetuned = defs.resolve_asset_graph().get(dg.AssetKey("finetuned_classifier")).partitions_def.get_partition_keys()
+    assert finetuned == [k for k in keys if not k.startswith("raw_features|")] and len(finetuned) == 3
+    assert defs.resolve_job_def("finetune_partition_job").partitions_def.get_partition_keys() == finetuned
     assert split_partition_key("vicreg|base") == ("vicreg", "base")
     with pytest.raises(ValueError, match="objective\\|variant"):
         split_partition_key("vicreg")
@@ -178,6 +184,14 @@ def _assert_probe_metadata_small_with_plots_as_files(materialization) -> None:
     for key in ("pr_curves", "earliest_detection", "reliability"):
         assert isinstance(meta[key], dg.PathMetadataValue) and _is_png_file(meta[key].value), key
         assert Path(meta[key].value).parent == Path(meta["run_dir"].value)
+        # ... and each shows as a picture: a small inline preview beside the file.
+        preview = meta[f"{key}_preview"]
+        assert isinstance(preview, dg.MarkdownMetadataValue) and "](data:image/png;base64," in preview.value, key
+    # The alert figures are means over the reachable patterns; the count stands right before them.
+    reachable = meta["reachable_patterns"].value
+    assert re.fullmatch(r"\d+ of 7 reachable at precision 0\.8", reachable), reachable
+    keys = list(meta)
+    assert keys.index("reachable_patterns") + 1 == keys.index("alerts_per_day_per_ticker")
     per_pattern = meta["per_pattern"]
     assert isinstance(per_pattern, dg.TableMetadataValue) and len(per_pattern.records) >= 1
     assert {c.name: c.type for c in per_pattern.schema.columns}["auprc"] == "float"
@@ -212,7 +226,31 @@ def _assert_leaderboard_is_a_table(meta, index: pl.DataFrame) -> None:
     assert [r.data["rank"] for r in board.records] == [1, 2]
     assert meta["dagster/row_count"].value == index.height
     assert [c.name for c in meta["dagster/column_schema"].schema.columns] == index.columns
-    assert _is_png_file(meta["macro_auprc_by_objective"].value)
+    assert _is_png_file(meta["auprc_chart"].value)
+    # The verdict first: a narrow table of the decisive columns, the report, then the whole board, whose
+    # first columns decide and whose rows say their kind.
+    assert list(meta)[:3] == ["verdict", "report", "leaderboard"]
+    verdict = meta["verdict"]
+    assert [c.name for c in verdict.schema.columns] == [
+        "#", "objective", "variant", "kind", "current", "test AUPRC [95% CI]", "rising", "vs masked_recon",
+        "vs minirocket", "vs best baseline"]
+    first = verdict.records[0].data
+    assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", first["test AUPRC [95% CI]"])
+    assert [r.data["objective"] for r in verdict.records] == [r.data["objective"] for r in board.records]
+    assert max(len(key) for key in meta) <= len("dagster/column_schema")  # the UI's label column stays narrow
+    assert [c.name for c in board.schema.columns][:9] == [
+        "rank", "objective", "variant", "kind", "current", "test_auprc", "test_ci_low", "test_ci_high", "still_rising"]
+    assert {r.data["objective"]: r.data["kind"] for r in board.records} == {
+        "masked_recon": "objective", "raw_features": "baseline"}
+    assert all(r.data["current"] is True for r in board.records)
+    report = Path(meta["report"].value)
+    assert report.name == "_report.html" and report.parent == Path(meta["parquet"].value).parent
+    page = report.read_text()
+    # each run's three probe plots, masked_recon's budget curve, the bar chart and the sweep's budget curves
+    assert page.count("<img") == 2 * 3 + 1 + 2
+    parquet = pl.read_parquet(meta["leaderboard_parquet"].value)
+    assert parquet.columns[:5] == ["rank", "objective", "variant", "kind", "current"]
+    assert all(f'data-run-id="{run_id}"' in page for run_id in parquet.get_column("run_id"))
     assert _is_png_file(meta["budget_curves"].value)  # masked_recon trains; raw_features has no curve
     assert {r.data["objective"]: r.data["still_rising"] in ("yes", "no") for r in board.records} == {
         "masked_recon": True, "raw_features": False}
@@ -324,3 +362,8 @@ def test_a_failing_blocking_check_stops_its_partitions_downstream(tiny_env, monk
     assert failed.partition == "raw_features|base"
     assert result.asset_materializations_for_node("pretrained_encoder")
     assert not result.asset_materializations_for_node("probe_metrics")
+
+
+def test_the_index_says_where_its_verdict_is():
+    description = _defs().resolve_assets_def("experiment_index").descriptions_by_key[dg.AssetKey("experiment_index")]
+    assert "Events tab" in description and "leaderboard" in description and "_report.html" in description

@@ -105,6 +105,9 @@ def test_cli_reruns_probe_metrics_for_every_defined_partition_as_tagged_sweep_jo
         assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(keys)
         for run in runs:
             assert run.job_name == "sweep_partition_job" and run.status == dg.DagsterRunStatus.SUCCESS
+            # The run is the named job's subset: the probe and its own checks, not the sweep-wide staleness check.
+            messages = [r.message or "" for r in instance.all_logs(run.run_id)]
+            assert not [m for m in messages if "did not yield" in m or "partitions_current" in m], run.run_id
             assert run.tags.items() >= sweep_run_tags(sweep, run.tags["dagster/partition"]).items()
         for key in keys:
             [record] = instance.fetch_materializations(
@@ -126,3 +129,29 @@ def test_backfill_submits_one_tagged_sweep_job_run_per_partition_to_the_run_queu
         for run in runs:
             assert run.job_name == "sweep_partition_job" and run.status == dg.DagsterRunStatus.QUEUED
             assert run.tags.items() >= sweep_run_tags(sweep, run.tags["dagster/partition"]).items()
+
+
+def test_dagster_asset_materialize_evaluates_the_staleness_check_it_brings_along(tiny_env):
+    """Dagster adds partitions_current to a subset of its assets: there it judges, after the asset landed."""
+    sweep_file = Path(tiny_env["SCREENER_SSL_SWEEP"])
+    sweep_file.write_text(TINY_SWEEP.split("objectives:")[0] + TWO_POINT_OBJECTIVES)
+    defs = _defs()
+    scratch = dg.DagsterInstance.ephemeral()
+    dg.materialize(list(defs.assets), selection=DATA_ASSETS, instance=scratch, resources=defs.resources)
+    dg.materialize(list(defs.assets), selection=["ssl_schema", "pretrained_encoder"], partition_key="raw_features|base",
+                   instance=scratch, resources=defs.resources)
+
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "screener_ssl.definitions",
+         "--select", "probe_metrics", "--partition", "raw_features|base"],
+        env={**os.environ, **tiny_env}, capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with dg.DagsterInstance.from_config(tiny_env["DAGSTER_HOME"]) as instance:
+        [run] = instance.get_runs()
+        messages = [r.message or "" for r in instance.all_logs(run.run_id)]
+        assert not [m for m in messages if "did not yield" in m]
+        key = dg.AssetCheckKey(dg.AssetKey("probe_metrics"), "partitions_current")
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        assert latest.run_id == run.run_id and latest.evaluation.passed
+        assert latest.evaluation.description == "all 1 materialized partitions of probe_metrics are current"

@@ -37,6 +37,9 @@ def test_demo_runs_named_tagged_partitions_two_at_a_time(tiny_env, capsys) -> No
     assert "4 partitions for variant 'base', 2 at a time (1 torch thread(s) each)" in out
     assert "seeds masked_recon [0, 1], one seed elsewhere" in out
     assert "vs minirocket" in out and "vs masked_recon" in out
+    header = next(line for line in out.splitlines() if "vs masked_recon" in line)
+    assert header.index("kind") < header.index("test AUPRC") < header.index("vs masked_recon") < header.index("val AUPRC")
+    assert "_report.html" in out
     assert "finetuned masked_recon|base-s0" in out
     assert "tickers scored" in out  # the demo ends with a market scan by the model chosen on val
 

@@ -88,17 +88,21 @@ def test_the_ui_lists_the_sweeps_partitions_and_shows_every_dependent_partition_
         _materialize(_defs(), instance, ["windowed_dataset"])
 
         with graphql_context(instance, tmp_path) as context:
-            partitioned = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics", "finetuned_classifier"]
+            partitioned = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics"]
             nodes = _nodes(context, partitioned, POINTS)
             for key in partitioned:
                 assert nodes[key]["isPartitioned"] and nodes[key]["partitionKeys"] == sweep_keys, key
+            # A finetune exists only where the objective has weights: raw_features has no partition to fill.
+            finetunable = [k for k in sweep_keys if not k.startswith("raw_features|")]
+            finetuned = _nodes(context, ["finetuned_classifier"], ["masked_recon|base"])["finetuned_classifier"]
+            assert finetuned["partitionKeys"] == finetunable and "raw_features|base" in sweep_keys
+            assert finetuned["staleStatusByPartition"] == ["MISSING"]
             encoder = nodes["pretrained_encoder"]
             assert encoder["partitionStats"] == {"numPartitions": len(sweep_keys), "numMaterialized": len(POINTS)}
             for key in ["ssl_schema", "pretrained_encoder", "probe_metrics"]:
                 assert nodes[key]["staleStatusByPartition"] == ["STALE"] * len(POINTS), key
                 for causes in nodes[key]["staleCausesByPartition"]:  # root causes, as the UI lists them
                     assert {"path": ["windowed_dataset"]} in [c["key"] for c in causes], key
-            assert nodes["finetuned_classifier"]["staleStatusByPartition"] == ["MISSING"] * len(POINTS)
             unrun = [k for k in sweep_keys if k not in POINTS]
             assert _nodes(context, ["pretrained_encoder"], unrun)["pretrained_encoder"]["staleStatusByPartition"] == (
                 ["MISSING"] * len(unrun)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import dagster as dg
+import yaml
 from dagster._core.test_utils import create_run_for_test
 
 from screener_ssl.definitions import build_definitions
@@ -140,3 +141,36 @@ def test_sweep_jobs_leave_out_the_cross_partition_staleness_check(tiny_env):
     assert keys == {"ssl_schema", "pretrained_encoder", "probe_metrics", "finetuned_classifier"}
     for job in ("sweep_partition_job", "finetune_partition_job"):
         assert "partitions_current" not in defs.resolve_job_def(job).graph.node_names(), job
+
+
+def test_a_stale_partition_message_names_the_job_that_reruns_it():
+    from screener_ssl.defs.staleness import _evaluation_fields
+
+    stale = {"vicreg|base": ["windowed_dataset: has a new data version"]}
+    assert "(finetune_partition_job)" in _evaluation_fields("finetuned_classifier", 3, stale)["description"]
+    assert "(sweep_partition_job)" in _evaluation_fields("probe_metrics", 3, stale)["description"]
+
+
+def test_the_shipped_instances_leave_the_community_dialog_off(tmp_path):
+    import shutil
+
+    from screener_ssl_tests.defs.servers import REPO
+
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert not instance.nux_enabled  # what the webserver asks before showing "Join the community"
+    assert yaml.safe_load((REPO / "deploy" / "postgres" / "dagster.yaml").read_text())["nux"] == {"enabled": False}
+
+
+def test_the_staleness_check_judges_only_with_the_code_locations_whole_graph(tiny_env):
+    from types import SimpleNamespace
+
+    from dagster._core.definitions.reconstruct import repository_def_from_target_def
+
+    from screener_ssl.defs.staleness import _whole_graph
+
+    defs = build_definitions(ScreenerSettings.from_env())
+    assert _whole_graph(SimpleNamespace(repository_def=defs.get_repository_def())) is not None
+    # A job executed on its own (e.g. a reconstructable job on Ray) has only its own assets: no verdict from it.
+    alone = repository_def_from_target_def(defs.resolve_job_def("sweep_partition_job"))
+    assert _whole_graph(SimpleNamespace(repository_def=alone)) is None

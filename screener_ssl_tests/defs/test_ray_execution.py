@@ -142,7 +142,7 @@ def test_two_partitions_run_concurrently_on_ray_with_the_local_artifacts(ray_env
             # Every step ran as a Ray job (dagster-ray's step handler announces the submission id).
             submitted = {r.dagster_event.step_key for r in records if "in Ray job dagster-step-" in (r.message or "")}
             # partitions_current comes with any subset of its assets (Dagster adds an asset's checks);
-            # inside a materialization run it evaluates nothing.
+            # a job run without the code location's whole graph (this reconstructable job) evaluates nothing.
             assert submitted == {"ssl_schema", "pretrained_encoder", "partitions_current"}
             assert not [r for r in records if r.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
                         and r.dagster_event.asset_check_evaluation_data.check_name == "partitions_current"]

@@ -53,6 +53,15 @@ def _stale_check_tick(defs, instance, cursor):
     return tick
 
 
+def _sensor_tick(defs, instance, cursor):
+    """One tick of the real stale_partitions_sensor, with the definitions' resources: {asset: evaluation}."""
+    sensor = defs.resolve_sensor_def("stale_partitions_sensor")
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, definitions=defs))
+    tick = _Tick({e.asset_key.to_user_string(): e for e in result.asset_events})
+    tick.cursor = result.cursor
+    return tick
+
+
 def build_sweep_state(defs, instance) -> None:
     """Data assets, two sweep points through the probe (each run observes the sweep file first), the index."""
     _materialize(defs, instance, DATA_ASSETS)
@@ -73,6 +82,9 @@ def test_a_window_change_marks_every_dependent_partition_and_the_index_stale(tin
 
         fresh = _stale_check_tick(defs, instance, None)
         assert {a: e.passed for a, e in fresh.items()} == {a: True for a in PARTITIONED + ["finetuned_classifier"]}
+        sensor_fresh = _sensor_tick(defs, instance, None)
+        assert sensor_fresh["experiment_index"].passed
+        assert [r.data["current"] for r in sensor_fresh["experiment_index"].metadata["leaderboard"].records] == [True] * 2
 
         sweep = Path(tiny_env["SCREENER_SSL_SWEEP"])
         sweep.write_text(sweep.read_text().replace("label_horizon: 5", "label_horizon: 3"))
@@ -98,6 +110,21 @@ def test_a_window_change_marks_every_dependent_partition_and_the_index_stale(tin
             assert all(p in evaluation.description for p in POINTS)
             instance.report_runless_asset_event(evaluation)
         assert _stale_check_tick(defs, instance, stale.cursor) == {}  # unchanged: nothing re-reported
+
+        # The leaderboard reads stale without a rebuild: the sensor re-evaluates index_current from the
+        # index and board on disk, each row's current column false, and says so once.
+        sensor_stale = _sensor_tick(defs, instance, sensor_fresh.cursor)
+        board_check = sensor_stale["experiment_index"]
+        assert not board_check.passed and board_check.check_name == "index_current"
+        assert board_check.description.startswith("2 of 2 leaderboard rows are out of date")
+        records = [r.data for r in board_check.metadata["leaderboard"].records]
+        assert [r["current"] for r in records] == [False, False] and list(records[0])[:5] == [
+            "rank", "objective", "variant", "kind", "current"]
+        assert "experiment_index" not in _sensor_tick(defs, instance, sensor_stale.cursor)
+        instance.report_runless_asset_event(board_check)  # as the sensor daemon stores it: the card's check
+        key = dg.AssetCheckKey(dg.AssetKey("experiment_index"), "index_current")
+        stored = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        assert stored.evaluation is not None and not stored.evaluation.passed
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey("probe_metrics"), "partitions_current")]
         )

@@ -343,6 +343,17 @@ def test_plots_return_png_bytes_and_write_files(tmp_path):
         plots.auprc_bar_png([{"label": "a", "auprc": 0.1}])
 
 
+def test_the_leaderboards_bar_chart_keeps_the_tables_rank_order():
+    rows = [  # ranked by val: the second has the best test AUPRC
+        {"label": "a", "auprc": 0.3, "ci_low": 0.2, "ci_high": 0.4},
+        {"label": "nan", "auprc": math.nan, "ci_low": math.nan, "ci_high": math.nan},
+        {"label": "b", "auprc": 0.6, "ci_low": 0.5, "ci_high": 0.7},
+        {"label": "c", "auprc": 0.1, "ci_low": 0.0, "ci_high": 0.2},
+    ]
+    assert [r["label"] for r in plots.bar_order(rows, ranked=True)] == ["a", "b", "c", "nan"]
+    assert [r["label"] for r in plots.bar_order(rows)] == ["b", "a", "c", "nan"]
+
+
 def test_thumbnail_is_a_smaller_png_of_at_most_the_width_asked():
     from PIL import Image
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
-from screener_ssl.tracking.leaderboard import TABLE_COLUMNS, format_leaderboard, leaderboard, leaderboard_records
+from screener_ssl.tracking.leaderboard import (
+    TABLE_COLUMNS,
+    format_leaderboard,
+    leaderboard,
+    leaderboard_records,
+    ordered_board,
+)
+from screener_ssl.tracking.board import verdict_table
 
 
 def _run(tmp_path, name: str, signal: float, seed: int, val: float, y: np.ndarray, base: pl.DataFrame) -> dict:
@@ -151,3 +160,113 @@ def test_verdicts_against_minirocket_and_reference_encoder_rows(tmp_path) -> Non
     assert [r for r in board.get_column("objective")][:2] == ["chart_distill", "minirocket"]  # ranked by val
     text = format_leaderboard(board)
     assert "vs minirocket" in text and "chart_distill:teacher" in text
+
+
+def _kinds_board(tmp_path) -> pl.DataFrame:
+    """A board of an objective, two registry baselines, minirocket and a run's reference encoder."""
+    rng = np.random.default_rng(2)
+    y, base = _test_rows(rng)
+    rows = []
+    for i, (objective, signal, val) in enumerate(
+        [("masked_recon", 1.0, 0.30), ("supervised", 3.0, 0.50), ("minirocket", 2.0, 0.40), ("raw_features", 0.5, 0.20),
+         ("chart_distill", 2.5, 0.45)]
+    ):
+        run = _run(tmp_path, objective, signal, 0, val, y, base)
+        row = {
+            "model_type": objective, "run_id": f"r{i}", "run_dir": run["run_dir"], "experiment.objective": objective,
+            "experiment.variant": "base", "experiment.backbone": "tcn", "run_meta.seed": 0,
+            "probe_metrics.macro.auprc": val, "probe_metrics.val.macro_auprc": val,
+        }
+        if objective == "chart_distill":
+            (tmp_path / objective / "teacher").mkdir()
+            base.with_columns(score_p=pl.Series(y + rng.standard_normal(y.shape[0]))).write_parquet(
+                tmp_path / objective / "teacher" / "probe_predictions.parquet"
+            )
+            row |= {"reference.teacher.probe_metrics.macro.auprc": 0.1, "reference.teacher.probe_metrics.val.macro_auprc": 0.1}
+        rows.append(row)
+    return leaderboard(pl.DataFrame(rows), n_boot=50)
+
+
+def test_each_row_says_its_kind_from_the_objective_registry(tmp_path) -> None:
+    board = _kinds_board(tmp_path)
+    kinds = dict(zip(board.get_column("objective"), board.get_column("kind")))
+    assert kinds == {"supervised": "baseline", "chart_distill": "objective", "minirocket": "baseline",
+                     "masked_recon": "objective", "raw_features": "baseline", "chart_distill:teacher": "reference"}
+    assert board.get_column("run_ids").to_list() == board.get_column("run_id").to_list()  # one seed each
+    assert all(Path(d).is_dir() for d in board.get_column("run_dir"))
+
+
+def test_the_printed_board_the_parquet_and_the_table_lead_with_the_verdict_in_one_order(tmp_path) -> None:
+    from screener_ssl.tracking.board import table_columns
+
+    board = _kinds_board(tmp_path).with_columns(
+        # Fields the label-budget work adds: placed by their names, budgets by k ascending.
+        labels_100_auprc=pl.lit(0.3), labels_20_auprc=pl.lit(0.2), labels_20_vs_minirocket=pl.lit("worse"),
+        labels_20_ci_low=pl.lit(0.1), labels_20_vs_supervised=pl.lit("tie"), label_efficiency=pl.lit(0.7),
+        still_rising=pl.lit(True), current=pl.lit(True),
+    )
+    names = [c.name for c in table_columns(board)]
+    assert names[:16] == [
+        "rank", "objective", "variant", "kind", "current", "test_auprc", "test_ci_low", "test_ci_high",
+        "still_rising", "vs_reference", "vs_minirocket", "vs_baseline", "label_efficiency",
+        "labels_20_auprc", "labels_20_ci_low", "labels_20_vs_supervised",
+    ]
+    assert names[16:19] == ["labels_20_vs_minirocket", "labels_100_auprc", "pretrain_s"]  # then cost, then the rest
+    assert names.index("val_auprc") > names.index("parameters")
+
+    # The Parquet: the same columns in the same order (under the board's own names), rank first.
+    parquet = ordered_board(board)
+    sources = [c.column for c in table_columns(board)]
+    assert parquet.columns[: len(sources)] == sources and parquet.get_column("rank").to_list() == list(range(1, 7))
+    assert set(parquet.columns) == set(board.columns) | {"rank"}
+    assert ordered_board(parquet).equals(parquet)  # reading it back and ordering again changes nothing
+
+    # The UI table: records and schema in that order.
+    [first, *_] = leaderboard_records(parquet)
+    assert list(first) == names and first["kind"] == "baseline" and first["objective"] == "supervised"
+
+    # The printed board: its headers in the same order.
+    header = format_leaderboard(parquet).splitlines()[0]
+    shown = ["objective", "kind", "current", "test AUPRC", "rising", "vs masked_recon", "vs minirocket",
+             "vs best baseline", "label eff.", "AUPRC@20", "AUPRC@100", "pretrain s", "params", "val AUPRC", "ECE"]
+    positions = [header.index(h) for h in shown]
+    assert positions == sorted(positions)
+    supervised = format_leaderboard(parquet).splitlines()[2]
+    assert "supervised" in supervised and "baseline" in supervised and "yes" in supervised
+
+    # The first screen's narrow table: the decisive columns as printed, the AUPRC at the smallest budget only.
+    schema, rows = verdict_table(parquet)
+    assert [name for name, _, _ in schema] == [
+        "#", "objective", "variant", "kind", "current", "test AUPRC [95% CI]", "rising", "vs masked_recon",
+        "vs minirocket", "vs best baseline", "label eff.", "AUPRC@20"]
+    assert rows[0]["objective"] == "supervised" and rows[0]["#"] == 1 and rows[0]["vs masked_recon"].startswith("better")
+    top = parquet.row(0, named=True)
+    assert rows[0]["test AUPRC [95% CI]"] == f"{top['auprc']:.3f} [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
+    assert rows[0]["test AUPRC [95% CI]"] in supervised  # the printed board's very cell
+
+
+def test_optional_columns_stay_out_of_a_board_without_them(tmp_path) -> None:
+    from screener_ssl.tracking.board import table_columns
+
+    names = [c.name for c in table_columns(_kinds_board(tmp_path))]
+    assert names == [name for name, _, _ in TABLE_COLUMNS]
+    assert not {"current", "still_rising", "label_efficiency"} & set(names)
+
+
+def test_a_row_is_current_only_when_every_run_it_pools_is() -> None:
+    from screener_ssl.tracking.currency import out_of_date_rows, with_currency
+
+    index = pl.DataFrame({
+        "run_id": ["r0", "r1", "r2", "r3"], "model_type": ["m"] * 4, "run_dir": ["d0", "d1", "d2", "d3"],
+        "experiment.partition": ["a|base-s0", "a|base-s1", "b|base", "c|base"],
+        "experiment.dataset_fingerprint": ["D", "D", "D", "old"],
+        "run_meta.sweep_point_fingerprint": ["P0", "edited", "Pb", "Pc"],
+        "probe_metrics.macro.auprc": [0.1, 0.2, 0.3, 0.4],
+    })
+    points = {"a|base-s0": "P0", "a|base-s1": "P1", "b|base": "Pb", "c|base": "Pc"}
+    board = pl.DataFrame({"objective": ["a", "b", "c", "gone"], "run_ids": ["r0,r1", "r2", "r3", "r9"]})
+    assert with_currency(board, index, "D", points).get_column("current").to_list() == [False, True, False, False]
+    assert sorted(r["run_id"] for r in out_of_date_rows(index, "D", points)) == ["r1", "r3"]  # the same reasons
+    points["a|base-s1"] = "edited"
+    assert with_currency(board, index, "D", points).get_column("current").to_list() == [True, True, False, False]
+    assert with_currency(board, index, None, points).get_column("current").to_list() == [False] * 4

@@ -1,16 +1,15 @@
 """Probe metrics per partition, the finetuned classifier, and the consolidated experiment index."""
 
 
-import json
 import os
 
 import dagster as dg
 
-from screener_ssl.data.dataset import WINDOWED_DIR, load_dataset
+from screener_ssl.data.dataset import load_dataset
 from screener_ssl.defs.metadata import OWNERS, partitioned_check, table_metadata, table_value
-from screener_ssl.defs.partitions import partition_parts
+from screener_ssl.defs.partitions import finetune_partitions, partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
-from screener_ssl.defs.sweep_file import point_fingerprints
+from screener_ssl.defs.staleness import LEADERBOARD_PARQUET, current_fingerprints, index_current_fields
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.curves import CURVE_KEY, budget_curves_by_row, record_budget_curve
 from screener_ssl.probe.curves import PLOT_FILE as CURVE_PLOT_FILE
@@ -28,10 +27,12 @@ from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
 from screener_ssl.tracking.artifacts import atomic_write_parquet
 from screener_ssl.tracking.cleanup import clean_data_root
-from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows
+from screener_ssl.tracking.currency import with_currency
 from screener_ssl.tracking.index import build_index, index_fingerprint, publish_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
-from screener_ssl.tracking.leaderboard import TABLE_COLUMNS, leaderboard, leaderboard_records
+from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_records, ordered_board
+from screener_ssl.tracking.board import table_schema, verdict_table
+from screener_ssl.tracking.report_html import PER_PATTERN_COLUMNS, REPORT_FILE, per_pattern_rows, write_report
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -47,17 +48,18 @@ PROBE_CODE_VERSION = source_version(
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
 BUDGET_CURVES_PLOT = "_budget_curves.png"
 
-PER_PATTERN_COLUMNS = [
-    ("pattern", "string", "Pattern"),
-    ("auprc", "float", "Test AUPRC"),
-    ("ci_low", "float", "Lower end of the 95% block-bootstrap CI"),
-    ("ci_high", "float", "Upper end of the 95% block-bootstrap CI"),
-    ("prevalence", "float", "Share of positive test windows (a random screener's AUPRC)"),
-    ("alerts_per_day_per_ticker", "float", "Alerts per ticker-day at the val threshold"),
-    ("precision", "float", "Precision at the val threshold"),
-    ("recall", "float", "Recall at the val threshold"),
-    ("ece", "float", "Expected calibration error on test"),
-]
+PLOT_TITLES = {
+    "pr_curves": "PR curves (test)",
+    "earliest_detection": "Earliest detection (recall by visible share of the pattern)",
+    "reliability": "Reliability (test)",
+}
+
+
+def reachable_text(macro: dict, metrics: dict) -> str:
+    """``"3 of 7 reachable at precision 0.8"``: the patterns the macro alert figures average over."""
+    target = (metrics.get("config") or {}).get("target_precision", (metrics.get("head") or {}).get("target_precision"))
+    text = macro.get("reachable") or f"{macro.get('n_reachable', '?')} reachable"
+    return f"{text} at precision {target:g}" if isinstance(target, (int, float)) else f"{text} at the precision target"
 
 
 def _num(value, spec: str = ".4f") -> str:
@@ -90,31 +92,23 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     context.log.info(
         f"{objective}|{variant}: macro AUPRC {_num(m['auprc'])} [{_num(m['ci_low'])}, {_num(m['ci_high'])}]"
     )
-    per_pattern = [
-        {
-            "pattern": name,
-            **{k: rep["auprc"][k] for k in ("auprc", "ci_low", "ci_high", "prevalence")},
-            **{k: rep["alerts"][k] for k in ("alerts_per_day_per_ticker", "precision", "recall")},
-            "ece": rep["calibration"]["ece"] if rep.get("calibration") else None,
-        }
-        for name, rep in result.metrics["per_pattern"].items()
-    ]
     earliest = m.get("earliest_detection") or {}
     return dg.MaterializeResult(
         metadata={
             "run_dir": dg.MetadataValue.path(str(run_dir)),
             "macro_auprc": _float(m["auprc"]),
             "macro_auprc_ci": dg.MetadataValue.json([m["ci_low"], m["ci_high"]]),
+            # The alert figures are means over the patterns that reach the precision target: say how many do.
+            "reachable_patterns": reachable_text(m, result.metrics),
             "alerts_per_day_per_ticker": _float(m["alerts_per_day_per_ticker"]),
             "recall_at_60pct_span": _float(earliest.get("0.6", earliest.get(0.6))),
             "ece": _float(m["ece"]),
-            "per_pattern": table_value(per_pattern, PER_PATTERN_COLUMNS),
-            # The full-size plots are files in the run dir (written by write_probe_artifacts); only a
-            # small preview of the PR curves travels inline in the event log.
+            "per_pattern": table_value(per_pattern_rows(result.metrics), PER_PATTERN_COLUMNS),
+            # The full-size plots are files in the run dir (written by write_probe_artifacts); small
+            # previews of each travel inline in the event log.
+            **{f"{key}_preview": dg.MetadataValue.md(png_markdown(thumbnail_png(result.plots[key]), title))
+               for key, title in PLOT_TITLES.items()},
             **{key: dg.MetadataValue.path(str(run_dir / name)) for key, name in PLOT_FILES.items()},
-            "pr_curves_preview": dg.MetadataValue.md(
-                png_markdown(thumbnail_png(result.plots["pr_curves"]), "PR curves (test)")
-            ),
             **({} if curve_png is None else {
                 "budget_curve": dg.MetadataValue.path(str(run_dir / CURVE_PLOT_FILE)),
                 "budget_curve_points": dg.MetadataValue.json(result.metrics[CURVE_KEY]),
@@ -170,17 +164,20 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
             result.metadata[f"{name}_macro_auprc_ci"] = dg.MetadataValue.json([macro["ci_low"], macro["ci_high"]])
         return result
 
+    finetunable = finetune_partitions(partitions)
+
     @dg.asset(
         group_name="probe",
         kinds={"torch", "parquet"},
         owners=OWNERS,
-        partitions_def=partitions,
+        # Only the partitions whose objective has weights: the others can never be filled.
+        partitions_def=finetunable,
         deps=PARTITION_DEPS,
         code_version=source_version("screener_ssl.ssl.finetune", "screener_ssl.runs.finetune") + PROBE_CODE_VERSION,
         pool="torch",
         check_specs=[
             partitioned_check(
-                "schema_matches", "finetuned_classifier", partitions,
+                "schema_matches", "finetuned_classifier", finetunable,
                 description="The finetuned encoder was trained on the windowed dataset being probed",
             )
         ],
@@ -216,23 +213,9 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     return [probe_metrics, finetuned_classifier]
 
 
-def index_current_result(index, settings: ScreenerSettings) -> dg.AssetCheckResult:
+def index_current_result(index, board, settings: ScreenerSettings) -> dg.AssetCheckResult:
     """``index_current``: the leaderboard rows computed on another dataset or sweep point, by run."""
-    dataset_json = settings.root / WINDOWED_DIR / "dataset.json"
-    current = json.loads(dataset_json.read_text())["dataset_fingerprint"] if dataset_json.exists() else None
-    stale = out_of_date_rows(index, current, point_fingerprints(settings.load_sweep()))
-    named = [f"{r['partition']} {r['model_type']} {r['run_id']}: {'; '.join(r['reasons'])}" for r in stale]
-    return dg.AssetCheckResult(
-        check_name="index_current",
-        passed=not stale,
-        description=("out of date: " + " | ".join(named)) if stale else "every leaderboard row is current",
-        metadata={
-            "out_of_date_rows": len(stale),
-            "rows_checked": leaderboard_rows(index).height,
-            "dataset_fingerprint": current or "none",
-            "rows": dg.MetadataValue.json(stale),
-        },
-    )
+    return dg.AssetCheckResult(check_name="index_current", **index_current_fields(index, board, settings))
 
 
 @dg.asset(
@@ -260,7 +243,15 @@ def index_current_result(index, settings: ScreenerSettings) -> dg.AssetCheckResu
 def experiment_index(
     context: dg.AssetExecutionContext, settings: ScreenerSettings, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    """Every run dir flattened to dotted columns: _index.csv, _index.parquet and DuckDB table experiment_index."""
+    """The leaderboard and every run dir flattened to dotted columns (_index.csv, _index.parquet, DuckDB table
+    experiment_index).
+
+    Where the verdict is: this asset's latest materialization (Events tab) opens with the ``leaderboard``
+    table (objective, kind, current, test AUPRC with CI, the paired verdicts, the label budgets, then cost);
+    ``report`` is the same board as one HTML page with every row's plots (models/_report.html), and
+    ``_leaderboard.parquet`` the board as a file. The ``index_current`` check (Checks tab) says whether the
+    rows are still current, kept up to date by stale_partitions_sensor without a rebuild.
+    """
     models_root = settings.root / "models"
     cleaned = clean_data_root(settings.root)
     problems: list[dict[str, str]] = []
@@ -268,40 +259,48 @@ def experiment_index(
     for problem in problems:
         context.log.warning(f"left out of the index: {problem['error']}")
     paths = publish_index(index, models_root, warehouse.get_connection)
-    board = leaderboard(index)
+    dataset_fingerprint, points = current_fingerprints(settings)
+    board = ordered_board(with_currency(leaderboard(index), index, dataset_fingerprint, points))
+    # The verdict first: the decisive columns (narrow enough for the first screen), the report, then the
+    # whole board and its chart lead the materialization's metadata. Keys stay short: the longest sets
+    # the width of the UI's label column, and so what is left for the tables.
+    verdict_schema, verdict_records = verdict_table(board)
+    metadata = {"verdict": table_value(verdict_records, verdict_schema)}
+    if board.height:
+        metadata["report"] = dg.MetadataValue.path(str(models_root / REPORT_FILE))
+    metadata["leaderboard"] = table_value(leaderboard_records(board), table_schema(board))
     if board.height:
         # The verdicts (seed-pooled, paired, ranked by val) beside the per-run index.
-        atomic_write_parquet(models_root / "_leaderboard.parquet", board)
-    rows = [
-        {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-        for r in board.iter_rows(named=True)
-    ]
-    metadata = {
+        atomic_write_parquet(models_root / LEADERBOARD_PARQUET, board)
+        # Ranked as the table ranks (by val), best on top; test AUPRC with its CI.
+        rows = [
+            {"label": f"{r['objective']}|{r['variant']}", "auprc": r["auprc"], "ci_low": r["ci_low"],
+             "ci_high": r["ci_high"]}
+            for r in board.iter_rows(named=True)
+        ]
+        chart = models_root / LEADERBOARD_PLOT
+        png = auprc_bar_png(rows, path=chart, title="Macro AUPRC (test) with 95% CI, ranked by val", ranked=True)
+        curves = budget_curves_by_row(board)
+        if curves:  # every trained row's seed-mean val AUPRC against windows seen
+            curve_chart = models_root / BUDGET_CURVES_PLOT
+            curve_png = budget_curve_png(curves, path=curve_chart, title="Budget curves: val macro AUPRC vs windows seen",
+                                         splits=("val",))
+            metadata["budget_curves"] = dg.MetadataValue.path(str(curve_chart))
+            metadata["budget_curves_preview"] = dg.MetadataValue.md(
+                png_markdown(thumbnail_png(curve_png), "val macro AUPRC vs windows seen, per objective")
+            )
+        write_report(board, models_root)  # after the charts: the report embeds the index dir's plots
+        metadata["auprc_chart_preview"] = dg.MetadataValue.md(png_markdown(thumbnail_png(png), "macro AUPRC by objective"))
+        metadata["auprc_chart"] = dg.MetadataValue.path(str(chart))
+        metadata["leaderboard_parquet"] = dg.MetadataValue.path(str(models_root / LEADERBOARD_PARQUET))
+    metadata |= {
         "runs": index.height,
         "columns": index.width,
         "csv": dg.MetadataValue.path(str(paths["csv"])),
         "parquet": dg.MetadataValue.path(str(paths["parquet"])),
-        # Ranked by val macro AUPRC; test reported with block-bootstrap CIs; verdicts are paired differences.
-        "leaderboard": table_value(leaderboard_records(board), TABLE_COLUMNS),
         **table_metadata(index, index.height,
                          table_name="warehouse.main.experiment_index" if index.height else None),
     }
-    if rows:
-        chart = models_root / LEADERBOARD_PLOT
-        png = auprc_bar_png(rows, path=chart, title="Macro AUPRC (test) with 95% CI")
-        metadata["macro_auprc_by_objective"] = dg.MetadataValue.path(str(chart))
-        metadata["macro_auprc_by_objective_preview"] = dg.MetadataValue.md(
-            png_markdown(thumbnail_png(png), "macro AUPRC by objective")
-        )
-    curves = budget_curves_by_row(board)
-    if curves:  # every trained row's seed-mean val AUPRC against windows seen
-        chart = models_root / BUDGET_CURVES_PLOT
-        png = budget_curve_png(curves, path=chart, title="Budget curves: val macro AUPRC vs windows seen",
-                               splits=("val",))
-        metadata["budget_curves"] = dg.MetadataValue.path(str(chart))
-        metadata["budget_curves_preview"] = dg.MetadataValue.md(
-            png_markdown(thumbnail_png(png), "val macro AUPRC vs windows seen, per objective")
-        )
     metadata["cleaned"] = dg.MetadataValue.json(cleaned)
     context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
     return dg.MaterializeResult(
@@ -313,7 +312,7 @@ def experiment_index(
                 passed=not problems,
                 metadata={"unreadable_runs": len(problems), "problems": dg.MetadataValue.json(problems)},
             ),
-            index_current_result(index, settings),
+            index_current_result(index, board, settings),
         ],
     )
 

@@ -16,6 +16,9 @@ by the trainer loop, so a module that declares nothing extra registers and train
 - ``needs_labels`` (False): the run loads the dataset with its pattern labels.
 - ``backbone_kind`` (None): replaces the sweep's ``backbone.kind`` (e.g. ``raw_window``).
 - ``finetunable`` (True): False = there are no weights to finetune end to end.
+- ``is_baseline`` (False): a baseline, a candidate for the leaderboard's best baseline.
+- ``kind`` (None): the leaderboard's kind column when it is not what ``is_baseline`` says
+  (``minirocket``: a baseline with a verdict column of its own, not a best-baseline candidate).
 - ``collapse_rule`` (``"std_and_rank"``): how :func:`screener_ssl.ssl.checks.judge_collapse`
   reads the held-out collapse report (``"rank_only"`` for inputs with constant channels by design).
 - ``sampler_settings(config)`` ({}): extra :class:`WindowSampler` arguments for this config
@@ -125,6 +128,12 @@ class Objective(nn.Module):
     is_baseline: ClassVar[bool] = False  # a reference row (paired verdicts compare runs with the best one)
     # For an entry the array API (``screener_ssl.ssl.pretrain``) cannot train: what to use instead.
     array_api_note: ClassVar[str | None] = None
+    kind: ClassVar[str | None] = None  # the leaderboard's kind; None = "baseline" if is_baseline else "objective"
+
+    @classmethod
+    def leaderboard_kind(cls) -> str:
+        """What the leaderboard calls this entry's rows: ``objective`` or ``baseline``."""
+        return cls.kind or ("baseline" if cls.is_baseline else "objective")
 
     def __init__(self, backbone: SSLBackbone, config: ObjectiveConfig) -> None:
         super().__init__()

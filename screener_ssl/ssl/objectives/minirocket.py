@@ -19,6 +19,7 @@ class MiniRocketBaseline(Objective):
     name = "minirocket"
     trains = False
     finetunable = False  # no weights
+    kind = "baseline"  # compared with in a verdict column of its own, so not a best-baseline candidate
     # PPV features of the constant mask channels and censored fields are constant by design.
     collapse_rule = "rank_only"
     array_api_note = (
