@@ -92,6 +92,8 @@ def write_classifier_run(
         "train_windows": result.train_windows,
         "positive_windows": result.positive_windows,
         "val_windows": int(len(result.val_positions)),
+        "selected_step": result.selected_step,
+        "val_selection": result.selection_history,
         "prior_shift": dict(zip(dataset.patterns, result.prior_shift)),
     }
     context = dict(run_context or {})
