@@ -3,6 +3,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -14,6 +15,13 @@ from screener_ssl.defs.sweep_file import point_fingerprints
 from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.plots import auprc_bar_png, png_markdown, thumbnail_png
 from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.probe.label_budgets import (
+    BUDGET_PLOT_FILE,
+    BUDGET_PREDICTIONS_FILE,
+    METRICS_KEY as BUDGET_METRICS_KEY,
+    write_label_budget_artifacts,
+)
+from screener_ssl.runs.label_budgets import probe_label_budgets
 from screener_ssl.runs.probe import probe_reference_encoders
 from screener_ssl.runs.finetune import (
     NotFinetunableError,
@@ -23,7 +31,7 @@ from screener_ssl.runs.finetune import (
 )
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
-from screener_ssl.tracking.artifacts import atomic_write_parquet
+from screener_ssl.tracking.artifacts import atomic_write_parquet, to_jsonable
 from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
@@ -38,7 +46,10 @@ PARTITION_DEPS = [
     dg.AssetKey("pattern_labels"),
 ]
 
-PROBE_CODE_VERSION = source_version("screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics")
+PROBE_CODE_VERSION = source_version(
+    "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics", "screener_ssl.probe.label_budgets",
+    "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
+)
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
 
 PER_PATTERN_COLUMNS = [
@@ -65,8 +76,25 @@ def _float(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> dg.MaterializeResult:
-    """Probe the encoder in ``run_dir`` and describe the outcome; shared by both probed assets."""
+def budget_metadata(metrics: dict, run_dir: Path) -> dict:
+    """Per label budget: macro AUPRC and its CI pooled over draws, the summary, and the label-efficiency plot."""
+    out: dict = {}
+    for budget, rep in metrics["per_budget"].items():
+        out[f"labels_{budget}_auprc"] = _float(rep["auprc"])
+        out[f"labels_{budget}_auprc_ci"] = dg.MetadataValue.json([rep["ci_low"], rep["ci_high"]])
+    out["label_efficiency"] = _float(metrics["label_efficiency"])
+    out["label_efficiency_plot"] = dg.MetadataValue.path(str(run_dir / BUDGET_PLOT_FILE))
+    return out
+
+
+def probe_run_dir(
+    context, settings: ScreenerSettings, run_dir, stage: str, finetune_source: Path | None = None
+) -> dg.MaterializeResult:
+    """Probe the encoder in ``run_dir`` (full labels, then every label budget) and describe the outcome.
+
+    Shared by both probed assets; ``finetune_source`` (the pretrained run a finetune started
+    from) makes every label budget finetune that encoder again on the budget's labelled rows.
+    """
     objective, variant = partition_parts(context)
     point = settings.load_sweep().point(objective, variant)
     dataset = load_dataset(settings.root)
@@ -75,7 +103,20 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     except SchemaMismatchError as exc:
         raise dg.Failure(description=f"{stage} for {objective}|{variant}: {exc}") from exc
     encoder = load_encoder(run_dir)
-    result = run_probe(encoder, dataset, ProbeConfig(**point.probe), augment=point.augment, log=context.log.info)
+    config = ProbeConfig(**point.probe)
+    result = run_probe(encoder, dataset, config, augment=point.augment, log=context.log.info)
+    budgets = None
+    if config.label_budgets:
+        budgets = probe_label_budgets(
+            point, dataset, run_dir, config, full=result.metrics["macro"], finetune_source=finetune_source,
+            log=context.log.info,
+        )
+        result.metrics[BUDGET_METRICS_KEY] = to_jsonable(budgets.metrics)
+        # Before probe_metrics.json: a run the index reads has its budget predictions beside it.
+        write_label_budget_artifacts(budgets, run_dir)
+    else:
+        for name in (BUDGET_PREDICTIONS_FILE, BUDGET_PLOT_FILE):
+            (run_dir / name).unlink(missing_ok=True)  # from an earlier probe with budgets
     write_probe_artifacts(result, run_dir)
     m = result.metrics["macro"]
     context.log.info(
@@ -106,6 +147,7 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
             "pr_curves_preview": dg.MetadataValue.md(
                 png_markdown(thumbnail_png(result.plots["pr_curves"]), "PR curves (test)")
             ),
+            **(budget_metadata(budgets.metrics, run_dir) if budgets is not None else {}),
         },
         data_version=dg.DataVersion(fingerprint({"run": str(run_dir), "schema": schema.fingerprint, "macro": m})),
         check_results=[
@@ -193,7 +235,7 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
         except SchemaMismatchError as exc:
             raise dg.Failure(description=f"cannot finetune {source}: {exc}") from exc
         record_partition_run(settings.root, finetuned_name(objective), variant, run_dir, version)
-        result = probe_run_dir(context, settings, run_dir, "finetuned_classifier")
+        result = probe_run_dir(context, settings, run_dir, "finetuned_classifier", finetune_source=source)
         result.metadata["source_run_dir"] = dg.MetadataValue.path(str(source))
         return result
 

@@ -99,6 +99,8 @@ class FitJob:
     augment: "AugmentConfig"
     config: dict[str, Any]  # the objective's settings from the sweep (not yet resolved)
     checkpoint: Path | None = None  # where a killed run resumes from
+    # A label budget: an entry that needs labels reads only these train windows' labels (None = all).
+    labelled_rows: Any = None  # int64 [n] positions into the window index
 
 
 class ObjectiveConfig(BaseModel):
