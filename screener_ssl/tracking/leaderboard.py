@@ -83,6 +83,29 @@ COLUMNS = {
 }
 
 
+BUDGET_PREDICTIONS_FILE = "probe_budget_predictions.parquet"
+SUPERVISED_OBJECTIVE = "supervised"
+_BUDGET_PREFIX = "probe_metrics.label_budgets.per_budget."
+
+
+def label_budgets_of(index: pl.DataFrame) -> list[int]:
+    """The label budgets (labelled train tickers) any run of ``index`` was probed at, ascending."""
+    found = set()
+    for column in index.columns:
+        if column.startswith(_BUDGET_PREFIX) and column.endswith(".auprc"):
+            found.add(int(column[len(_BUDGET_PREFIX):-len(".auprc")]))
+    return sorted(found)
+
+
+def _budget_columns(index: pl.DataFrame) -> dict[str, str]:
+    """Index column -> run column of each budget's per-run result (a fallback without predictions)."""
+    out = {"probe_metrics.label_budgets.train_tickers": "label_train_tickers"}
+    for k in label_budgets_of(index):
+        for field in ("auprc", "ci_low", "ci_high"):
+            out[f"{_BUDGET_PREFIX}{k}.{field}"] = f"labels_{k}_run_{field}"
+    return out
+
+
 def _reference_names(index: pl.DataFrame) -> list[str]:
     prefix, suffix = f"{REFERENCE_PREFIX}.", ".probe_metrics.macro.auprc"
     return sorted({c[len(prefix):-len(suffix)] for c in index.columns if c.startswith(prefix) and c.endswith(suffix)})
@@ -112,21 +135,22 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
     """
     if index.height == 0 or "probe_metrics.macro.auprc" not in index.columns:
         return pl.DataFrame(schema={name: pl.String for name in COLUMNS.values()})
-    present = {src: dst for src, dst in COLUMNS.items() if src in index.columns}
+    columns = COLUMNS | _budget_columns(index)
+    present = {src: dst for src, dst in columns.items() if src in index.columns}
     tables = [index.select([pl.col(src).alias(dst) for src, dst in present.items()])]
     tables += [_reference_rows(index, name) for name in _reference_names(index)]
     numeric = ["auprc", "val_auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision",
                "recall_at_60pct", "ece", "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
-               "head_s", "parameters"]
+               "head_s", "parameters", *_budget_columns(index).values()]
     typed = []
     for table in tables:
-        for dst in COLUMNS.values():
+        for dst in columns.values():
             if dst not in table.columns:
                 table = table.with_columns(pl.lit(None).alias(dst))
-        table = table.select(list(COLUMNS.values()))
+        table = table.select(list(columns.values()))
         table = table.with_columns(
             [pl.col(c).cast(pl.Float64, strict=False) for c in numeric]
-            + [pl.col(c).cast(pl.String) for c in COLUMNS.values() if c not in (*numeric, "seed", "n_reachable")]
+            + [pl.col(c).cast(pl.String) for c in columns.values() if c not in (*numeric, "seed", "n_reachable")]
             + [pl.col("seed").cast(pl.Int64, strict=False).fill_null(0),
                pl.col("n_reachable").cast(pl.Int64, strict=False)]
         )
@@ -141,6 +165,19 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
         variant=pl.col("variant").str.replace(r"-s\d+$", ""),
     )
     return table.sort("run_id").group_by(["objective", "variant", "backbone", "model_type", "seed"]).last()
+
+
+def _budget_predictions(run_dir: str, budget: int, cache: dict) -> list[pl.DataFrame] | None:
+    """One test prediction frame per draw of ``budget`` (draw order), or None when the run has none."""
+    if ("budgets", run_dir) not in cache:
+        path = Path(run_dir) / BUDGET_PREDICTIONS_FILE
+        cache[("budgets", run_dir)] = pl.read_parquet(path).filter(pl.col("split") == "test") if path.is_file() else None
+    frame = cache[("budgets", run_dir)]
+    if frame is None:
+        return None
+    mine = frame.filter(pl.col("budget") == budget)
+    draws = sorted(mine.get_column("draw").unique().to_list())
+    return [mine.filter(pl.col("draw") == d).drop(["budget", "draw"]) for d in draws] or None
 
 
 def _predictions(run_dir: str, cache: dict) -> pl.DataFrame | None:
@@ -182,6 +219,7 @@ def leaderboard(
     reference: str = REFERENCE_OBJECTIVE,
     n_boot: int = 200,
     minirocket: str = MINIROCKET_OBJECTIVE,
+    supervised: str = SUPERVISED_OBJECTIVE,
 ) -> pl.DataFrame:
     """One row per (objective, variant, backbone, model type) pooling its seeds, best val AUPRC first.
 
@@ -190,6 +228,14 @@ def leaderboard(
     and ``vs_baseline``: ``_diff``, ``_ci_low``, ``_ci_high``, ``_verdict`` and
     ``_against`` (``objective|variant``). They need the runs'
     ``probe_predictions.parquet``; without them, or without the other side, they are null.
+
+    Label budgets (see :mod:`screener_ssl.probe.label_budgets`), per budget ``k`` the runs were
+    probed at: ``labels_{k}_auprc`` (test macro AUPRC, mean over seeds and draws), its
+    block-bootstrap CI ``labels_{k}_ci_low`` / ``labels_{k}_ci_high``, and the paired verdicts
+    ``labels_{k}_vs_supervised`` / ``labels_{k}_vs_minirocket`` ("better"/"worse"/"tie", with
+    ``_diff``) against ``supervised`` and ``minirocket`` at the same budget: every draw of both
+    sides on the rows all of them scored, one set of bootstrap draws. ``label_efficiency`` is
+    the AUPRC at the smallest budget (``label_efficiency_budget``).
     """
     runs = latest_runs(index)
     if runs.height == 0:
@@ -216,8 +262,10 @@ def leaderboard(
             pl.col("ci_low").first().alias("run_ci_low"),
             pl.col("ci_high").first().alias("run_ci_high"),
             pl.col("reachable").first(),
+            *[pl.col(c).mean() for c in runs.columns if c.startswith("labels_") or c == "label_train_tickers"],
         )
     )
+    budgets = label_budgets_of(index)
     rows = groups.to_dicts()
     cache: dict = {}
     # A run's resampled macro AUPRC on one row set, shared by its pooled CI and its three verdicts.
@@ -255,8 +303,60 @@ def leaderboard(
         same_backbone = [r for r in same_variant if r["backbone"] == row["backbone"]]
         return by_val(same_backbone or same_variant or candidates)
 
+    def budget_frames(row: dict, k: int) -> tuple[list[pl.DataFrame], list[tuple]] | None:
+        frames, keys = [], []
+        for d in row["run_dir"]:
+            per_draw = _budget_predictions(d, k, cache)
+            if per_draw is None:
+                return None
+            frames += per_draw
+            keys += [(d, k, i) for i in range(len(per_draw))]
+        return frames, keys
+
+    def budget_columns(row: dict, k: int) -> None:
+        """``labels_{k}_*``: the pooled AUPRC and CI over seeds x draws, and the paired verdicts at budget k."""
+        prefix = f"labels_{k}"
+        row[f"{prefix}_auprc"] = row.get(f"{prefix}_run_auprc")
+        row[f"{prefix}_ci_low"] = row.get(f"{prefix}_run_ci_low")  # one seed's CI until the pooled one replaces it
+        row[f"{prefix}_ci_high"] = row.get(f"{prefix}_run_ci_high")
+        for side in ("supervised", "minirocket"):
+            for field in ("", "_diff", "_against"):
+                row[f"{prefix}_vs_{side}{field}"] = None
+        mine = budget_frames(row, k)
+        if mine is None:
+            return
+        shared = _shared_rows(mine[0])
+        if shared is not None:
+            y, scores, design, on = shared
+            pooled = pooled_macro_comparison(
+                y, scores, design=design, n_boot=n_boot, memo=resamples, keys_a=[(*key, on) for key in mine[1]]
+            )
+            row[f"{prefix}_auprc"] = pooled["auprc_a"]
+            row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"] = pooled["ci_low"], pooled["ci_high"]
+        for side, objective in (("supervised", supervised), ("minirocket", minirocket)):
+            other = counterpart(row, objective)
+            theirs = None if other is None or other is row else budget_frames(other, k)
+            if theirs is None:
+                continue
+            both = _shared_rows(mine[0] + theirs[0])
+            if both is None:
+                continue
+            y, scores, design, on = both
+            n = len(mine[0])
+            out = pooled_macro_comparison(
+                y, scores[:n], scores[n:], design=design, n_boot=n_boot, memo=resamples,
+                keys_a=[(*key, on) for key in mine[1]], keys_b=[(*key, on) for key in theirs[1]],
+            )
+            row[f"{prefix}_vs_{side}"] = out["verdict"]
+            row[f"{prefix}_vs_{side}_diff"] = out["diff"]
+            row[f"{prefix}_vs_{side}_against"] = f"{other['objective']}|{other['variant']}"
+
     best_baseline = by_val([r for r in rows if r["objective"] in set(baselines)])
     for row in rows:
+        for k in budgets:
+            budget_columns(row, k)
+        row["label_efficiency"] = row.get(f"labels_{budgets[0]}_auprc") if budgets else None
+        row["label_efficiency_budget"] = budgets[0] if budgets else None
         frames = frames_of(row)
         shared = None if frames is None else _shared_rows(frames)
         if shared is not None:
@@ -271,7 +371,8 @@ def leaderboard(
         compare(row, counterpart(row, minirocket), "vs_minirocket")
         compare(row, best_baseline, "vs_baseline")
     board = pl.DataFrame(
-        [{k: v for k, v in r.items() if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high")}
+        [{k: v for k, v in r.items()
+          if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high") and "_run_" not in k}
          | {"seeds": ",".join(str(s) for s in r["seed"])} for r in rows],
         infer_schema_length=None,
     )
@@ -291,13 +392,42 @@ def _verdict(row: dict, prefix: str) -> str:
     return f"{verdict} {_fmt(row[f'{prefix}_diff'], '+.3f')}"
 
 
+_VERDICT_MARK = {"better": "+", "worse": "-", "tie": "="}
+
+
+def board_budgets(board: pl.DataFrame) -> list[int]:
+    """The label budgets a leaderboard carries columns for (``labels_{k}_auprc``), ascending."""
+    return sorted(int(c[len("labels_"):-len("_auprc")]) for c in board.columns
+                  if c.startswith("labels_") and c.endswith("_auprc") and c[len("labels_"):-len("_auprc")].isdigit())
+
+
+def _budget_cell(row: dict, k: int) -> str:
+    """``AUPRC [CI] s<mark> m<mark>``: the paired verdicts vs supervised and minirocket at budget k."""
+    auprc = row.get(f"labels_{k}_auprc")
+    if auprc is None or (isinstance(auprc, float) and math.isnan(auprc)):
+        return "-"
+    marks = "".join(
+        f" {side}{_VERDICT_MARK.get(row.get(f'labels_{k}_vs_{name}') or '', '.')}"
+        for side, name in (("s", "supervised"), ("m", "minirocket"))
+    )
+    return f"{auprc:.3f} [{_fmt(row.get(f'labels_{k}_ci_low'), '.3f')},{_fmt(row.get(f'labels_{k}_ci_high'), '.3f')}]{marks}"
+
+
 def format_leaderboard(board: pl.DataFrame) -> str:
-    """A fixed-width table for the terminal: ranked by val, test reported with its pooled CI and seed spread."""
+    """A fixed-width table for the terminal: ranked by val, test reported with its pooled CI and seed spread.
+
+    With label budgets, one column per budget ``k`` (``@k tickers``): test macro AUPRC pooled over
+    seeds and draws, its CI, and the paired verdicts against supervised (``s``) and minirocket
+    (``m``) at that budget: ``+`` better, ``-`` worse, ``=`` tie, ``.`` not compared.
+    """
+    budgets = board_budgets(board)
+    budget_width = 29
     header = (
         f"{'#':>2} {'objective':22s} {'variant':9s} {'val AUPRC':>9s} {'test AUPRC [95% block CI]':26s} "
         f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs minirocket':>17s} {'vs best baseline':>17s} "
         f"{'recall@60%':>10s} {'ECE':>6s} "
         f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
+        + "".join(f" {f'@{k} tickers: AUPRC [CI] vs s/m':{budget_width}s}" for k in budgets)
     )
     lines = [header, "-" * len(header)]
     for i, row in enumerate(board.iter_rows(named=True), 1):
@@ -310,11 +440,18 @@ def format_leaderboard(board: pl.DataFrame) -> str:
             f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s} "
             f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
             f"{_fmt(row['parameters'], '.0f'):>8s}"
+            + "".join(f" {_budget_cell(row, k):{budget_width}s}" for k in budgets)
         )
     if board.height and "vs_baseline_against" in board.columns:
         against = next((a for a in board.get_column("vs_baseline_against").to_list() if a), None)
         if against:
             lines.append(f"best baseline (by val): {against}; verdicts are paired differences at 95% (block bootstrap)")
+    if budgets:
+        lines.append(
+            f"@k tickers: only k train tickers labelled (mean over seeds x draws); s/m = paired verdict vs "
+            f"supervised / minirocket retrained on the same labelled rows: + better, - worse, = tie; "
+            f"label_efficiency = AUPRC @{budgets[0]}"
+        )
     return "\n".join(lines)
 
 
@@ -337,6 +474,8 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("vs_baseline", "string", "Paired verdict against the best baseline by val"),
     ("vs_baseline_diff", "float", "Paired test macro AUPRC difference against the best baseline"),
     ("baseline", "string", "The best baseline by val, objective|variant, that vs_baseline compares against"),
+    ("label_efficiency", "float", "Test macro AUPRC at the smallest label budget (few labelled tickers)"),
+    ("label_efficiency_budget", "int", "The smallest label budget, in labelled train tickers"),
     ("recall_at_60pct", "float", "Recall at the val threshold with 60% of the pattern visible"),
     ("ece", "float", "Expected calibration error on test"),
     ("windows_per_s", "float", "Pretraining throughput"),
@@ -352,12 +491,32 @@ _TABLE_SOURCES = {"test_auprc": "auprc", "test_ci_low": "ci_low", "test_ci_high"
                   "vs_baseline": "vs_baseline_verdict", "baseline": "vs_baseline_against"}
 
 
+def budget_table_columns(budgets: list[int]) -> list[tuple[str, str, str]]:
+    """(column, type, description) of each label budget's leaderboard fields."""
+    out = []
+    for k in budgets:
+        out += [
+            (f"labels_{k}_auprc", "float", f"Test macro AUPRC with {k} labelled train tickers (mean over seeds x draws)"),
+            (f"labels_{k}_ci_low", "float", f"Lower end of the 95% block-bootstrap CI at {k} labelled tickers"),
+            (f"labels_{k}_ci_high", "float", "Upper end of that CI"),
+            (f"labels_{k}_vs_supervised", "string", f"Paired verdict vs supervised retrained on the same {k} tickers"),
+            (f"labels_{k}_vs_minirocket", "string", f"Paired verdict vs minirocket fitted on the same {k} tickers"),
+        ]
+    return out
+
+
+def table_columns(board: pl.DataFrame) -> list[tuple[str, str, str]]:
+    """:data:`TABLE_COLUMNS` plus the label-budget fields ``board`` carries (after the test AUPRC columns)."""
+    at = [name for name, _, _ in TABLE_COLUMNS].index("seed_sd")
+    return TABLE_COLUMNS[:at] + budget_table_columns(board_budgets(board)) + TABLE_COLUMNS[at:]
+
+
 def leaderboard_records(board: pl.DataFrame) -> list[dict]:
-    """The board's rows as plain dicts keyed by :data:`TABLE_COLUMNS`, in rank order; absent values are None."""
+    """The board's rows as plain dicts keyed by :func:`table_columns`, in rank order; absent values are None."""
     records = []
     for rank, row in enumerate(board.iter_rows(named=True), 1):
         record = {"rank": rank}
-        for name, kind, _ in TABLE_COLUMNS[1:]:
+        for name, kind, _ in table_columns(board)[1:]:
             value = row.get(_TABLE_SOURCES.get(name, name))
             if isinstance(value, float) and math.isnan(value):
                 value = None

@@ -13,7 +13,7 @@ from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.defs.sweep_file import point_fingerprints
 from screener_ssl.fingerprint import fingerprint
-from screener_ssl.probe.plots import auprc_bar_png, png_markdown, thumbnail_png
+from screener_ssl.probe.plots import auprc_bar_png, label_efficiency_png, png_markdown, thumbnail_png
 from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig, run_probe, write_probe_artifacts
 from screener_ssl.probe.label_budgets import (
     BUDGET_PLOT_FILE,
@@ -36,7 +36,12 @@ from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows
 from screener_ssl.tracking.index import build_index, index_fingerprint, write_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
-from screener_ssl.tracking.leaderboard import TABLE_COLUMNS, leaderboard, leaderboard_records
+from screener_ssl.tracking.leaderboard import (
+    board_budgets,
+    leaderboard,
+    leaderboard_records,
+    table_columns,
+)
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -51,6 +56,7 @@ PROBE_CODE_VERSION = source_version(
     "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
 )
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
+LABEL_EFFICIENCY_PLOT = "_label_efficiency.png"
 
 PER_PATTERN_COLUMNS = [
     ("pattern", "string", "Pattern"),
@@ -242,6 +248,23 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
     return [probe_metrics, finetuned_classifier]
 
 
+def sweep_label_efficiency(board) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Per leaderboard row with label budgets: (labelled tickers, AUPRC, CI) per budget, then full labels."""
+    budgets = board_budgets(board)
+    curves: dict[str, list[tuple[float, float, float, float]]] = {}
+    for row in board.iter_rows(named=True) if budgets else []:
+        points = [
+            (float(k), row[f"labels_{k}_auprc"], row[f"labels_{k}_ci_low"], row[f"labels_{k}_ci_high"])
+            for k in budgets if row.get(f"labels_{k}_auprc") is not None
+        ]
+        if not points:
+            continue
+        if row.get("label_train_tickers"):
+            points.append((float(row["label_train_tickers"]), row["auprc"], row["ci_low"], row["ci_high"]))
+        curves[f"{row['objective']}|{row['variant']}"] = points
+    return curves
+
+
 def index_current_result(index, settings: ScreenerSettings) -> dg.AssetCheckResult:
     """``index_current``: the leaderboard rows computed on another dataset or sweep point, by run."""
     dataset_json = settings.root / WINDOWED_DIR / "dataset.json"
@@ -310,7 +333,7 @@ def experiment_index(
         "csv": dg.MetadataValue.path(str(paths["csv"])),
         "parquet": dg.MetadataValue.path(str(paths["parquet"])),
         # Ranked by val macro AUPRC; test reported with block-bootstrap CIs; verdicts are paired differences.
-        "leaderboard": table_value(leaderboard_records(board), TABLE_COLUMNS),
+        "leaderboard": table_value(leaderboard_records(board), table_columns(board)),
         **table_metadata(index, index.height,
                          table_name="warehouse.main.experiment_index" if index.height else None),
     }
@@ -320,6 +343,14 @@ def experiment_index(
         metadata["macro_auprc_by_objective"] = dg.MetadataValue.path(str(chart))
         metadata["macro_auprc_by_objective_preview"] = dg.MetadataValue.md(
             png_markdown(thumbnail_png(png), "macro AUPRC by objective")
+        )
+    curves = sweep_label_efficiency(board)
+    if curves:
+        chart = models_root / LABEL_EFFICIENCY_PLOT
+        png = label_efficiency_png(curves, path=chart)
+        metadata["label_efficiency"] = dg.MetadataValue.path(str(chart))
+        metadata["label_efficiency_preview"] = dg.MetadataValue.md(
+            png_markdown(thumbnail_png(png), "test macro AUPRC vs labelled train tickers")
         )
     metadata["cleaned"] = dg.MetadataValue.json(cleaned)
     context.log.info(f"indexed {index.height} runs into {paths['parquet']}")
