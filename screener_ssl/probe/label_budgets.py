@@ -42,7 +42,11 @@ BUDGET_PREDICTIONS_FILE = "probe_budget_predictions.parquet"
 BUDGET_PLOT_FILE = "probe_label_efficiency.png"
 METRICS_KEY = "label_budgets"
 
-EncoderForDraw = Callable[[LabelDraw], Encoder]
+@dataclass(frozen=True)
+class RetrainPerDraw:
+    """An encoder trained on each draw's labelled rows: ``build(draw)`` returns it (e.g. supervised, a finetune)."""
+
+    build: Callable[[LabelDraw], Encoder]
 
 
 @dataclass
@@ -66,7 +70,7 @@ def draw_train_positions(dataset: Dataset, config: ProbeConfig, draw: LabelDraw,
 
 
 def run_label_budgets(
-    encoder: Encoder | EncoderForDraw,
+    encoder: Encoder | RetrainPerDraw,
     dataset: Dataset,
     config: ProbeConfig,
     full: dict | None = None,
@@ -75,8 +79,9 @@ def run_label_budgets(
 ) -> LabelBudgetResult:
     """Probe at every label budget of ``config``; ``full`` is the full-label probe's macro (for the curve).
 
-    ``encoder`` is a frozen :class:`Encoder` or a callable building one per draw from that
-    draw's labelled rows. ``draws`` defaults to :func:`label_draws` of ``config``.
+    ``encoder`` is a frozen encoder (anything with ``embed_dim`` that :func:`embed_positions`
+    embeds: an :class:`Encoder`, MiniRocket's) or a :class:`RetrainPerDraw` building one per draw
+    from that draw's labelled rows. ``draws`` defaults to :func:`label_draws` of ``config``.
     """
     if dataset.labels is None or not dataset.patterns:
         raise ValueError("run_label_budgets needs a dataset with labels; load it with labels (build_labels)")
@@ -88,7 +93,7 @@ def run_label_budgets(
     )
     val_pos, test_pos = eval_positions(dataset, config)
     y_val, y_test = dataset.labels[val_pos], dataset.labels[test_pos]
-    frozen = isinstance(encoder, Encoder)
+    frozen = not isinstance(encoder, RetrainPerDraw)
     if frozen and config.pooling != getattr(encoder, "pooling", "last"):
         encoder = encoder.with_pooling(config.pooling)
     started = time.perf_counter()
@@ -116,7 +121,7 @@ def run_label_budgets(
             emb_train = cache["train"][np.searchsorted(union, train_pos)]
             emb_val, emb_test = cache["val"], cache["test"]
         else:
-            model = encoder(draw)
+            model = encoder.build(draw)
             if config.pooling != getattr(model, "pooling", "last"):
                 model = model.with_pooling(config.pooling)
             train_pos = draw_train_positions(dataset, config, draw, model.embed_dim)
@@ -208,6 +213,7 @@ __all__ = [
     "BUDGET_PREDICTIONS_FILE",
     "METRICS_KEY",
     "LabelBudgetResult",
+    "RetrainPerDraw",
     "draw_train_positions",
     "run_label_budgets",
     "write_label_budget_artifacts",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.data.label_budget import LabelDraw
-from screener_ssl.probe.label_budgets import EncoderForDraw, LabelBudgetResult, run_label_budgets
+from screener_ssl.probe.label_budgets import LabelBudgetResult, RetrainPerDraw, run_label_budgets
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.finetune import finetune_settings
 from screener_ssl.runs.pretrain import resolve_point
@@ -39,7 +39,7 @@ def budget_encoder(
     run_dir: Path,
     finetune_source: Path | None = None,
     log: Callable[[str], None] = print,
-) -> Encoder | EncoderForDraw:
+) -> Encoder | RetrainPerDraw:
     """The encoder (or per-draw encoder builder) of ``point``'s run at ``run_dir`` under a label budget."""
     if finetune_source is not None:
         backbone, _ = load_pretrained_backbone(finetune_source, dataset.spec)
@@ -51,7 +51,7 @@ def budget_encoder(
             )
             return Encoder(fitted.classifier.backbone, normalization="none")
 
-        return finetuned
+        return RetrainPerDraw(finetuned)
     resolved = resolve_point(point)
     if resolved.entry.needs_labels:
         resolved_point = resolved.point
@@ -65,7 +65,7 @@ def budget_encoder(
             fitted, _ = resolved.entry.fit(backbone, job, log=_quiet(f"{point.objective} at budget {draw.key}", log))
             return fitted if isinstance(fitted, Encoder) else Encoder(fitted, normalization="none")
 
-        return from_scratch
+        return RetrainPerDraw(from_scratch)
     return load_encoder(run_dir)
 
 

@@ -20,7 +20,7 @@ from screener_ssl.data.label_budget import (
 )
 from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
-from screener_ssl.probe.label_budgets import draw_train_positions, run_label_budgets
+from screener_ssl.probe.label_budgets import RetrainPerDraw, draw_train_positions, run_label_budgets
 from screener_ssl.probe.probe import ProbeConfig, run_probe
 from screener_ssl.runs import label_budgets as runs_budgets
 from screener_ssl.runs.pretrain import pretrain_partition
@@ -197,7 +197,7 @@ def test_probe_finetune_supervised_and_minirocket_see_the_same_labelled_rows(dat
     # Frozen encoders (an SSL run, MiniRocket) fit their heads on subsets of the same rows: the draw
     # is made from (seed, budget, draw) alone, never from the encoder.
     minirocket = point.model_copy(update={"objective": "minirocket"})
-    assert isinstance(runs_budgets.budget_encoder(minirocket, dataset, run.run_dir), Encoder)
+    assert not isinstance(runs_budgets.budget_encoder(minirocket, dataset, run.run_dir), RetrainPerDraw)
     frozen = run_label_budgets(raw_encoder(), dataset, config, log=QUIET)
     per_draw = frozen.metrics["per_draw"]
     assert [tuple(r["tickers"]) for r in per_draw] == [d.tickers for d in label_draws(dataset, (3, 6), 3, seed=0)]
