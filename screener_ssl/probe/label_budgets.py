@@ -76,12 +76,15 @@ def run_label_budgets(
     full: dict | None = None,
     log: Callable[[str], None] = print,
     draws: list[LabelDraw] | None = None,
+    embedded: dict[str, np.ndarray] | None = None,
 ) -> LabelBudgetResult:
     """Probe at every label budget of ``config``; ``full`` is the full-label probe's macro (for the curve).
 
     ``encoder`` is a frozen encoder (anything with ``embed_dim`` that :func:`embed_positions`
     embeds: an :class:`Encoder`, MiniRocket's) or a :class:`RetrainPerDraw` building one per draw
     from that draw's labelled rows. ``draws`` defaults to :func:`label_draws` of ``config``.
+    ``embedded`` (a frozen encoder's ``{"val", "test"}`` embeddings from the full-label probe of
+    the same config, :attr:`ProbeResult.embeddings`) saves embedding those rows again.
     """
     if dataset.labels is None or not dataset.patterns:
         raise ValueError("run_label_budgets needs a dataset with labels; load it with labels (build_labels)")
@@ -103,12 +106,19 @@ def run_label_budgets(
         # Every draw's train rows embedded once, then looked up per draw.
         train_sets = {d.key: draw_train_positions(dataset, config, d, encoder.embed_dim) for d in draws}
         union = np.unique(np.concatenate(list(train_sets.values())))
+        reuse = embedded is not None and all(
+            embedded.get(split) is not None and embedded[split].shape[0] == len(pos)
+            for split, pos in (("val", val_pos), ("test", test_pos))
+        )
         cache = {
-            "val": embed_positions(encoder, dataset, val_pos, config.batch_size),
-            "test": embed_positions(encoder, dataset, test_pos, config.batch_size),
+            "val": embedded["val"] if reuse else embed_positions(encoder, dataset, val_pos, config.batch_size),
+            "test": embedded["test"] if reuse else embed_positions(encoder, dataset, test_pos, config.batch_size),
             "train": embed_positions(encoder, dataset, union, config.batch_size),
         }
-        log(f"label budgets: embedded {len(val_pos)} val, {len(test_pos)} test, {len(union)} labelled train windows once")
+        log(
+            f"label budgets: embedded {len(union)} labelled train windows once"
+            + (", val and test reused from the full-label probe" if reuse else f", {len(val_pos)} val, {len(test_pos)} test")
+        )
 
     per_draw: list[dict] = []
     probs: dict[int, list[np.ndarray]] = {}

@@ -135,6 +135,8 @@ class ProbeResult:
     predictions: pl.DataFrame  # one row per scored val/test window
     head: ProbeHead
     plots: dict[str, bytes]  # PNG bytes: "pr_curves", "earliest_detection", "reliability"
+    # In memory only: the val and test embeddings ([n, D], rows of eval_positions), reused by the label budgets.
+    embeddings: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -390,7 +392,8 @@ def run_probe(
         f"in {lap('val'):.1f}s" + (f"; unreachable for {unreachable}" if unreachable else "")
     )
 
-    prob_test = head.predict_proba(embed_positions(encoder, dataset, test_pos, config.batch_size, clock=cost))
+    emb_test = embed_positions(encoder, dataset, test_pos, config.batch_size, clock=cost)
+    prob_test = head.predict_proba(emb_test)
     log(f"probe: scored {len(test_pos)} of {available['test']} test windows in {lap('test'):.1f}s")
 
     events = event_prefix_decisions(dataset, config.prefix_fracs)
@@ -520,7 +523,9 @@ def run_probe(
         f"on {len(test_pos)} test windows (val {macro['val_auprc']:.4f}); {macro['reachable']}; "
         f"total {timings['total']:.1f}s"
     )
-    return ProbeResult(metrics=metrics, predictions=predictions, head=head, plots=plots)
+    return ProbeResult(
+        metrics=metrics, predictions=predictions, head=head, plots=plots, embeddings={"val": emb_val, "test": emb_test}
+    )
 
 
 def write_probe_artifacts(result: ProbeResult, run_dir: Path) -> dict[str, Path]:

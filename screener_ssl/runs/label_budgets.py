@@ -77,7 +77,12 @@ def probe_label_budgets(
     full: dict | None = None,
     finetune_source: Path | None = None,
     log: Callable[[str], None] = print,
+    embedded: dict | None = None,
 ) -> LabelBudgetResult:
-    """Probe the run at ``run_dir`` at every label budget of ``config`` (see :func:`run_label_budgets`)."""
+    """Probe the run at ``run_dir`` at every label budget of ``config`` (see :func:`run_label_budgets`).
+
+    ``embedded``: the full-label probe's val/test embeddings of this run's encoder, reused when it is frozen.
+    """
     encoder = budget_encoder(point, dataset, run_dir, finetune_source, log)
-    return run_label_budgets(encoder, dataset, config, full=full, log=log)
+    return run_label_budgets(encoder, dataset, config, full=full, log=log,
+                             embedded=None if isinstance(encoder, RetrainPerDraw) else embedded)

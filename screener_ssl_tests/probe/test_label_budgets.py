@@ -129,6 +129,20 @@ def test_the_frozen_probe_at_a_budget_reads_only_its_draws_labels(dataset):
     assert clean.metrics["label_efficiency"] == clean.metrics["per_budget"]["3"]["auprc"]
 
 
+def test_reusing_the_full_probes_val_and_test_embeddings_changes_nothing(dataset):
+    config = ProbeConfig(**FAST, **BUDGETS)
+    full = run_probe(raw_encoder(), dataset, config, log=QUIET)
+    logs: list[str] = []
+    reused = run_label_budgets(raw_encoder(), dataset, config, log=logs.append, embedded=full.embeddings)
+    fresh = run_label_budgets(raw_encoder(), dataset, config, log=QUIET)
+    assert any("reused from the full-label probe" in line for line in logs)
+    assert reused.predictions.equals(fresh.predictions)
+    # The full probe's test rows are the budget probe's test rows.
+    test = full.predictions.filter(pl.col("split") == "test").select("ticker", "decision_row")
+    assert test.equals(reused.predictions.filter((pl.col("budget") == 3) & (pl.col("draw") == 0)).select(
+        "ticker", "decision_row"))
+
+
 def test_run_probe_with_labelled_rows_reads_only_those_labels(dataset):
     draw = label_draws(dataset, (4,), 1, seed=0)[0]
     config = ProbeConfig(**FAST)

@@ -115,7 +115,7 @@ def probe_run_dir(
     if config.label_budgets:
         budgets = probe_label_budgets(
             point, dataset, run_dir, config, full=result.metrics["macro"], finetune_source=finetune_source,
-            log=context.log.info,
+            log=context.log.info, embedded=result.embeddings,
         )
         result.metrics[BUDGET_METRICS_KEY] = to_jsonable(budgets.metrics)
         # Before probe_metrics.json: a run the index reads has its budget predictions beside it.
