@@ -221,3 +221,17 @@ def test_restrict_to_labelled_keeps_everything_without_a_budget():
     positions = np.arange(10)
     assert np.array_equal(restrict_to_labelled(positions, None), positions)
     assert np.array_equal(restrict_to_labelled(positions, np.array([2, 5, 20])), np.array([2, 5]))
+
+
+def test_supervised_and_the_finetune_at_a_budget_read_only_their_draws_labels(dataset, pretrained):
+    point, run = pretrained
+    config = ProbeConfig(**FAST, label_budgets=(3,), label_draws=2)
+    tiny = point.train.model_copy(update={"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 1})
+    union = np.unique(np.concatenate([d.rows for d in label_draws(dataset, (3,), 2, seed=0)]))
+    dirty_data = poisoned(dataset, union)
+    for objective, source in (("supervised", None), ("masked_recon", run.run_dir)):
+        this = point.model_copy(update={"objective": objective, "train": tiny})
+        clean = runs_budgets.probe_label_budgets(this, dataset, run.run_dir, config, finetune_source=source, log=QUIET)
+        dirty = runs_budgets.probe_label_budgets(this, dirty_data, run.run_dir, config, finetune_source=source,
+                                                 log=QUIET)
+        assert clean.predictions.equals(dirty.predictions), objective
