@@ -416,18 +416,19 @@ def _budget_cell(row: dict, k: int) -> str:
 def format_leaderboard(board: pl.DataFrame) -> str:
     """A fixed-width table for the terminal: ranked by val, test reported with its pooled CI and seed spread.
 
-    With label budgets, one column per budget ``k`` (``@k tickers``): test macro AUPRC pooled over
-    seeds and draws, its CI, and the paired verdicts against supervised (``s``) and minirocket
-    (``m``) at that budget: ``+`` better, ``-`` worse, ``=`` tie, ``.`` not compared.
+    With label budgets, one column per budget ``k`` (``@k tickers``) beside the full-label one:
+    test macro AUPRC pooled over seeds and draws, its CI, and the paired verdicts against
+    supervised (``s``) and minirocket (``m``) at that budget: ``+`` better, ``-`` worse, ``=``
+    tie, ``.`` not compared.
     """
     budgets = board_budgets(board)
-    budget_width = 29
+    budget_width = 30
     header = (
         f"{'#':>2} {'objective':22s} {'variant':9s} {'val AUPRC':>9s} {'test AUPRC [95% block CI]':26s} "
-        f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs minirocket':>17s} {'vs best baseline':>17s} "
+        + "".join(f"{f'@{k} tickers: AUPRC [CI] s m':{budget_width}s} " for k in budgets)
+        + f"{'seeds: sd (n)':>13s} {'vs masked_recon':>17s} {'vs minirocket':>17s} {'vs best baseline':>17s} "
         f"{'recall@60%':>10s} {'ECE':>6s} "
         f"{'pretrain s':>10s} {'embed s':>8s} {'head s':>7s} {'params':>8s}"
-        + "".join(f" {f'@{k} tickers: AUPRC [CI] vs s/m':{budget_width}s}" for k in budgets)
     )
     lines = [header, "-" * len(header)]
     for i, row in enumerate(board.iter_rows(named=True), 1):
@@ -435,12 +436,12 @@ def format_leaderboard(board: pl.DataFrame) -> str:
         seeds = f"{_fmt(row.get('seed_sd'), '.3f')} ({row.get('n_seeds', 1)})"
         lines.append(
             f"{i:>2} {str(row['objective'])[:22]:22s} {str(row['variant'])[:9]:9s} {_fmt(row['val_auprc'], '.3f'):>9s} "
-            f"{auprc:26s} {seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_minirocket'):>17s} "
+            f"{auprc:26s} " + "".join(f"{_budget_cell(row, k):{budget_width}s} " for k in budgets)
+            + f"{seeds:>13s} {_verdict(row, 'vs_reference'):>17s} {_verdict(row, 'vs_minirocket'):>17s} "
             f"{_verdict(row, 'vs_baseline'):>17s} "
             f"{_fmt(row['recall_at_60pct'], '.3f'):>10s} {_fmt(row['ece'], '.3f'):>6s} "
             f"{_fmt(row['pretrain_s'], '.1f'):>10s} {_fmt(row['embed_s'], '.1f'):>8s} {_fmt(row['head_s'], '.1f'):>7s} "
             f"{_fmt(row['parameters'], '.0f'):>8s}"
-            + "".join(f" {_budget_cell(row, k):{budget_width}s}" for k in budgets)
         )
     if board.height and "vs_baseline_against" in board.columns:
         against = next((a for a in board.get_column("vs_baseline_against").to_list() if a), None)
@@ -448,9 +449,9 @@ def format_leaderboard(board: pl.DataFrame) -> str:
             lines.append(f"best baseline (by val): {against}; verdicts are paired differences at 95% (block bootstrap)")
     if budgets:
         lines.append(
-            f"@k tickers: only k train tickers labelled (mean over seeds x draws); s/m = paired verdict vs "
-            f"supervised / minirocket retrained on the same labelled rows: + better, - worse, = tie; "
-            f"label_efficiency = AUPRC @{budgets[0]}"
+            f"@k tickers: only k train tickers labelled (mean over seeds x draws); s, m: paired verdict vs "
+            f"supervised (retrained) and minirocket (head refitted) on the same labelled rows: + better, "
+            f"- worse, = tie, . not compared; label_efficiency = AUPRC @{budgets[0]}"
         )
     return "\n".join(lines)
 
