@@ -34,7 +34,7 @@ from screener_ssl.instance import open_instance
 from screener_ssl.defs.staleness import run_subset
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
-from screener_ssl.tracking.leaderboard import format_leaderboard
+from screener_ssl.tracking.leaderboard import board_budgets, format_leaderboard
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 TORCH_POOL = "torch"  # the pool of the training and probing steps (defs/ssl, defs/probe)
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             f"every variant with each row's plots in _report.html)"
         )
         print(format_leaderboard(board))
+        _print_label_budgets(board, settings.root / "models")
         _print_benchmark_checks(board)
         _print_teachers(board)
         _print_scan(settings)
@@ -305,6 +306,21 @@ def _print_benchmark_checks(board: pl.DataFrame) -> None:
             continue
         ratio = row["auprc"][0] / row["prevalence"][0] if row["prevalence"][0] else float("nan")
         print(f"{objective}: macro AUPRC {row['auprc'][0]:.4f} = {ratio:.1f}x the macro prevalence (expected {bound})")
+
+
+def _print_label_budgets(board: pl.DataFrame, models_root: Path) -> None:
+    """At the smallest label budget: the rows that beat supervised and minirocket there (paired, 95%)."""
+    budgets = board_budgets(board)
+    if not budgets:
+        return
+    k = budgets[0]
+    for side in ("supervised", "minirocket"):
+        column = f"labels_{k}_vs_{side}"
+        better = board.filter(pl.col(column) == "better").get_column("objective").to_list() if column in board.columns else []
+        print(f"with {k} labelled tickers, better than {side} on the same labels: {', '.join(better) or 'none'}")
+    plot = models_root / "_label_efficiency.png"
+    if plot.exists():
+        print(f"label-efficiency curves (AUPRC vs labelled tickers, every row): {plot}")
 
 
 def _print_teachers(board: pl.DataFrame) -> None:

@@ -205,6 +205,33 @@ def auprc_bar_png(
     return _png(fig, path)
 
 
+def label_efficiency_png(
+    curves: Mapping[str, Sequence[tuple[float, float, float, float]]],
+    path: str | Path | None = None,
+    title: str = "Label efficiency: test macro AUPRC vs labelled train tickers",
+) -> bytes:
+    """One line per model: ``(labelled tickers, AUPRC, CI low, CI high)`` points, log x axis, CI bars.
+
+    The last point of a curve is usually full labels (every train ticker).
+    """
+    fig, ax = _figure(7.2, 4.8)
+    for name, points in curves.items():
+        pts = sorted((float(x), float(a), lo, hi) for x, a, lo, hi in points if not _is_nan(a))
+        if not pts:
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        err = [[_ci_arm(p[1], p[2]) for p in pts], [_ci_arm(p[1], p[3]) for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled train tickers (log)")
+    ax.set_ylabel("test macro AUPRC (95% block CI)")
+    ax.set_title(title, fontsize=10)
+    if curves:
+        ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return _png(fig, path)
+
+
 def thumbnail_png(png: bytes, max_width: int = 320) -> bytes:
     """The PNG scaled down to at most ``max_width`` pixels wide, as a small palette PNG (for inline previews)."""
     from PIL import Image

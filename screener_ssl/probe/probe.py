@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
+from screener_ssl.data.label_budget import restrict_to_labelled
 from screener_ssl.data.windows import split_calendar_positions
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
 from screener_ssl.probe.metrics import (
@@ -95,6 +96,12 @@ class ProbeConfig(BaseModel):
     # Embedding at the decision bar ("last") or a running max/mean over every visible bar up to it.
     pooling: Pooling = "last"
     seed: int = Field(0, ge=0)
+    # Label budgets (numbers of labelled train tickers) at which every head is also fitted, each with
+    # ``label_draws`` seeded draws of the labelled tickers (see screener_ssl.data.label_budget);
+    # full labels are always reported. ``label_seed`` seeds the draws, the same for every model.
+    label_budgets: tuple[int, ...] = ()
+    label_draws: int = Field(3, ge=1, le=100)
+    label_seed: int = Field(0, ge=0)
 
     @field_validator("C_grid")
     @classmethod
@@ -102,6 +109,15 @@ class ProbeConfig(BaseModel):
         if not grid or any(not c > 0 for c in grid):
             raise ValueError(f"C_grid must be non-empty positive values, found {list(grid)}")
         return tuple(sorted(set(grid)))
+
+    @field_validator("label_budgets")
+    @classmethod
+    def _check_budgets(cls, budgets: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 1 for b in budgets) or list(budgets) != sorted(set(budgets)):
+            raise ValueError(
+                f"label_budgets must be distinct, ascending numbers of labelled train tickers (>= 1), found {list(budgets)}"
+            )
+        return budgets
 
     @field_validator("prefix_fracs")
     @classmethod
@@ -119,6 +135,8 @@ class ProbeResult:
     predictions: pl.DataFrame  # one row per scored val/test window
     head: ProbeHead
     plots: dict[str, bytes]  # PNG bytes: "pr_curves", "earliest_detection", "reliability"
+    # In memory only: the val and test embeddings ([n, D], rows of eval_positions), reused by the label budgets.
+    embeddings: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -287,14 +305,34 @@ def _stability_scores(
     return out
 
 
+def eval_positions(dataset: Dataset, config: ProbeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The val and test positions every probe of ``config`` scores (seeded subsamples, label-free)."""
+    _, rng_val, rng_test, _ = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(4))
+    index = dataset.index
+    return (
+        _subsample(index.rows_of("val"), config.max_val_windows, rng_val),
+        _subsample(index.rows_of("test"), config.max_test_windows, rng_test),
+    )
+
+
+def train_sample_size(config: ProbeConfig, embed_dim: int) -> int:
+    """Train windows the head is fitted on (at most): wider embeddings get more rows."""
+    return max(config.max_train_windows, config.train_windows_per_dim * embed_dim)
+
+
 def run_probe(
     encoder: Encoder,
     dataset: Dataset,
     config: ProbeConfig,
     augment: AugmentConfig | None = None,
     log: Callable[[str], None] = print,
+    labelled_rows: np.ndarray | None = None,
 ) -> ProbeResult:
-    """Fit the probe head on train, threshold on val, report every screener metric on test."""
+    """Fit the probe head on train, threshold on val, report every screener metric on test.
+
+    ``labelled_rows`` (positions into the window index) limits the head to those train windows,
+    a label budget: no other train window's label is read. Val and test are unchanged.
+    """
     if dataset.labels is None or not dataset.patterns:
         raise ValueError("run_probe needs a dataset with labels; load it with labels (build_labels)")
     if encoder.input_channels != dataset.spec.n_features:
@@ -318,16 +356,13 @@ def run_probe(
         return timings[stage]
 
     # Independent streams: changing one sample size leaves the other samples as they were.
-    rng_train, rng_val, rng_test, rng_stab = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(4)
-    )
+    rng_train, _, _, rng_stab = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(4))
     index = dataset.index
     available = index.counts()
-    train_rows = index.rows_of("train")
-    n_train = max(config.max_train_windows, config.train_windows_per_dim * encoder.embed_dim)
+    train_rows = restrict_to_labelled(index.rows_of("train"), labelled_rows)
+    n_train = train_sample_size(config, encoder.embed_dim)
     train_pos = stratified_subsample(train_rows, dataset.labels[train_rows], n_train, rng_train)
-    val_pos = _subsample(index.rows_of("val"), config.max_val_windows, rng_val)
-    test_pos = _subsample(index.rows_of("test"), config.max_test_windows, rng_test)
+    val_pos, test_pos = eval_positions(dataset, config)
     for split, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos)):
         if pos.shape[0] == 0:
             raise ValueError(f"the {split} split has no windows; the probe needs train, val and test windows")
@@ -369,7 +404,8 @@ def run_probe(
         f"in {lap('val'):.1f}s" + (f"; unreachable for {unreachable}" if unreachable else "")
     )
 
-    prob_test = head.predict_proba(embed_positions(encoder, dataset, test_pos, config.batch_size, clock=cost))
+    emb_test = embed_positions(encoder, dataset, test_pos, config.batch_size, clock=cost)
+    prob_test = head.predict_proba(emb_test)
     log(f"probe: scored {len(test_pos)} of {available['test']} test windows in {lap('test'):.1f}s")
 
     events = event_prefix_decisions(dataset, config.prefix_fracs)
@@ -499,7 +535,9 @@ def run_probe(
         f"on {len(test_pos)} test windows (val {macro['val_auprc']:.4f}); {macro['reachable']}; "
         f"total {timings['total']:.1f}s"
     )
-    return ProbeResult(metrics=metrics, predictions=predictions, head=head, plots=plots)
+    return ProbeResult(
+        metrics=metrics, predictions=predictions, head=head, plots=plots, embeddings={"val": emb_val, "test": emb_test}
+    )
 
 
 def write_probe_artifacts(result: ProbeResult, run_dir: Path) -> dict[str, Path]:

@@ -31,6 +31,7 @@ from torch import nn
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
+from screener_ssl.data.label_budget import restrict_to_labelled
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
@@ -64,6 +65,9 @@ class FinetuneConfig(BaseModel):
     prior_correction: bool = True
     jitter_sigma: float = Field(0.0, ge=0.0, le=1.0)  # Gaussian noise on observed cells, z-score units
     val_windows: int = Field(VAL_SAMPLE_MAX, ge=1, le=1_000_000)  # seeded val sample for val_loss
+    # Model selection on val: every ``checkpoint_every`` steps and at the end, the val sample's macro
+    # AUPRC is measured and the weights of the best step are kept (test never chooses).
+    select_on_val: bool = True
     seed: int = Field(0, ge=0, lt=2**63)
     threads: int = Field(2, ge=1, le=256)
     checkpoint_every: int = Field(100, ge=1)
@@ -108,6 +112,8 @@ class ClassifierResult:
     prior_shift: list[float]  # per pattern, subtracted from the head's bias (0 without correction)
     resumed_from_step: int = 0
     val_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    selected_step: int = 0  # the step whose weights were kept (the last one without selection on val)
+    selection_history: list = field(default_factory=list)  # [step, val macro AUPRC] at each check
 
     @property
     def steps(self) -> int:
@@ -140,17 +146,24 @@ def require_labels(dataset: Dataset) -> np.ndarray:
 
 
 class ClassifierBatchSampler:
-    """Positions (into the window index) of train windows, positives mixed in at ``positive_fraction``.
+    """Positions (into the window index) of labelled train windows, positives mixed in at ``positive_fraction``.
 
     Each batch holds ``round(positive_fraction * B)`` windows drawn uniformly from the train windows
-    with any positive label, and the rest drawn uniformly from all train windows.
+    with any positive label, and the rest drawn uniformly from all train windows. With
+    ``labelled_rows`` (a label budget, see :mod:`screener_ssl.data.label_budget`) only those train
+    windows are drawn: the labels of every other window are never read.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, positive_fraction: float, seed: int) -> None:
+    def __init__(
+        self, dataset: Dataset, batch_size: int, positive_fraction: float, seed: int,
+        labelled_rows: np.ndarray | None = None,
+    ) -> None:
         labels = require_labels(dataset)
-        self.train_positions = dataset.index.rows_of("train")
+        self.train_positions = restrict_to_labelled(dataset.index.rows_of("train"), labelled_rows)
         if len(self.train_positions) == 0:
-            raise ValueError("the train split has no windows")
+            raise ValueError(
+                "the train split has no windows" + ("" if labelled_rows is None else " among the labelled rows")
+            )
         self.positive_positions = self.train_positions[labels[self.train_positions].any(axis=1)]
         self.batch_size = batch_size
         self.n_positive = int(round(positive_fraction * batch_size))
@@ -195,6 +208,8 @@ class _ClassifierBatches:
     ) -> None:
         self.dataset, self.labels, self.sampler, self.jitter_sigma = dataset, labels, sampler, jitter_sigma
         self.jitter_gen = torch.Generator().manual_seed(seed)
+        # Model selection on val rides in the checkpoint with the sampler: a resumed run keeps its best step.
+        self.selection: dict = {"step": 0, "val_auprc": float("-inf"), "state": None, "history": []}
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         positions = self.sampler.sample()
@@ -205,11 +220,13 @@ class _ClassifierBatches:
         return x, observed, torch.from_numpy(self.labels[positions].astype(np.float32))  # target [B, P]
 
     def state_dict(self) -> dict:
-        return {**self.sampler.state_dict(), "jitter_gen": self.jitter_gen.get_state()}
+        return {**self.sampler.state_dict(), "jitter_gen": self.jitter_gen.get_state(), "selection": self.selection}
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
         self.jitter_gen.set_state(state["jitter_gen"])
+        if "selection" in state:
+            self.selection = state["selection"]
 
 
 @torch.inference_mode()
@@ -250,6 +267,16 @@ def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
     )
 
 
+def val_macro_auprc(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean average precision over the patterns with a val positive (NaN when none has one)."""
+    from sklearn.metrics import average_precision_score
+
+    used = [p for p in range(labels.shape[1]) if labels[:, p].any()]
+    if not used:
+        return float("nan")
+    return float(np.mean([average_precision_score(labels[:, p], logits[:, p]) for p in used]))
+
+
 def val_sample(dataset: Dataset, size: int, seed: int) -> np.ndarray:
     """Sorted int64 positions of a seeded sample of at most ``size`` val windows."""
     val_pos = dataset.index.rows_of("val")
@@ -274,13 +301,18 @@ def train_classifier(
     config: FinetuneConfig,
     log: Callable[[str], None] = print,
     checkpoint_path: Path | None = None,
+    labelled_rows: np.ndarray | None = None,
     snapshot: Callable[[nn.Module, int], None] | None = None,
 ) -> ClassifierResult:
     """Train a copy of ``backbone`` + a linear head on the train split's labels; score BCE on val.
 
-    The caller's backbone is not modified. Same seed and threads give bit-identical weights;
-    with ``checkpoint_path`` a killed run resumes where its last checkpoint left off.
-    ``snapshot``: the training loop's snapshot hook (the classifier's ``backbone`` is the encoder).
+    ``labelled_rows`` (positions into the window index) limits training to those train windows,
+    a label budget: no other train window's label is read. With ``config.select_on_val`` the
+    weights of the step with the best val macro AUPRC (every ``checkpoint_every`` steps and the
+    last) are kept. The caller's backbone is not modified. Same seed and threads give
+    bit-identical weights; with ``checkpoint_path`` a killed run resumes where its last
+    checkpoint left off. ``snapshot``: the training loop's snapshot hook (the classifier's
+    ``backbone`` is the encoder).
     """
     labels = require_labels(dataset)
     if backbone.input_channels != dataset.spec.n_features:
@@ -291,10 +323,24 @@ def train_classifier(
     seed_everything(config.seed, config.threads)
     classifier = PatternClassifier(copy.deepcopy(backbone), dataset.patterns)
     batches = _ClassifierBatches(
-        dataset, labels, ClassifierBatchSampler(dataset, config.batch_size, config.positive_fraction, config.seed),
+        dataset, labels,
+        ClassifierBatchSampler(dataset, config.batch_size, config.positive_fraction, config.seed, labelled_rows),
         config.jitter_sigma, config.seed,
     )
     loss_fn = nn.BCEWithLogitsLoss()
+    val_pos = val_sample(dataset, config.val_windows, config.seed)
+    val_labels = labels[val_pos]
+
+    def select(done: int, total: int) -> None:
+        if not config.select_on_val or (done % config.checkpoint_every and done != total):
+            return
+        score = val_macro_auprc(predict_positions(classifier, dataset, val_pos), val_labels)
+        classifier.train()
+        selection = batches.selection
+        selection["history"].append([done, score])
+        if selection["state"] is None or score > selection["val_auprc"]:
+            selection.update(step=done, val_auprc=score,
+                             state={k: v.detach().clone() for k, v in classifier.state_dict().items()})
 
     def loss_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepLoss:
         x, observed, target = batch
@@ -310,12 +356,20 @@ def train_classifier(
         checkpoint_path=checkpoint_path,
         guard_config=config,
         snapshot=snapshot,
+        on_after_step=select,
         loss_label="bce",
         hint="Lower the learning rate or check the backbone weights and inputs for NaN.",
         log=log,
     )
     sampler, losses, seconds, start_step = batches.sampler, loop.losses, loop.seconds, loop.resumed_from_step
     window_count = loop.windows
+    selection = batches.selection
+    if config.select_on_val and selection["state"] is not None:
+        classifier.load_state_dict(selection["state"])
+        log(
+            f"classifier: kept step {selection['step']} of {config.steps} (val macro AUPRC "
+            f"{selection['val_auprc']:.4f}; checked at {[int(s) for s, _ in selection['history']]})"
+        )
 
     train_labels = labels[sampler.train_positions]
     n_train = len(sampler.train_positions)
@@ -326,8 +380,6 @@ def train_classifier(
         with torch.no_grad():
             classifier.head.bias -= torch.from_numpy(shift.astype(np.float32))
 
-    val_pos = val_sample(dataset, config.val_windows, config.seed)
-    val_labels = labels[val_pos]
     val_loss = _bce(predict_positions(classifier, dataset, val_pos), val_labels)
     baseline = constant_bce(prevalence, val_labels, n_train)
     log(
@@ -349,6 +401,8 @@ def train_classifier(
         prior_shift=[float(s) for s in shift],
         resumed_from_step=start_step,
         val_positions=val_pos,
+        selected_step=int(selection["step"]) if config.select_on_val and selection["state"] is not None else len(losses),
+        selection_history=[[int(s), float(v)] for s, v in selection["history"]],
     )
 
 
@@ -427,5 +481,6 @@ __all__ = [
     "scratch_backbone",
     "supervised_schema",
     "train_classifier",
+    "val_macro_auprc",
     "val_sample",
 ]

@@ -129,8 +129,9 @@ COLUMNS: list[Column] = [
            source="vs_minirocket_verdict", header="vs minirocket", width=17, cell=_verdict("vs_minirocket"), lead=True),
     Column("vs_baseline", "string", "Paired verdict against the best baseline by val", source="vs_baseline_verdict",
            header="vs best baseline", width=17, cell=_verdict("vs_baseline"), lead=True),
-    Column("label_efficiency", "float", "Label efficiency over the label budgets", header="label eff.", width=10,
-           optional=True, lead=True),
+    Column("label_efficiency", "float", "Test macro AUPRC at the smallest label budget (few labelled tickers)",
+           header="label eff.", width=10, optional=True, lead=True),
+    Column("label_efficiency_budget", "int", "The smallest label budget, in labelled train tickers", optional=True),
     Column(LABEL_BUDGETS, "float", "Per label budget k: AUPRC, its CI and paired verdicts at k labels"),
     Column("pretrain_s", "float", "Pretraining wall seconds", header="pretrain s", width=10, cell=_f1("pretrain_s")),
     Column("windows_seen", "int", "Windows the encoder saw while pretraining"),
@@ -170,6 +171,23 @@ def _type_of(dtype: pl.DataType) -> str:
     return "string"
 
 
+_VERDICT_MARK = {"better": "+", "worse": "-", "tie": "="}
+
+
+def _budget_cell(k: int) -> Callable[[dict], str]:
+    """``AUPRC [CI] s<mark> m<mark>``: the paired verdicts vs supervised and minirocket at budget k."""
+    def cell(row: dict) -> str:
+        auprc = row.get(f"labels_{k}_auprc")
+        if auprc is None or (isinstance(auprc, float) and math.isnan(auprc)):
+            return "-"
+        marks = "".join(
+            f" {side}{_VERDICT_MARK.get(row.get(f'labels_{k}_vs_{name}') or '', '.')}"
+            for side, name in (("s", "supervised"), ("m", "minirocket"))
+        )
+        return f"{auprc:.3f} [{_fmt(row.get(f'labels_{k}_ci_low'), '.3f')},{_fmt(row.get(f'labels_{k}_ci_high'), '.3f')}]{marks}"
+    return cell
+
+
 def budget_columns(board: pl.DataFrame) -> list[Column]:
     """Every ``labels_<k>_<field>`` column of the board, by budget then field; the AUPRC ones printed."""
     names = sorted((c for c in board.columns if BUDGET_COLUMN.match(c)), key=_budget_key)
@@ -177,7 +195,7 @@ def budget_columns(board: pl.DataFrame) -> list[Column]:
     for name in names:
         k, _, field = _budget_key(name)
         description = BUDGET_DESCRIPTIONS.get(field, f"{field} at the label budget of {{k}} labels").format(k=k)
-        printed = dict(header=f"AUPRC@{k}", width=max(9, len(f"AUPRC@{k}")), cell=_f3(name)) if field == "auprc" else {}
+        printed = dict(header=f"@{k} tickers: AUPRC [CI] s m", width=32, cell=_budget_cell(k)) if field == "auprc" else {}
         out.append(Column(name, _type_of(board.schema[name]), description, **printed))
     return out
 
@@ -283,6 +301,13 @@ def format_leaderboard(board: pl.DataFrame) -> str:
         against = next((a for a in board.get_column("vs_baseline_against").to_list() if a), None)
         if against:
             lines.append(f"best baseline (by val): {against}; verdicts are paired differences at 95% (block bootstrap)")
+    budgets = sorted({_budget_key(c.name)[0] for c in budget_columns(board)})
+    if budgets:
+        lines.append(
+            f"@k tickers: only k train tickers labelled (mean over seeds x draws); s, m: paired verdict vs "
+            f"supervised (retrained) and minirocket (head refitted) on the same labelled rows: + better, "
+            f"- worse, = tie, . not compared; label eff. = AUPRC @{budgets[0]}"
+        )
     if board.height and "still_rising" in board.columns and board.get_column("still_rising").is_not_null().any():
         lines.append(
             f"rising: val macro AUPRC rose by more than {STILL_RISING_TOLERANCE} between the last two encoder "

@@ -109,6 +109,29 @@ def objective_kind(name: str) -> str | None:
         return None
 
 
+BUDGET_PREDICTIONS_FILE = "probe_budget_predictions.parquet"
+SUPERVISED_OBJECTIVE = "supervised"
+_BUDGET_PREFIX = "probe_metrics.label_budgets.per_budget."
+
+
+def label_budgets_of(index: pl.DataFrame) -> list[int]:
+    """The label budgets (labelled train tickers) any run of ``index`` was probed at, ascending."""
+    found = set()
+    for column in index.columns:
+        if column.startswith(_BUDGET_PREFIX) and column.endswith(".auprc"):
+            found.add(int(column[len(_BUDGET_PREFIX):-len(".auprc")]))
+    return sorted(found)
+
+
+def _budget_columns(index: pl.DataFrame) -> dict[str, str]:
+    """Index column -> run column of each budget's per-run result (a fallback without predictions)."""
+    out = {"probe_metrics.label_budgets.train_tickers": "label_train_tickers"}
+    for k in label_budgets_of(index):
+        for field in ("auprc", "ci_low", "ci_high"):
+            out[f"{_BUDGET_PREFIX}{k}.{field}"] = f"labels_{k}_run_{field}"
+    return out
+
+
 def _reference_names(index: pl.DataFrame) -> list[str]:
     prefix, suffix = f"{REFERENCE_PREFIX}.", ".probe_metrics.macro.auprc"
     return sorted({c[len(prefix):-len(suffix)] for c in index.columns if c.startswith(prefix) and c.endswith(suffix)})
@@ -138,21 +161,22 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
     """
     if index.height == 0 or "probe_metrics.macro.auprc" not in index.columns:
         return pl.DataFrame(schema={name: pl.String for name in (*COLUMNS.values(), "kind")})
-    present = {src: dst for src, dst in COLUMNS.items() if src in index.columns}
+    columns = COLUMNS | _budget_columns(index)
+    present = {src: dst for src, dst in columns.items() if src in index.columns}
     tables = [index.select([pl.col(src).alias(dst) for src, dst in present.items()])]
     tables += [_reference_rows(index, name) for name in _reference_names(index)]
     numeric = ["auprc", "val_auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision",
                "recall_at_60pct", "ece", "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
-               "head_s", "parameters"]
+               "head_s", "parameters", *_budget_columns(index).values()]
     typed = []
     for table in tables:
-        for dst in COLUMNS.values():
+        for dst in columns.values():
             if dst not in table.columns:
                 table = table.with_columns(pl.lit(None).alias(dst))
-        table = table.select(list(COLUMNS.values()))
+        table = table.select(list(columns.values()))
         table = table.with_columns(
             [pl.col(c).cast(pl.Float64, strict=False) for c in numeric]
-            + [pl.col(c).cast(pl.String) for c in COLUMNS.values() if c not in (*numeric, "seed", "n_reachable")]
+            + [pl.col(c).cast(pl.String) for c in columns.values() if c not in (*numeric, "seed", "n_reachable")]
             + [pl.col("seed").cast(pl.Int64, strict=False).fill_null(0),
                pl.col("n_reachable").cast(pl.Int64, strict=False)]
         )
@@ -172,6 +196,19 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
         variant=pl.col("variant").str.replace(r"-s\d+$", ""),
     )
     return table.sort("run_id").group_by(["objective", "variant", "backbone", "model_type", "seed"]).last()
+
+
+def _budget_predictions(run_dir: str, budget: int, cache: dict) -> list[pl.DataFrame] | None:
+    """One test prediction frame per draw of ``budget`` (draw order), or None when the run has none."""
+    if ("budgets", run_dir) not in cache:
+        path = Path(run_dir) / BUDGET_PREDICTIONS_FILE
+        cache[("budgets", run_dir)] = pl.read_parquet(path).filter(pl.col("split") == "test") if path.is_file() else None
+    frame = cache[("budgets", run_dir)]
+    if frame is None:
+        return None
+    mine = frame.filter(pl.col("budget") == budget)
+    draws = sorted(mine.get_column("draw").unique().to_list())
+    return [mine.filter(pl.col("draw") == d).drop(["budget", "draw"]) for d in draws] or None
 
 
 def _predictions(run_dir: str, cache: dict) -> pl.DataFrame | None:
@@ -213,6 +250,7 @@ def leaderboard(
     reference: str = REFERENCE_OBJECTIVE,
     n_boot: int = 200,
     minirocket: str = MINIROCKET_OBJECTIVE,
+    supervised: str = SUPERVISED_OBJECTIVE,
 ) -> pl.DataFrame:
     """One row per (objective, variant, backbone, model type) pooling its seeds, best val AUPRC first.
 
@@ -221,6 +259,14 @@ def leaderboard(
     and ``vs_baseline``: ``_diff``, ``_ci_low``, ``_ci_high``, ``_verdict`` and
     ``_against`` (``objective|variant``). They need the runs'
     ``probe_predictions.parquet``; without them, or without the other side, they are null.
+
+    Label budgets (see :mod:`screener_ssl.probe.label_budgets`), per budget ``k`` the runs were
+    probed at: ``labels_{k}_auprc`` (test macro AUPRC, mean over seeds and draws), its
+    block-bootstrap CI ``labels_{k}_ci_low`` / ``labels_{k}_ci_high``, and the paired verdicts
+    ``labels_{k}_vs_supervised`` / ``labels_{k}_vs_minirocket`` ("better"/"worse"/"tie", with
+    ``_diff``) against ``supervised`` and ``minirocket`` at the same budget: every draw of both
+    sides on the rows all of them scored, one set of bootstrap draws. ``label_efficiency`` is
+    the AUPRC at the smallest budget (``label_efficiency_budget``).
     """
     runs = latest_runs(index)
     if runs.height == 0:
@@ -250,8 +296,10 @@ def leaderboard(
             pl.col("ci_high").first().alias("run_ci_high"),
             pl.col("reachable").first(),
             pl.col("budget_curve"),
+            *[pl.col(c).mean() for c in runs.columns if c.startswith("labels_") or c == "label_train_tickers"],
         )
     )
+    budgets = label_budgets_of(index)
     rows = groups.to_dicts()
     cache: dict = {}
     # A run's resampled macro AUPRC on one row set, shared by its pooled CI and its three verdicts.
@@ -289,8 +337,60 @@ def leaderboard(
         same_backbone = [r for r in same_variant if r["backbone"] == row["backbone"]]
         return by_val(same_backbone or same_variant or candidates)
 
+    def budget_frames(row: dict, k: int) -> tuple[list[pl.DataFrame], list[tuple]] | None:
+        frames, keys = [], []
+        for d in row["run_dir"]:
+            per_draw = _budget_predictions(d, k, cache)
+            if per_draw is None:
+                return None
+            frames += per_draw
+            keys += [(d, k, i) for i in range(len(per_draw))]
+        return frames, keys
+
+    def budget_columns(row: dict, k: int) -> None:
+        """``labels_{k}_*``: the pooled AUPRC and CI over seeds x draws, and the paired verdicts at budget k."""
+        prefix = f"labels_{k}"
+        row[f"{prefix}_auprc"] = row.get(f"{prefix}_run_auprc")
+        row[f"{prefix}_ci_low"] = row.get(f"{prefix}_run_ci_low")  # one seed's CI until the pooled one replaces it
+        row[f"{prefix}_ci_high"] = row.get(f"{prefix}_run_ci_high")
+        for side in ("supervised", "minirocket"):
+            for field in ("", "_diff", "_against"):
+                row[f"{prefix}_vs_{side}{field}"] = None
+        mine = budget_frames(row, k)
+        if mine is None:
+            return
+        shared = _shared_rows(mine[0])
+        if shared is not None:
+            y, scores, design, on = shared
+            pooled = pooled_macro_comparison(
+                y, scores, design=design, n_boot=n_boot, memo=resamples, keys_a=[(*key, on) for key in mine[1]]
+            )
+            row[f"{prefix}_auprc"] = pooled["auprc_a"]
+            row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"] = pooled["ci_low"], pooled["ci_high"]
+        for side, objective in (("supervised", supervised), ("minirocket", minirocket)):
+            other = counterpart(row, objective)
+            theirs = None if other is None or other is row else budget_frames(other, k)
+            if theirs is None:
+                continue
+            both = _shared_rows(mine[0] + theirs[0])
+            if both is None:
+                continue
+            y, scores, design, on = both
+            n = len(mine[0])
+            out = pooled_macro_comparison(
+                y, scores[:n], scores[n:], design=design, n_boot=n_boot, memo=resamples,
+                keys_a=[(*key, on) for key in mine[1]], keys_b=[(*key, on) for key in theirs[1]],
+            )
+            row[f"{prefix}_vs_{side}"] = out["verdict"]
+            row[f"{prefix}_vs_{side}_diff"] = out["diff"]
+            row[f"{prefix}_vs_{side}_against"] = f"{other['objective']}|{other['variant']}"
+
     best_baseline = by_val([r for r in rows if r["objective"] in set(baselines)])
     for row in rows:
+        for k in budgets:
+            budget_columns(row, k)
+        row["label_efficiency"] = row.get(f"labels_{budgets[0]}_auprc") if budgets else None
+        row["label_efficiency_budget"] = budgets[0] if budgets else None
         frames = frames_of(row)
         shared = None if frames is None else _shared_rows(frames)
         if shared is not None:
@@ -311,7 +411,8 @@ def leaderboard(
         curve = mean_curve(row["budget_curve"])
         row["budget_curve"] = json.dumps(curve) if curve else None
     board = pl.DataFrame(
-        [{k: v for k, v in r.items() if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high")}
+        [{k: v for k, v in r.items()
+          if k not in ("run_dir", "seed", "run_ci_low", "run_ci_high") and "_run_" not in k}
          | {"seeds": ",".join(str(s) for s in r["seed"]), "run_ids": ",".join(r["run_ids"]),
             "run_dir": r["run_dir"][-1]} for r in rows],
         infer_schema_length=None,
@@ -319,3 +420,7 @@ def leaderboard(
     return board.sort(["val_auprc", "auprc"], descending=True, nulls_last=True)
 
 
+def board_budgets(board: pl.DataFrame) -> list[int]:
+    """The label budgets a leaderboard carries columns for (``labels_{k}_auprc``), ascending."""
+    return sorted(int(c[len("labels_"):-len("_auprc")]) for c in board.columns
+                  if c.startswith("labels_") and c.endswith("_auprc") and c[len("labels_"):-len("_auprc")].isdigit())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from screener_ssl import demo
 
@@ -15,7 +16,8 @@ dataset:
 defaults:
   backbone: {kind: tcn, embed_dim: 16, hidden_dim: 16, n_layers: 2}
   train: {steps: 6, batch_size: 16, seed: 0, threads: 1, checkpoint_every: 3, log_every: 3}
-  probe: {n_boot: 20, stability_windows: 16, stability_augs: 2, max_train_windows: 2000}
+  probe: {n_boot: 20, stability_windows: 16, stability_augs: 2, max_train_windows: 2000,
+          label_budgets: [2, 4], label_draws: 2}
 objectives:
   masked_recon:
     variants: {base: {seeds: [0, 1]}, full: {train: {steps: 8, threads: 2}}}
@@ -23,6 +25,8 @@ objectives:
     variants: {base: {}}
   minirocket:
     variants: {base: {objective: {n_kernels: 84, fit_windows: 200}}}
+  supervised:
+    variants: {base: {}}
 """
 
 
@@ -34,19 +38,31 @@ def test_demo_runs_named_tagged_partitions_two_at_a_time(tiny_env, capsys) -> No
 
     assert demo.main(["--jobs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "4 partitions for variant 'base', 2 at a time (1 torch thread(s) each)" in out
+    assert "5 partitions for variant 'base', 2 at a time (1 torch thread(s) each)" in out
     assert "seeds masked_recon [0, 1], one seed elsewhere" in out
     assert "vs minirocket" in out and "vs masked_recon" in out
     header = next(line for line in out.splitlines() if "vs masked_recon" in line)
     assert header.index("kind") < header.index("test AUPRC") < header.index("vs masked_recon") < header.index("val AUPRC")
     assert "_report.html" in out
     assert "finetuned masked_recon|base-s0" in out
+    # Label budgets: every row (the finetune too) at 2 and 4 labelled tickers, with paired verdicts.
+    assert "@2 tickers" in out and "@4 tickers" in out
+    assert "with 2 labelled tickers, better than supervised on the same labels:" in out
+    board = pl.read_parquet(
+        Path(tiny_env["SCREENER_SSL_DATA_DIR"]) / "models" / "_leaderboard.parquet"
+    )
+    finetuned = board.filter(board["objective"] == "masked_recon (finetuned)").row(0, named=True)
+    assert finetuned["labels_2_auprc"] is not None and finetuned["labels_2_vs_supervised"] in ("better", "worse", "tie")
+    assert board.filter(board["objective"] == "minirocket").row(0, named=True)["labels_4_vs_supervised"] is not None
+    assert (Path(tiny_env["SCREENER_SSL_DATA_DIR"]) / "models" / "_label_efficiency.png").exists()
     assert "tickers scored" in out  # the demo ends with a market scan by the model chosen on val
 
     instance = dg.DagsterInstance.get()
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=demo.SWEEP_JOB))
     by_partition = {r.tags["dagster/partition"]: r for r in runs}
-    assert set(by_partition) == {"masked_recon|base-s0", "masked_recon|base-s1", "raw_features|base", "minirocket|base"}
+    assert set(by_partition) == {
+        "masked_recon|base-s0", "masked_recon|base-s1", "raw_features|base", "minirocket|base", "supervised|base"
+    }
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     second = by_partition["masked_recon|base-s1"].tags
     assert second["screener_ssl/objective"] == "masked_recon" and second["screener_ssl/variant"] == "base"
@@ -59,8 +75,6 @@ def test_demo_runs_named_tagged_partitions_two_at_a_time(tiny_env, capsys) -> No
     assert info.limit == 1 and info.using_default_limit
 
     board = Path(tiny_env["SCREENER_SSL_DATA_DIR"]) / "models" / "_leaderboard.parquet"
-    import polars as pl
-
     rows = {r["objective"]: r for r in pl.read_parquet(board).iter_rows(named=True)}
     assert rows["masked_recon"]["n_seeds"] == 2 and rows["masked_recon"]["seeds"] == "0,1"
     assert rows["masked_recon"]["vs_minirocket_against"] == "minirocket|base"

@@ -335,3 +335,21 @@ def test_backbone_config_must_match_the_trained_backbone(dataset, scratch, tmp_p
             result, dataset, tmp_path, "supervised_tcn", "base", {"kind": "from_scratch"}, config,
             SMALL.model_copy(update={"embed_dim": 32}), None,
         )
+
+
+def test_model_selection_on_val_keeps_the_best_checked_step(dataset, monkeypatch):
+    import screener_ssl.ssl.finetune as finetune
+
+    config = _short(checkpoint_every=4)  # checks at steps 4, 8 and 12
+    last = _train(dataset, config.model_copy(update={"select_on_val": False}))
+    assert last.selection_history == [] and last.selected_step == 12
+    real = _train(dataset, config)
+    assert [s for s, _ in real.selection_history] == [4, 8, 12]
+    best = max(real.selection_history, key=lambda sv: sv[1])
+    assert real.selected_step == best[0]
+    # A val score that only falls: the weights of step 4 are kept, not the last step's.
+    scores = iter([0.9, 0.5, 0.1])
+    monkeypatch.setattr(finetune, "val_macro_auprc", lambda logits, labels: next(scores))
+    early = _train(dataset, config)
+    assert early.selected_step == 4
+    assert not torch.equal(_weights(early.classifier.backbone), _weights(last.classifier.backbone))

@@ -228,7 +228,7 @@ def test_the_printed_board_the_parquet_and_the_table_lead_with_the_verdict_in_on
     # The printed board: its headers in the same order.
     header = format_leaderboard(parquet).splitlines()[0]
     shown = ["objective", "kind", "current", "test AUPRC", "rising", "vs masked_recon", "vs minirocket",
-             "vs best baseline", "label eff.", "AUPRC@20", "AUPRC@100", "pretrain s", "params", "val AUPRC", "ECE"]
+             "vs best baseline", "label eff.", "@20 tickers", "@100 tickers", "pretrain s", "params", "val AUPRC", "ECE"]
     positions = [header.index(h) for h in shown]
     assert positions == sorted(positions)
     supervised = format_leaderboard(parquet).splitlines()[2]
@@ -238,7 +238,7 @@ def test_the_printed_board_the_parquet_and_the_table_lead_with_the_verdict_in_on
     schema, rows = verdict_table(parquet)
     assert [name for name, _, _ in schema] == [
         "#", "objective", "variant", "kind", "current", "test AUPRC [95% CI]", "rising", "vs masked_recon",
-        "vs minirocket", "vs best baseline", "label eff.", "AUPRC@20"]
+        "vs minirocket", "vs best baseline", "label eff.", "@20 tickers: AUPRC [CI] s m"]
     assert rows[0]["objective"] == "supervised" and rows[0]["#"] == 1 and rows[0]["vs masked_recon"].startswith("better")
     top = parquet.row(0, named=True)
     assert rows[0]["test AUPRC [95% CI]"] == f"{top['auprc']:.3f} [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
@@ -270,3 +270,71 @@ def test_a_row_is_current_only_when_every_run_it_pools_is() -> None:
     points["a|base-s1"] = "edited"
     assert with_currency(board, index, "D", points).get_column("current").to_list() == [True, True, False, False]
     assert with_currency(board, index, None, points).get_column("current").to_list() == [False] * 4
+
+
+def _budget_run(tmp_path, name: str, seed: int, signals: dict[int, float], y: np.ndarray, base: pl.DataFrame) -> dict:
+    """A run with full-label predictions and, per budget, three draws' test predictions."""
+    run = _run(tmp_path, name, 1.0, seed, 0.3, y, base)
+    frames = []
+    for budget, signal in signals.items():
+        for draw in range(3):
+            rng = np.random.default_rng(1000 * seed + 10 * budget + draw + 7 * len(name))
+            score = signal * y + rng.standard_normal(y.shape[0])
+            frames.append(base.with_columns(score_p=pl.Series(score), budget=pl.lit(budget, dtype=pl.Int64),
+                                            draw=pl.lit(draw, dtype=pl.Int64)))
+    pl.concat(frames).write_parquet(f"{run['run_dir']}/probe_budget_predictions.parquet")
+    return run
+
+
+def test_label_budget_columns_pool_seeds_and_draws_with_paired_verdicts(tmp_path) -> None:
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(1)
+    y, base = _test_rows(rng)
+    # At 3 labelled tickers the pretrained encoder is far ahead of supervised; at 10 it is behind.
+    spec = [
+        ("vicreg", "base-s0", 0, {3: 3.0, 10: 0.5}),
+        ("vicreg", "base-s1", 1, {3: 3.0, 10: 0.5}),
+        ("supervised", "base", 0, {3: 0.3, 10: 3.0}),
+        ("minirocket", "base", 0, {3: 3.0, 10: 0.5}),
+        ("masked_recon", "base", 0, {}),  # probed without budgets: null budget columns
+    ]
+    rows = []
+    for i, (objective, variant, seed, signals) in enumerate(spec):
+        name = f"{objective}-{variant}"
+        run = _budget_run(tmp_path, name, seed, signals, y, base) if signals else _run(tmp_path, name, 1.0, seed, 0.3, y, base)
+        row = {
+            "model_type": objective, "run_id": f"r{i}", "run_dir": run["run_dir"],
+            "experiment.objective": objective, "experiment.variant": variant, "experiment.backbone": "tcn",
+            "run_meta.seed": seed, "probe_metrics.macro.auprc": 0.3, "probe_metrics.val.macro_auprc": 0.3 + i / 100,
+            "probe_metrics.macro.ci_low": 0.2, "probe_metrics.macro.ci_high": 0.4,
+        }
+        if signals:
+            row["probe_metrics.label_budgets.train_tickers"] = 8
+            for budget in signals:
+                row |= {f"probe_metrics.label_budgets.per_budget.{budget}.{f}": 0.5 for f in ("auprc", "ci_low", "ci_high")}
+        rows.append(row)
+    board = leaderboard(pl.DataFrame(rows, infer_schema_length=None), baselines={"supervised"}, n_boot=100)
+    by = {r["objective"]: r for r in board.iter_rows(named=True)}
+    vicreg = by["vicreg"]
+    # The pooled AUPRC at a budget is the mean over seeds x draws, recomputed here from the files.
+    frames = [pl.read_parquet(tmp_path / f"vicreg-base-s{s}" / "probe_budget_predictions.parquet") for s in (0, 1)]
+    expected = np.mean([
+        average_precision_score(y, f.filter((pl.col("budget") == 3) & (pl.col("draw") == d))["score_p"].to_numpy())
+        for f in frames for d in range(3)
+    ])
+    assert abs(vicreg["labels_3_auprc"] - expected) < 1e-12
+    assert vicreg["labels_3_ci_low"] < vicreg["labels_3_auprc"] < vicreg["labels_3_ci_high"]
+    assert vicreg["labels_3_vs_supervised"] == "better" and vicreg["labels_10_vs_supervised"] == "worse"
+    assert vicreg["labels_3_vs_minirocket"] == "tie"
+    assert vicreg["labels_3_vs_supervised_against"] == "supervised|base"
+    assert vicreg["label_efficiency"] == vicreg["labels_3_auprc"] and vicreg["label_efficiency_budget"] == 3
+    assert by["supervised"]["labels_3_vs_supervised"] is None  # not compared with itself
+    assert by["masked_recon"]["labels_3_auprc"] is None and by["masked_recon"]["labels_3_vs_supervised"] is None
+
+    text = format_leaderboard(board)
+    assert "@3 tickers" in text and "@10 tickers" in text and "s+ m=" in text and "s- m" in text
+    records = leaderboard_records(board)
+    vic = next(r for r in records if r["objective"] == "vicreg")
+    assert vic["labels_3_auprc"] == vicreg["labels_3_auprc"] and vic["labels_10_vs_supervised"] == "worse"
+    assert vic["label_efficiency"] == vicreg["labels_3_auprc"]

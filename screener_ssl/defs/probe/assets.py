@@ -2,6 +2,7 @@
 
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -14,8 +15,15 @@ from screener_ssl.fingerprint import fingerprint
 from screener_ssl.probe.curves import CURVE_KEY, budget_curves_by_row, record_budget_curve
 from screener_ssl.probe.curves import PLOT_FILE as CURVE_PLOT_FILE
 from screener_ssl.probe.curves import budget_curve_png
-from screener_ssl.probe.plots import auprc_bar_png, png_markdown, thumbnail_png
+from screener_ssl.probe.plots import auprc_bar_png, label_efficiency_png, png_markdown, thumbnail_png
 from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.probe.label_budgets import (
+    BUDGET_PLOT_FILE,
+    BUDGET_PREDICTIONS_FILE,
+    METRICS_KEY as BUDGET_METRICS_KEY,
+    write_label_budget_artifacts,
+)
+from screener_ssl.runs.label_budgets import probe_label_budgets
 from screener_ssl.runs.probe import probe_reference_encoders
 from screener_ssl.runs.finetune import (
     NotFinetunableError,
@@ -25,12 +33,12 @@ from screener_ssl.runs.finetune import (
 )
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
-from screener_ssl.tracking.artifacts import atomic_write_parquet
+from screener_ssl.tracking.artifacts import atomic_write_parquet, to_jsonable
 from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.currency import with_currency
 from screener_ssl.tracking.index import build_index, index_fingerprint, publish_index
 from screener_ssl.tracking.latest import latest_partition_run, record_partition_run
-from screener_ssl.tracking.leaderboard import leaderboard, leaderboard_records, ordered_board
+from screener_ssl.tracking.leaderboard import board_budgets, leaderboard, leaderboard_records, ordered_board
 from screener_ssl.tracking.board import table_schema, verdict_table
 from screener_ssl.tracking.report_html import PER_PATTERN_COLUMNS, REPORT_FILE, per_pattern_rows, write_report
 
@@ -43,10 +51,12 @@ PARTITION_DEPS = [
 ]
 
 PROBE_CODE_VERSION = source_version(
-    "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics", "screener_ssl.probe.curves"
+    "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics", "screener_ssl.probe.curves",
+    "screener_ssl.probe.label_budgets", "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
 )
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
 BUDGET_CURVES_PLOT = "_budget_curves.png"
+LABEL_EFFICIENCY_PLOT = "_label_efficiency.png"
 
 PLOT_TITLES = {
     "pr_curves": "PR curves (test)",
@@ -73,8 +83,25 @@ def _float(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> dg.MaterializeResult:
-    """Probe the encoder in ``run_dir`` and describe the outcome; shared by both probed assets."""
+def budget_metadata(metrics: dict, run_dir: Path) -> dict:
+    """Per label budget: macro AUPRC and its CI pooled over draws, the summary, and the label-efficiency plot."""
+    out: dict = {}
+    for budget, rep in metrics["per_budget"].items():
+        out[f"labels_{budget}_auprc"] = _float(rep["auprc"])
+        out[f"labels_{budget}_auprc_ci"] = dg.MetadataValue.json([rep["ci_low"], rep["ci_high"]])
+    out["label_efficiency"] = _float(metrics["label_efficiency"])
+    out["label_efficiency_plot"] = dg.MetadataValue.path(str(run_dir / BUDGET_PLOT_FILE))
+    return out
+
+
+def probe_run_dir(
+    context, settings: ScreenerSettings, run_dir, stage: str, finetune_source: Path | None = None
+) -> dg.MaterializeResult:
+    """Probe the encoder in ``run_dir`` (full labels, then every label budget) and describe the outcome.
+
+    Shared by both probed assets; ``finetune_source`` (the pretrained run a finetune started
+    from) makes every label budget finetune that encoder again on the budget's labelled rows.
+    """
     objective, variant = partition_parts(context)
     point = settings.load_sweep().point(objective, variant)
     dataset = load_dataset(settings.root)
@@ -83,10 +110,22 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
     except SchemaMismatchError as exc:
         raise dg.Failure(description=f"{stage} for {objective}|{variant}: {exc}") from exc
     encoder = load_encoder(run_dir)
-    probe_config = ProbeConfig(**point.probe)
-    result = run_probe(encoder, dataset, probe_config, augment=point.augment, log=context.log.info)
+    config = ProbeConfig(**point.probe)
+    result = run_probe(encoder, dataset, config, augment=point.augment, log=context.log.info)
+    budgets = None
+    if config.label_budgets:
+        budgets = probe_label_budgets(
+            point, dataset, run_dir, config, full=result.metrics["macro"], finetune_source=finetune_source,
+            log=context.log.info, embedded=result.embeddings,
+        )
+        result.metrics[BUDGET_METRICS_KEY] = to_jsonable(budgets.metrics)
+        # Before probe_metrics.json: a run the index reads has its budget predictions beside it.
+        write_label_budget_artifacts(budgets, run_dir)
+    else:
+        for name in (BUDGET_PREDICTIONS_FILE, BUDGET_PLOT_FILE):
+            (run_dir / name).unlink(missing_ok=True)  # from an earlier probe with budgets
     # A trained run's encoder snapshots, probed lightly: AUPRC against windows seen (None for fixed encoders).
-    curve_png = record_budget_curve(result, run_dir, encoder, dataset, probe_config, log=context.log.info)
+    curve_png = record_budget_curve(result, run_dir, encoder, dataset, config, log=context.log.info)
     write_probe_artifacts(result, run_dir)
     m = result.metrics["macro"]
     context.log.info(
@@ -116,6 +155,7 @@ def probe_run_dir(context, settings: ScreenerSettings, run_dir, stage: str) -> d
                     png_markdown(thumbnail_png(curve_png), "macro AUPRC vs windows seen")
                 ),
             }),
+            **(budget_metadata(budgets.metrics, run_dir) if budgets is not None else {}),
         },
         data_version=dg.DataVersion(fingerprint({"run": str(run_dir), "schema": schema.fingerprint, "macro": m})),
         check_results=[
@@ -206,11 +246,28 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
         except SchemaMismatchError as exc:
             raise dg.Failure(description=f"cannot finetune {source}: {exc}") from exc
         record_partition_run(settings.root, finetuned_name(objective), variant, run_dir, version)
-        result = probe_run_dir(context, settings, run_dir, "finetuned_classifier")
+        result = probe_run_dir(context, settings, run_dir, "finetuned_classifier", finetune_source=source)
         result.metadata["source_run_dir"] = dg.MetadataValue.path(str(source))
         return result
 
     return [probe_metrics, finetuned_classifier]
+
+
+def sweep_label_efficiency(board) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Per leaderboard row with label budgets: (labelled tickers, AUPRC, CI) per budget, then full labels."""
+    budgets = board_budgets(board)
+    curves: dict[str, list[tuple[float, float, float, float]]] = {}
+    for row in board.iter_rows(named=True) if budgets else []:
+        points = [
+            (float(k), row[f"labels_{k}_auprc"], row[f"labels_{k}_ci_low"], row[f"labels_{k}_ci_high"])
+            for k in budgets if row.get(f"labels_{k}_auprc") is not None
+        ]
+        if not points:
+            continue
+        if row.get("label_train_tickers"):
+            points.append((float(row["label_train_tickers"]), row["auprc"], row["ci_low"], row["ci_high"]))
+        curves[f"{row['objective']}|{row['variant']}"] = points
+    return curves
 
 
 def index_current_result(index, board, settings: ScreenerSettings) -> dg.AssetCheckResult:
@@ -288,6 +345,14 @@ def experiment_index(
             metadata["budget_curves"] = dg.MetadataValue.path(str(curve_chart))
             metadata["budget_curves_preview"] = dg.MetadataValue.md(
                 png_markdown(thumbnail_png(curve_png), "val macro AUPRC vs windows seen, per objective")
+            )
+        efficiency = sweep_label_efficiency(board)
+        if efficiency:  # test macro AUPRC against labelled train tickers, per row with label budgets
+            efficiency_chart = models_root / LABEL_EFFICIENCY_PLOT
+            efficiency_png = label_efficiency_png(efficiency, path=efficiency_chart)
+            metadata["label_efficiency"] = dg.MetadataValue.path(str(efficiency_chart))
+            metadata["label_efficiency_preview"] = dg.MetadataValue.md(
+                png_markdown(thumbnail_png(efficiency_png), "test macro AUPRC vs labelled train tickers")
             )
         write_report(board, models_root)  # after the charts: the report embeds the index dir's plots
         metadata["auprc_chart_preview"] = dg.MetadataValue.md(png_markdown(thumbnail_png(png), "macro AUPRC by objective"))

@@ -105,6 +105,8 @@ class FitJob:
     checkpoint: Path | None = None  # where a killed run resumes from
     # The training loop's snapshot hook (EncoderSnapshots): the encoder kept at a few steps for the budget curve.
     snapshots: "EncoderSnapshots | None" = None
+    # A label budget: an entry that needs labels reads only these train windows' labels (None = all).
+    labelled_rows: Any = None  # int64 [n] positions into the window index
 
 
 class ObjectiveConfig(BaseModel):

@@ -37,7 +37,8 @@ class Supervised(Objective):
             raise ValueError("the supervised baseline needs pattern labels; load the dataset with labels")
         log(f"{cls.name}: training the backbone from scratch on the pattern labels")
         fitted = train_classifier(
-            backbone, job.dataset, finetune_config(job.train, **(job.config or {})), log=log, snapshot=job.snapshots
+            backbone, job.dataset, finetune_config(job.train, **(job.config or {})), log=log,
+            labelled_rows=job.labelled_rows, snapshot=job.snapshots,
         )
         result = TrainResult(
             steps=len(fitted.losses), losses=list(fitted.losses), seconds=fitted.seconds,
