@@ -59,7 +59,7 @@ def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def batch_to_device(batch: SSLBatch, device: torch.device) -> SSLBatch:
     """The same batch with every tensor on ``device`` (returned unchanged on the CPU)."""
-    if device.type == "cpu":
+    if device == torch.device("cpu"):
         return batch
     return SSLBatch(
         views=[View(_move(v.x, device), _move(v.observed, device)) for v in batch.views],

@@ -36,6 +36,7 @@ from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
+from screener_ssl.ssl.device import resolve_device
 from screener_ssl.ssl.trainer import StepLoss, TrainConfig, run_training_loop, seed_everything
 from screener_ssl.tracking.artifacts import atomic_torch_save
 
@@ -274,12 +275,15 @@ def train_classifier(
     config: FinetuneConfig,
     log: Callable[[str], None] = print,
     checkpoint_path: Path | None = None,
+    device: str = "cpu",
 ) -> ClassifierResult:
     """Train a copy of ``backbone`` + a linear head on the train split's labels; score BCE on val.
 
     The caller's backbone is not modified. Same seed and threads give bit-identical weights;
-    with ``checkpoint_path`` a killed run resumes where its last checkpoint left off.
+    with ``checkpoint_path`` a killed run resumes where its last checkpoint left off. ``device``
+    (as ``TrainConfig.device``) is where the steps run; the classifier comes back on the CPU.
     """
+    on = resolve_device(device)
     labels = require_labels(dataset)
     if backbone.input_channels != dataset.spec.n_features:
         raise ValueError(
@@ -295,7 +299,7 @@ def train_classifier(
     loss_fn = nn.BCEWithLogitsLoss()
 
     def loss_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepLoss:
-        x, observed, target = batch
+        x, observed, target = (t.to(on) for t in batch)
         return loss_fn(classifier(x, observed), target), {}, len(target)
 
     loop = run_training_loop(
@@ -305,6 +309,7 @@ def train_classifier(
             {"params": list(classifier.backbone.parameters()), "lr": config.lr * config.encoder_lr_scale},
             {"params": list(classifier.head.parameters()), "lr": config.lr},
         ],
+        device=on,
         checkpoint_path=checkpoint_path,
         guard_config=config,
         loss_label="bce",

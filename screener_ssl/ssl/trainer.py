@@ -294,7 +294,7 @@ def run_training_loop(
             save_checkpoint(checkpoint_path, state)
     seconds = time.perf_counter() - t0
     model.eval()
-    if device.type != "cpu":
+    if device != torch.device("cpu"):
         model.to("cpu")  # probing, checks and artifacts downstream run on the CPU
     return LoopResult(
         losses=losses,

@@ -36,7 +36,8 @@ class Supervised(Objective):
         if job.dataset.labels is None:
             raise ValueError("the supervised baseline needs pattern labels; load the dataset with labels")
         log(f"{cls.name}: training the backbone from scratch on the pattern labels")
-        fitted = train_classifier(backbone, job.dataset, finetune_config(job.train, **(job.config or {})), log=log)
+        fitted = train_classifier(backbone, job.dataset, finetune_config(job.train, **(job.config or {})), log=log,
+                                  device=job.train.device)
         result = TrainResult(
             steps=len(fitted.losses), losses=list(fitted.losses), seconds=fitted.seconds,
             windows_per_s=fitted.windows_per_s, last_logs={"val_loss": fitted.val_loss},
