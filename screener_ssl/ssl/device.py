@@ -51,6 +51,8 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if tensor.device.type == device.type and device.index in (None, tensor.device.index):
+        return tensor  # born there (the device-resident sampler)
     if device.type != "cuda":
         return tensor.to(device)
     # Page-locked host memory lets the copy run asynchronously beside the previous step's kernels.

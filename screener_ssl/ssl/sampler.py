@@ -8,6 +8,13 @@ A predictive objective asks for ``future_bars`` > 0: each batch then also carrie
 bars t*+1 .. t*+H (targets only, never part of a view) in ``extras``, and only windows
 whose future stays inside the candidate set's own span of their ticker are drawn, so
 when the candidates are the train split the future bars are train bars too.
+
+On an accelerator (:meth:`WindowSampler.to`) the feature array is copied to the device once;
+the host still draws every index (same numpy stream), and the gather, the decision-time
+censoring, the visible-bar z-score and the augmentations run there as batched tensor ops
+(:class:`TensorRows`, :func:`zscore_observed_tensor`). Index draws, gather, censoring and
+z-score give the host path's windows (to float rounding); the augmentations draw from a
+generator on the device, so on a GPU they are equal in distribution, and on the CPU the same.
 """
 
 from __future__ import annotations
@@ -56,6 +63,47 @@ def gather_window_rows(values: np.ndarray, ticker_start: np.ndarray, decision_ro
     rows = np.where(in_ticker, rows, decision_row[:, None])
     x = np.asarray(values[rows.reshape(-1)], dtype=np.float32).reshape(batch, window, n_channels)
     return GatheredRows(x=x, present=in_ticker[:, :, None] & np.isfinite(x), back=back)
+
+
+def zscore_observed_tensor(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """:func:`~screener_ssl.data.windows.zscore_observed` on tensors (any device): per-window,
+    per-channel z-score of ``x [B, T, C]`` (zero where not observed) from the observed cells only."""
+    count = observed.sum(dim=1, keepdim=True).to(torch.float32).clamp_min(1.0)
+    mean = x.sum(dim=1, keepdim=True) / count
+    centered = torch.where(observed, x - mean, torch.zeros((), dtype=x.dtype, device=x.device))
+    var = (centered * centered).sum(dim=1, keepdim=True) / count
+    return (centered / (torch.sqrt(var) + ZSCORE_EPS)).clamp(-ZSCORE_CLIP, ZSCORE_CLIP)
+
+
+@dataclass(frozen=True)
+class TensorRows:
+    """:class:`GatheredRows` as tensors on the sampler's device (``back`` included)."""
+
+    x: torch.Tensor  # float32 [B, W, C]
+    present: torch.Tensor  # bool [B, W, C]
+    back: torch.Tensor  # int64 [W]
+
+    def view(
+        self, lengths: torch.Tensor, decision_known: torch.Tensor, normalize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """lengths int64 [B] bars kept up to t*; decision_known bool [B, C] cells kept on bar t*."""
+        observed = self.present & (self.back[None, :] < lengths[:, None])[:, :, None]
+        observed[:, -1, :] &= decision_known
+        x = torch.where(observed, self.x, torch.zeros((), dtype=self.x.dtype, device=self.x.device))
+        return (zscore_observed_tensor(x, observed) if normalize else x), observed
+
+
+def gather_window_rows_tensor(
+    values: torch.Tensor, ticker_start: torch.Tensor, decision_row: torch.Tensor, window: int
+) -> TensorRows:
+    """:func:`gather_window_rows` on the device of ``values`` (float32 [N, C]); indices int64 [B] there too."""
+    batch, n_channels = decision_row.shape[0], values.shape[1]
+    back = torch.arange(window - 1, -1, -1, dtype=torch.int64, device=values.device)
+    rows = decision_row[:, None] - back[None, :]  # [B, W]
+    in_ticker = rows >= ticker_start[:, None]
+    rows = torch.where(in_ticker, rows, decision_row[:, None])
+    x = values.index_select(0, rows.reshape(-1)).reshape(batch, window, n_channels)
+    return TensorRows(x=x, present=in_ticker[:, :, None] & torch.isfinite(x), back=back)
 
 
 class WindowSampler:
@@ -112,8 +160,25 @@ class WindowSampler:
         self.neighbor_radius = neighbor_radius
         self.open_known = spec.open_known_mask
         self.normalize = normalize  # False when values are already causally normalized
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
+        self.device: torch.device | None = None  # None: numpy on the host (see ``to``)
+        self._values: torch.Tensor | None = None
+        self._open_known: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "WindowSampler":
+        """Sample on ``device`` from now on: the feature array goes there once, batches are born there.
+
+        The augmentation generator is re-created on the device from the seed (call this before
+        the first batch; a checkpoint then restores its state as usual).
+        """
+        device = torch.device(device)
+        self.device = device
+        self._values = torch.from_numpy(np.ascontiguousarray(self.values, dtype=np.float32)).to(device)
+        self._open_known = torch.from_numpy(np.asarray(self.open_known, dtype=bool)).to(device)
+        self.gen = torch.Generator(device=device).manual_seed(self.seed)
+        return self
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "gen": self.gen.get_state()}
@@ -135,7 +200,8 @@ class WindowSampler:
         picks = np.concatenate([anchors[:, None], neighbors], axis=1).reshape(-1)
         return picks[: self.batch_size] if len(picks) >= self.batch_size else np.resize(picks, self.batch_size)
 
-    def sample(self) -> SSLBatch:
+    def _draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The host's part of a batch, from the numpy stream: (ticker start, t*, keep t* whole, crop lengths per view)."""
         picks = self._choose()
         window = self.spec.window_max
         start = self.ticker_start[picks]
@@ -146,6 +212,13 @@ class WindowSampler:
             sample_crop_lengths(self.rng, len(picks), window, self.spec.crop_lengths, self.augment)
             for _ in range(max(self.n_views, 1))
         ]
+        return start, decision_row, keep_whole, crops
+
+    def sample(self) -> SSLBatch:
+        start, decision_row, keep_whole, crops = self._draw()
+        if self.device is not None:
+            return self._sample_tensors(start, decision_row, keep_whole, crops)
+        window = self.spec.window_max
         # Each window's rows are gathered once; every view is a crop + censoring mask over them.
         rows = gather_window_rows(self.values, start, decision_row, window)
         decision_known = np.where(keep_whole[:, None], True, self.open_known[None, :])  # [B, C]
@@ -173,6 +246,43 @@ class WindowSampler:
             extras=extras,
         )
 
+    def _sample_tensors(self, start, decision_row, keep_whole, crops) -> SSLBatch:
+        """:meth:`sample` after the host's draws, as tensor ops on ``self.device`` (one host -> device copy)."""
+        device, window = self.device, self.spec.window_max
+        drawn = np.stack([start, decision_row, keep_whole.astype(np.int64), *crops]).astype(np.int64)
+        drawn_t = torch.from_numpy(drawn)
+        if device.type == "cuda":
+            drawn_t = drawn_t.pin_memory()
+        drawn_t = drawn_t.to(device, non_blocking=True)
+        start_t, row_t, keep_t, crops_t = drawn_t[0], drawn_t[1], drawn_t[2].bool(), drawn_t[3:]
+        rows = gather_window_rows_tensor(self._values, start_t, row_t, window)
+        decision_known = keep_t[:, None] | self._open_known[None, :]  # [B, C]
+        extras: dict[str, torch.Tensor] = {}
+        if self.future_bars > 0:
+            raw_x, clean_obs = rows.view(crops_t[0], decision_known, False)
+            future = gather_window_rows_tensor(self._values, start_t, row_t + self.future_bars, self.future_bars)
+            future_x, future_obs = future.view(
+                torch.full_like(row_t, self.future_bars), torch.ones_like(decision_known), False
+            )
+            if self.normalize:
+                future_x = _future_zscore_tensor(raw_x, clean_obs, future_x, future_obs)
+                clean_x = zscore_observed_tensor(raw_x, clean_obs)
+            else:
+                clean_x = raw_x
+            extras = {"future_x": future_x, "future_observed": future_obs}
+        else:
+            clean_x, clean_obs = rows.view(crops_t[0], decision_known, self.normalize)
+        views = []
+        for v in range(self.n_views):
+            if v == 0:
+                x, obs = clean_x, clean_obs
+            else:
+                x, obs = rows.view(crops_t[v], decision_known, self.normalize)
+            views.append(View(*augment_view(x, obs, self.augment, self.gen)))
+        return SSLBatch(
+            views=views, clean=View(clean_x, clean_obs), ticker_id=start_t, decision_row=row_t, extras=extras
+        )
+
     def _with_future(self, raw_x, obs, start, decision_row):
         """The clean window (normalized as configured) and the H whole bars after t* ``[B, H, C]``.
 
@@ -193,6 +303,18 @@ class WindowSampler:
         future_z = np.clip((future_x - mean) / (std + ZSCORE_EPS), -ZSCORE_CLIP, ZSCORE_CLIP)
         future_z = np.where(future_obs, future_z, np.float32(0.0)).astype(np.float32)
         return zscore_observed(raw_x, obs), future_z, future_obs
+
+
+def _future_zscore_tensor(raw_x, obs, future_x, future_obs) -> torch.Tensor:
+    """The future bars z-scored with the clean window's statistics (as ``WindowSampler._with_future``)."""
+    count = obs.sum(dim=1, keepdim=True).to(torch.float32).clamp_min(1.0)
+    mean = raw_x.sum(dim=1, keepdim=True) / count
+    zero = torch.zeros((), dtype=raw_x.dtype, device=raw_x.device)
+    centered = torch.where(obs, raw_x - mean, zero)
+    std = torch.sqrt((centered * centered).sum(dim=1, keepdim=True) / count)
+    future_z = ((future_x - mean) / (std + ZSCORE_EPS)).clamp(-ZSCORE_CLIP, ZSCORE_CLIP)
+    return torch.where(future_obs, future_z, zero)
+
 
 def future_inside_candidates(ticker_start: np.ndarray, decision_row: np.ndarray, horizon: int) -> np.ndarray:
     """bool [M]: candidates whose ``decision_row + horizon`` does not pass their ticker's last candidate row.
