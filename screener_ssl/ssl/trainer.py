@@ -318,8 +318,8 @@ def train(
     The objective is returned on the CPU.
     """
     device = resolve_device(config.device)
-    if device != torch.device("cpu") and sampler.device is None:
-        # Off the host, the sampler keeps the feature array on the device and builds batches there.
+    if sampler.device != device:
+        # The sampler keeps the feature array on the training device and builds batches there.
         sampler.to(device)
 
     def loss_step(batch) -> StepLoss:

@@ -90,14 +90,15 @@ def test_every_registry_entry_trains_on_the_device(dataset, name, monkeypatch):
     assert all(np.isfinite(result.losses))
 
 
-def test_the_sampler_hands_over_host_batches_that_the_trainer_moves(dataset):
-    """The host sampler's batches are host tensors: without the move to the device, the forward fails."""
+def test_a_sampler_left_on_the_host_fails_against_a_model_on_the_device(dataset):
+    """The tracker has teeth for the sampler: host batches meeting device weights are caught."""
     cls = get_objective_class("vicreg")
     torch.manual_seed(0)
     objective = cls(build_backbone(BackboneConfig(kind="tcn", embed_dim=8, hidden_dim=8, n_layers=2),
                                    dataset.spec.n_features), cls.config_cls())
-    sampler = cls.train_sampler(dataset, AugmentConfig(), TrainConfig(batch_size=8), {})
     with track_devices():
+        sampler = cls.train_sampler(dataset, AugmentConfig(), TrainConfig(batch_size=8), {})  # on the host
         batch = sampler.sample()
+        assert is_host(batch.views[0].x)
         with pytest.raises(DeviceMixError):
             objective(batch)

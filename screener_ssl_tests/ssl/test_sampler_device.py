@@ -1,5 +1,6 @@
-"""The device-resident sampler path (``WindowSampler.to``) against the host path: the same windows
-for the same seed, causal, and every tensor born on the sampler's device."""
+"""The sampler's tensor path against a numpy reference of the same draws (``gather_windows``, the
+z-score, then the same augmentation stream): the same batches for the same seed, causal, and every
+tensor born on the sampler's device."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from screener_ssl.data.windows import WindowSpec, zscore_observed
-from screener_ssl.ssl.augment import AugmentConfig
-from screener_ssl.ssl.sampler import WindowSampler, gather_window_rows, gather_window_rows_tensor, zscore_observed_tensor
+from screener_ssl.data.windows import WindowSpec, gather_windows, zscore_observed
+from screener_ssl.ssl.augment import AugmentConfig, augment_view
+from screener_ssl.ssl.sampler import WindowSampler, gather_window_rows, zscore_observed_tensor
 from screener_ssl_tests.device_tracking import is_host, track_devices
 
 CHANNELS = 6
@@ -19,70 +20,79 @@ SPEC = WindowSpec(window_max=32, crop_lengths=(16, 24, 32), min_history=16)
 def _market(seed: int = 0, n_tickers: int = 4, length: int = 200):
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n_tickers * length, CHANNELS)).astype(np.float32)
-    values[rng.random(values.shape) < 0.05] = np.nan  # missing cells stay unobserved on both paths
+    values[rng.random(values.shape) < 0.05] = np.nan  # missing cells stay unobserved
     starts = np.arange(n_tickers, dtype=np.int64) * length
     ticker_start = np.repeat(starts, length - 20)
     decision_row = (starts[:, None] + np.arange(20, length)[None, :]).reshape(-1)  # some reach before the ticker
     return values, ticker_start, decision_row
 
 
-def _pair(values, ticker_start, decision_row, **kw):
-    args = dict(spec=SPEC, augment=kw.pop("augment", AugmentConfig()), n_views=kw.pop("n_views", 2),
-                batch_size=kw.pop("batch_size", 24), seed=kw.pop("seed", 5), **kw)
-    host = WindowSampler(values, ticker_start, decision_row, **args)
-    device = WindowSampler(values, ticker_start, decision_row, **args).to("cpu")
-    return host, device
+def _numpy_window(values, start, decision_row, lengths, keep_whole, open_known, normalize):
+    """gather_windows per row with that row's censoring (t* kept whole or open-only)."""
+    x = np.zeros((len(start), SPEC.window_max, CHANNELS), np.float32)
+    obs = np.zeros(x.shape, bool)
+    for rows, known in ((~keep_whole, open_known), (keep_whole, np.ones(CHANNELS, bool))):
+        if rows.any():
+            x[rows], obs[rows] = gather_windows(values, start[rows], decision_row[rows], SPEC.window_max,
+                                                lengths=lengths[rows], open_known=known, normalize=normalize)
+    return x, obs
 
 
-def _assert_batches_equal(a, b):
-    assert torch.equal(a.ticker_id, b.ticker_id) and torch.equal(a.decision_row, b.decision_row)
-    for va, vb in zip((a.clean, *a.views), (b.clean, *b.views), strict=True):
-        assert torch.equal(va.observed, vb.observed)
-        torch.testing.assert_close(va.x, vb.x, rtol=1e-5, atol=1e-5)
-    assert a.extras.keys() == b.extras.keys()
-    for k in a.extras:
-        torch.testing.assert_close(a.extras[k], b.extras[k], rtol=1e-5, atol=1e-5)
+def _reference_batch(values, ticker_start, decision_row, augment, n_views, batch_size, seed, **kw):
+    """The batch the sampler must produce, from its own host draws and the numpy window code."""
+    sampler = WindowSampler(values, ticker_start, decision_row, SPEC, augment, n_views, batch_size, seed, **kw)
+    start, t_star, keep_whole, crops = sampler._draw()
+    gen = torch.Generator().manual_seed(seed)
+    open_known = SPEC.open_known_mask
+    clean = _numpy_window(values, start, t_star, crops[0], keep_whole, open_known, sampler.normalize)
+    views = [clean] + [
+        _numpy_window(values, start, t_star, crops[v], keep_whole, open_known, sampler.normalize)
+        for v in range(1, n_views)
+    ]
+    augmented = [augment_view(torch.from_numpy(x), torch.from_numpy(o), augment, gen) for x, o in views]
+    return start, t_star, clean, augmented
 
 
 @pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("future_bars", [0, 6])
-def test_the_tensor_path_draws_the_host_paths_batches(normalize, future_bars):
-    host, device = _pair(*_market(1), normalize=normalize, future_bars=future_bars)
-    for _ in range(4):  # the streams stay in step batch after batch
-        _assert_batches_equal(host.sample(), device.sample())
+@pytest.mark.parametrize("neighbours", [0, 3])
+def test_batches_equal_the_numpy_reference_of_the_same_draws(normalize, neighbours):
+    values, ts, dr = _market(1)
+    kw = dict(normalize=normalize, neighbors_per_anchor=neighbours, neighbor_radius=2)
+    start, t_star, clean, augmented = _reference_batch(values, ts, dr, AugmentConfig(), 2, 24, 5, **kw)
+    batch = WindowSampler(values, ts, dr, SPEC, AugmentConfig(), 2, 24, 5, **kw).sample()
+    assert batch.ticker_id.tolist() == start.tolist() and batch.decision_row.tolist() == t_star.tolist()
+    assert np.array_equal(batch.clean.observed.numpy(), clean[1])
+    np.testing.assert_allclose(batch.clean.x.numpy(), clean[0], rtol=1e-5, atol=1e-5)
+    for view, (x, o) in zip(batch.views, augmented, strict=True):
+        assert torch.equal(view.observed, o)
+        torch.testing.assert_close(view.x, x, rtol=1e-4, atol=1e-4)
 
 
-def test_neighbour_batches_and_checkpointed_state_match():
+def test_on_another_device_the_windows_match_and_the_state_resumes():
     values, ts, dr = _market(2)
-    host, device = _pair(values, ts, dr, neighbors_per_anchor=3, neighbor_radius=2, seed=9)
-    host.sample(), device.sample()
-    state_h, state_d = host.state_dict(), device.state_dict()
-    _assert_batches_equal(host.sample(), device.sample())
-    host.load_state_dict(state_h)
-    device.load_state_dict(state_d)
-    _assert_batches_equal(host.sample(), device.sample())
+    cpu = WindowSampler(values, ts, dr, SPEC, AugmentConfig(), 2, 16, seed=9, future_bars=4)
+    other = WindowSampler(values, ts, dr, SPEC, AugmentConfig(), 2, 16, seed=9, future_bars=4).to(torch.device("cpu", 0))
+    a, b = cpu.sample(), other.sample()
+    assert torch.equal(a.clean.x, b.clean.x) and torch.equal(a.extras["future_x"], b.extras["future_x"])
+    state = other.state_dict()
+    again = other.sample()
+    other.load_state_dict(state)
+    assert torch.equal(other.sample().views[1].x, again.views[1].x)
 
 
-def test_tensor_gather_and_zscore_equal_the_numpy_ones():
-    values, ts, dr = _market(3)
-    pick = np.random.default_rng(0).integers(0, len(dr), size=40)
-    ref = gather_window_rows(values, ts[pick], dr[pick], 32)
-    rows = gather_window_rows_tensor(torch.from_numpy(values), torch.from_numpy(ts[pick]), torch.from_numpy(dr[pick]), 32)
-    assert np.array_equal(rows.present.numpy(), ref.present)
-    np.testing.assert_array_equal(np.nan_to_num(rows.x.numpy()), np.nan_to_num(ref.x))
-    lengths = np.random.default_rng(1).choice([16, 32], size=40)
-    known = np.random.default_rng(2).random((40, CHANNELS)) < 0.5
-    x_ref, o_ref = ref.view(lengths, known)
-    x, o = rows.view(torch.from_numpy(lengths), torch.from_numpy(known))
-    assert np.array_equal(o.numpy(), o_ref)
-    np.testing.assert_allclose(x.numpy(), x_ref, rtol=1e-5, atol=1e-5)
-    raw = np.where(o_ref, ref.x, 0).astype(np.float32)
-    np.testing.assert_allclose(zscore_observed_tensor(torch.from_numpy(raw), torch.from_numpy(o_ref)).numpy(),
-                               zscore_observed(raw, o_ref), rtol=1e-5, atol=1e-5)
+def test_tensor_zscore_equals_the_numpy_one():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 32, CHANNELS)).astype(np.float32) * 3 + 1
+    observed = rng.random(x.shape) < 0.8
+    x = np.where(observed, x, 0).astype(np.float32)
+    np.testing.assert_allclose(zscore_observed_tensor(torch.from_numpy(x), torch.from_numpy(observed)).numpy(),
+                               zscore_observed(x, observed), rtol=1e-5, atol=1e-5)
+    rows = gather_window_rows(torch.zeros(5, CHANNELS), torch.zeros(2, dtype=torch.long), torch.tensor([1, 4]), 4)
+    assert rows.present[0].sum(dim=1).tolist() == [0, 0, CHANNELS, CHANNELS]  # before the ticker: absent
 
 
 @pytest.mark.parametrize("future_bars", [0, 6])
-def test_the_tensor_path_never_sees_bars_after_t_star(future_bars):
+def test_the_sampler_never_sees_bars_after_t_star(future_bars):
     """Perturb every bar after each candidate's last possible t*: views and clean windows are unchanged."""
     values, ts, dr = _market(4)
     perturbed = values.copy()
@@ -91,17 +101,17 @@ def test_the_tensor_path_never_sees_bars_after_t_star(future_bars):
     ts, dr = ts[keep], dr[keep]
     for s in np.unique(ts):
         perturbed[s + 127 : s + 200] = perturbed[s + 127 : s + 200] * 7.0 + 3.0
-    a = WindowSampler(values, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1, future_bars=future_bars).to("cpu")
-    b = WindowSampler(perturbed, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1, future_bars=future_bars).to("cpu")
+    a = WindowSampler(values, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1, future_bars=future_bars)
+    b = WindowSampler(perturbed, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1, future_bars=future_bars)
     for _ in range(3):
         ba, bb = a.sample(), b.sample()
         for va, vb in zip((ba.clean, *ba.views), (bb.clean, *bb.views), strict=True):
             assert torch.equal(va.x, vb.x) and torch.equal(va.observed, vb.observed)
         # The check has teeth: bars after the candidates' t* but inside a window's reach do change.
-    c = WindowSampler(values, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1).to("cpu")
+    c = WindowSampler(values, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1)
     moved = values.copy()
     moved[:: 5] += 50.0
-    d = WindowSampler(moved, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1).to("cpu")
+    d = WindowSampler(moved, ts, dr, SPEC, AugmentConfig(), 2, 32, seed=1)
     assert not torch.equal(c.sample().clean.x, d.sample().clean.x)
 
 
