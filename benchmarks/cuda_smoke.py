@@ -1,0 +1,120 @@
+"""Every registry entry trains a few steps on the device and is probed, on a tiny dataset.
+
+The device-consistency smoke for an accelerator: for each objective and baseline of the
+registry, the bundled sweep's ``base`` point with ``TrainConfig.device`` set to ``--device``
+and a handful of steps goes through ``runs.pretrain.pretrain_partition`` (its own fit, the
+collapse check, the run dir), then ``run_probe`` with small sample sizes. One entry's failure
+is recorded (with the end of its traceback) and the next one runs. Prints JSON; exits 1 when
+any entry failed.
+
+    python benchmarks/cuda_smoke.py --device cuda [--steps 4] [--json-out out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, high_water_rss_mb, host_record, log, pin_threads, pin_torch_threads, thread_record  # noqa: E402
+
+PROBE = {"max_train_windows": 2000, "max_val_windows": 1000, "max_test_windows": 1000, "n_boot": 10,
+         "stability_windows": 16, "stability_augs": 2}
+
+
+def _base_point(sweep, name: str):
+    """The objective's ``base`` point (``base-s0`` where the base variant is seeded)."""
+    from screener_ssl.runs.sweep import SweepError
+
+    try:
+        return sweep.point(name, "base")
+    except SweepError:
+        return sweep.point(name, "base-s0")
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--objectives", default="all", help="'all' or a comma-separated list")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tickers", type=int, default=30)
+    parser.add_argument("--days", type=int, default=500)
+    parser.add_argument("--amp-bf16", action="store_true")
+    parser.add_argument("--json-out", default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    pinned = pin_threads(args.threads)
+    torch_threads = pin_torch_threads(args.threads)
+    import torch
+
+    from screener_ssl.data import dataset as ds
+    from screener_ssl.probe.probe import ProbeConfig, run_probe
+    from screener_ssl.runs.pretrain import pretrain_partition
+    from screener_ssl.runs.sweep import load_sweep
+    from screener_ssl.ssl.device import resolve_device
+    from screener_ssl.ssl.encoder import load_encoder
+    from screener_ssl.ssl.objectives.base import objective_names
+
+    device = resolve_device(args.device)
+    sweep = load_sweep()
+    names = objective_names() if args.objectives == "all" else [o.strip() for o in args.objectives.split(",") if o]
+    rows = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="screener_ssl_cuda_smoke_") as tmp:
+        root = Path(tmp)
+        spec = sweep.spec.dataset
+        synthetic = spec.synthetic.model_copy(update={"n_tickers": args.tickers, "n_days": args.days})
+        ds.ingest_bars(root, "synthetic", synthetic)
+        ds.build_features(root, spec.window.volume_lookback)
+        ds.build_windowed_dataset(root, spec.window)
+        ds.build_labels(root, "synthetic", spec.window)
+        dataset = ds.load_dataset(root)
+        for name in names:
+            t0 = time.perf_counter()
+            row: dict = {"objective": name}
+            try:
+                point = _base_point(sweep, name)
+                point = point.model_copy(update={"train": point.train.model_copy(update={
+                    "device": args.device, "steps": args.steps, "batch_size": args.batch_size,
+                    "threads": args.threads, "amp_bf16": args.amp_bf16, "log_every": 1,
+                })})
+                outcome = pretrain_partition(dataset, point, root, log=lambda _m: None)
+                t1 = time.perf_counter()
+                result = run_probe(load_encoder(outcome.run_dir), dataset, ProbeConfig(**{**point.probe, **PROBE}),
+                                   augment=point.augment, log=lambda _m: None)
+                row.update(ok=True, train_s=t1 - t0, probe_s=time.perf_counter() - t1,
+                           final_loss=outcome.result.final_loss, macro_auprc=result.metrics["macro"].get("auprc"))
+            except Exception as exc:  # noqa: BLE001 - recorded, and the next entry runs
+                row.update(ok=False, error=f"{type(exc).__name__}: {exc}",
+                           traceback=traceback.format_exc().splitlines()[-12:])
+            row["seconds"] = time.perf_counter() - t0
+            log(f"{name:>18s}: {'ok' if row['ok'] else 'FAILED ' + row['error']} ({row['seconds']:.1f} s)")
+            rows.append(row)
+    failed = [r["objective"] for r in rows if not r["ok"]]
+    document = {
+        "benchmark": "cuda_smoke",
+        "device": str(device),
+        "config": {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
+                   "amp_bf16": args.amp_bf16, "tickers": args.tickers, "days": args.days, "probe": PROBE},
+        "rows": rows,
+        "summary": {"entries": len(rows), "failed": failed, "all_ok": not failed,
+                    "wall_seconds": time.perf_counter() - started, "peak_rss_mb": high_water_rss_mb()},
+        "threads": {**pinned, **torch_threads, **thread_record()},
+        "host": host_record() | ({"cuda_device": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),
+    }
+    emit(document, args.json_out)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
