@@ -4,7 +4,9 @@ On a synthetic dataset built through the pipeline steps in a temporary data root
 (default 200 tickers x 1500 days), for every objective x backbone:
 
 (a) full step, as ``screener_ssl.ssl.trainer.train`` runs it: ``WindowSampler.sample()``
-    (gather + censor + z-score + augment), host -> device copy, objective forward,
+    (host index draws; gather + censor + z-score + augment on the device the sampler was
+    moved to, as train() does; ``--sampler host`` keeps it on the CPU and copies each
+    batch over instead), objective forward,
     finiteness check, backward, gradient clipping, AdamW + LR-schedule step, the
     objective's after-step hook (EMA targets), loss read-back;
 (b) bare step: the same minus sampling and the copy, on the ``SSLBatch`` the full step
