@@ -87,7 +87,8 @@ def _rows_scan(d: dict) -> list[tuple]:
 
 def _rows_pretrain(d: dict) -> list[tuple]:
     c, summary = d["config"], d["summary"]
-    size = f"batch {c['batch_size']}"
+    size = f"batch {c['batch_size']}" + (", bf16" if c.get("amp_bf16") else "")
+    size += ", host sampler" if c.get("sampler") == "host" else ""
     out = []
     for r in d["rows"]:
         what = f"{r['objective']} / {r['backbone']}: windows/s, pipeline share"
