@@ -38,6 +38,42 @@ def _base_point(sweep, name: str):
         return sweep.point(name, "base-s0")
 
 
+def _sampler_check(dataset, device, batches: int = 8, batch_size: int = 256) -> dict:
+    """The device-resident sampler against the CPU one, same seed: the same windows (ids, masks,
+    clean values to float rounding); augmented views equal in distribution (their own noise draws)."""
+    import torch
+
+    from screener_ssl.ssl.augment import AugmentConfig
+    from screener_ssl.ssl.objectives.base import get_objective_class
+    from screener_ssl.ssl.trainer import TrainConfig
+
+    cls = get_objective_class("vicreg")
+    train = TrainConfig(batch_size=batch_size)
+    cpu = cls.train_sampler(dataset, AugmentConfig(), train, {})
+    dev = cls.train_sampler(dataset, AugmentConfig(), train, {}).to(device)
+    same_ids = same_masks = True
+    clean_diff = 0.0
+    stats = {"cpu": [], "device": []}
+    for _ in range(batches):
+        a, b = cpu.sample(), dev.sample()
+        same_ids &= torch.equal(a.ticker_id, b.ticker_id.cpu()) and torch.equal(a.decision_row, b.decision_row.cpu())
+        same_masks &= torch.equal(a.clean.observed, b.clean.observed.cpu())
+        clean_diff = max(clean_diff, float((a.clean.x - b.clean.x.cpu()).abs().max()))
+        for key, batch in (("cpu", a), ("device", b)):
+            view = batch.views[1]
+            x, o = view.x.float().cpu(), view.observed.cpu()
+            stats[key].append((float(o.float().mean()), float(x[o].mean()), float(x[o].std())))
+    summary = {k: [sum(v[i] for v in rows) / len(rows) for i in range(3)] for k, rows in stats.items()}
+    # Equal in distribution: observed share, mean and std of the augmented cells within a few percent.
+    close = all(abs(c - d) <= 0.03 * max(abs(c), 1.0) for c, d in zip(summary["cpu"], summary["device"]))
+    return {
+        "batches": batches, "batch_size": batch_size, "same_windows": bool(same_ids), "same_masks": bool(same_masks),
+        "clean_max_abs_diff": clean_diff,
+        "augmented_view_observed_mean_std": summary,
+        "ok": bool(same_ids and same_masks and clean_diff < 1e-3 and close),
+    }
+
+
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -85,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         ds.build_windowed_dataset(root, spec.window)
         ds.build_labels(root, "synthetic", spec.window)
         dataset = ds.load_dataset(root)
+        try:
+            sampler_check = _sampler_check(dataset, device)
+        except Exception as exc:  # noqa: BLE001 - recorded; the entries still run
+            sampler_check = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                             "traceback": traceback.format_exc().splitlines()[-12:]}
+        log(f"sampler on {device} vs cpu: {'ok' if sampler_check['ok'] else 'FAILED'} {sampler_check}")
         for name in names:
             t0 = time.perf_counter()
             row: dict = {"objective": name}
@@ -107,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name:>18s}: {'ok' if row['ok'] else 'FAILED ' + row['error']} ({row['seconds']:.1f} s)")
             rows.append(row)
             if args.json_out:  # what has run so far survives a timeout
-                Path(args.json_out).write_text(json.dumps(_document(args, device, rows, started, partial=True), default=str))
-    document = _document(args, device, rows, started)
+                Path(args.json_out).write_text(json.dumps(_document(args, device, rows, started, sampler_check, partial=True), default=str))
+    document = _document(args, device, rows, started, sampler_check)
     document["threads"] = {**pinned, **torch_threads, **thread_record()}
     emit(document, args.json_out)
-    return 1 if document["summary"]["failed"] else 0
+    return 1 if document["summary"]["failed"] or not sampler_check["ok"] else 0
 
 
-def _document(args, device, rows: list[dict], started: float, partial: bool = False) -> dict:
+def _document(args, device, rows: list[dict], started: float, sampler_check: dict, partial: bool = False) -> dict:
     import torch
 
     failed = [r["objective"] for r in rows if not r["ok"]]
@@ -124,6 +166,7 @@ def _document(args, device, rows: list[dict], started: float, partial: bool = Fa
         "config": {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
                    "amp_bf16": args.amp_bf16, "tickers": args.tickers, "days": args.days, "probe": PROBE},
         "rows": rows,
+        "sampler_check": sampler_check,
         "summary": {"entries": len(rows), "failed": failed, "all_ok": not failed, "partial": partial,
                     "wall_seconds": time.perf_counter() - started, "peak_rss_mb": high_water_rss_mb()},
         "host": host_record() | ({"cuda_device": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),

@@ -3,7 +3,8 @@
 #
 #   PYTHONPATH=<repo root>[:<wheels>] OUT=<dir> bash benchmarks/gpu_check.sh
 #
-# (a) cuda_smoke: every registry entry that runs on the device (all but minirocket, numpy/numba on
+# (a) cuda_smoke: the device sampler against the CPU one (same windows, augmentations equal in
+#     distribution), then every registry entry that runs on the device (all but minirocket, numpy/numba on
 #     the CPU) trains a few steps there and is probed (tiny data);
 # (b) pretrain_throughput at batch 512 on the TCN: the two-view objectives, masked_recon and
 #     chart_distill with bf16 autocast (windows/s and pipeline share), the same with the host

@@ -120,11 +120,21 @@ def _rows_full_point(d: dict) -> list[tuple]:
 def _rows_cuda_smoke(d: dict) -> list[tuple]:
     summary = d["summary"]
     failed = ", ".join(summary["failed"]) or "none"
-    return [
+    rows = [
         ("cuda_smoke", f"{d['config']['steps']} steps", "every registry entry trains and probes on the device",
          f"{summary['entries'] - len(summary['failed'])} / {summary['entries']} ok (failed: {failed})",
          "all", _ok(summary["all_ok"])),
     ]
+    check = d.get("sampler_check")
+    if check is not None:
+        value = (
+            f"windows {'equal' if check.get('same_windows') else 'differ'}, clean values within "
+            f"{check['clean_max_abs_diff']:.1e}" if "clean_max_abs_diff" in check else check.get("error", "failed")
+        )
+        rows.append(("cuda_smoke", f"batch {check.get('batch_size', '?')}",
+                     "device sampler vs CPU sampler, same seed", value,
+                     "same windows; augmentations equal in distribution", _ok(check.get("ok"))))
+    return rows
 
 
 RENDERERS = {

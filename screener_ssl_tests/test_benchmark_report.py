@@ -64,11 +64,13 @@ def test_full_point_and_cuda_smoke_documents_render(tmp_path):
     smoke = {
         "benchmark": "cuda_smoke", "device": "cuda", "config": {"steps": 4, "threads": 2},
         "summary": {"entries": 19, "failed": ["x"], "all_ok": False}, "host": host,
+        "sampler_check": {"batch_size": 256, "same_windows": True, "clean_max_abs_diff": 2e-7, "ok": True},
     }
     table = report.render([{**full, "_file": "full_point.json"}, {**smoke, "_file": "cuda_smoke.json"}])
     assert "| `full_point` | 4,000 × 128 | vicreg|full-s0: train + probe, end to end | 61 s (train loop 40 s" in table
     assert "| cuda | `full_point.json` |" in table
     assert "18 / 19 ok (failed: x) | all | **no** |" in table
+    assert "device sampler vs CPU sampler, same seed | windows equal, clean values within 2.0e-07" in table
     assert "GPU figures have not been measured" not in table
 
 
