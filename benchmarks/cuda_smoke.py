@@ -4,8 +4,9 @@ The device-consistency smoke for an accelerator: for each objective and baseline
 registry, the bundled sweep's ``base`` point with ``TrainConfig.device`` set to ``--device``
 and a handful of steps goes through ``runs.pretrain.pretrain_partition`` (its own fit, the
 collapse check, the run dir), then ``run_probe`` with small sample sizes. One entry's failure
-is recorded (with the end of its traceback) and the next one runs. Prints JSON; exits 1 when
-any entry failed.
+is recorded (with the end of its traceback) and the next one runs. First, the sampler on the
+device is checked against the CPU sampler with the same seed (same windows; augmented views
+equal in distribution). Prints JSON; exits 1 when anything failed.
 
     python benchmarks/cuda_smoke.py --device cuda [--steps 4] [--json-out out.json]
 """
