@@ -318,7 +318,7 @@ def train(
     The objective is returned on the CPU.
     """
     device = resolve_device(config.device)
-    if sampler.device != device:
+    if isinstance(sampler, WindowSampler) and sampler.device != device:
         # The sampler keeps the feature array on the training device and builds batches there.
         sampler.to(device)
 
