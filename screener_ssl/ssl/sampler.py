@@ -45,8 +45,9 @@ class GatheredRows:
     """The feature rows of B windows ending at their t*, gathered once; views are masks over them.
 
     ``view(lengths, decision_known)`` equals ``gather_windows(values, start, decision_row, W,
-    lengths=lengths, open_known=...)``: a crop only hides the oldest bars and the censoring only
-    hides cells of the last bar, so neither needs another gather.
+    lengths=lengths, open_known=...)`` (to the float rounding of the z-score's sums): a crop only
+    hides the oldest bars and the censoring only hides cells of the last bar, so neither needs
+    another gather. All tensors live on the device of the gathered feature array.
     """
 
     x: torch.Tensor  # float32 [B, W, C], raw feature values (NaN kept; padding rows repeat t*)
