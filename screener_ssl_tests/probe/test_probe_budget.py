@@ -31,3 +31,34 @@ def test_a_budget_too_small_for_any_matrix_is_a_clear_error():
     config = ProbeConfig(train_matrix_budget_gib=1e-6)  # 1 KiB
     with pytest.raises(ValueError, match=f"{MIN_TRAIN_WINDOWS} windows x D=9996 .* train_matrix_budget_gib"):
         train_window_count(config, 9_996)
+
+
+def test_run_probe_embeds_no_more_train_windows_than_the_budget_holds(tmp_path):
+    """End to end: a wide embedding under a small budget is capped, not held whole."""
+    import numpy as np
+
+    from screener_ssl.data import dataset as ds
+    from screener_ssl.data.synthetic import SyntheticMarketConfig
+    from screener_ssl.data.windows import WindowSpec
+    from screener_ssl.probe.probe import run_probe
+    from screener_ssl.ssl.backbones import BackboneConfig, build_backbone
+    from screener_ssl.ssl.encoder import Encoder
+
+    spec = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
+    ds.ingest_bars(tmp_path, "synthetic", SyntheticMarketConfig(n_tickers=10, n_days=400, seed=0, difficulty=0.2))
+    ds.build_features(tmp_path, spec.volume_lookback)
+    ds.build_windowed_dataset(tmp_path, spec)
+    ds.build_labels(tmp_path, "synthetic", spec)
+    dataset = ds.load_dataset(tmp_path)
+    encoder = Encoder(build_backbone(BackboneConfig(kind="raw_window", patch_len=4), dataset.spec.n_features),
+                      normalization="none")
+    dim = encoder.embed_dim
+    budget_rows = 300
+    config = ProbeConfig(max_train_windows=10, train_windows_per_dim=50, n_boot=5, stability_windows=0,
+                         train_matrix_budget_gib=budget_rows * 4 * dim / 2**30)
+    assert 50 * dim > budget_rows and dataset.index.counts()["train"] > budget_rows  # the rule would lift it past
+    logs: list[str] = []
+    result = run_probe(encoder, dataset, config, log=logs.append)
+    assert result.metrics["n_windows"]["train"] <= budget_rows
+    assert any("capped" in m for m in logs)
+    assert np.isfinite(result.metrics["macro"]["auprc"])
