@@ -14,6 +14,7 @@ equal in distribution). Prints JSON; exits 1 when anything failed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -97,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from screener_ssl.data import dataset as ds
     from screener_ssl.probe.probe import ProbeConfig, run_probe
+
+    probe_skipped = None
+    if importlib.util.find_spec("matplotlib") is None:  # the probe draws its plots with it
+        probe_skipped = "probe not run: matplotlib is not installed (the probe's plots need it)"
+        log(probe_skipped)
     from screener_ssl.runs.pretrain import pretrain_partition
     from screener_ssl.runs.sweep import load_sweep
     from screener_ssl.ssl.device import resolve_device
@@ -139,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                 })})
                 outcome = pretrain_partition(dataset, point, root, log=lambda _m: None)
                 t1 = time.perf_counter()
-                result = run_probe(load_encoder(outcome.run_dir), dataset, ProbeConfig(**{**point.probe, **PROBE}),
-                                   augment=point.augment, log=lambda _m: None)
-                row.update(ok=True, train_s=t1 - t0, probe_s=time.perf_counter() - t1,
-                           final_loss=outcome.result.final_loss, macro_auprc=result.metrics["macro"].get("auprc"))
+                auprc = None
+                if probe_skipped is None:
+                    result = run_probe(load_encoder(outcome.run_dir), dataset, ProbeConfig(**{**point.probe, **PROBE}),
+                                       augment=point.augment, log=lambda _m: None)
+                    auprc = result.metrics["macro"].get("auprc")
+                row.update(ok=True, probed=probe_skipped is None, train_s=t1 - t0, probe_s=time.perf_counter() - t1,
+                           final_loss=outcome.result.final_loss, macro_auprc=auprc)
             except Exception as exc:  # noqa: BLE001 - recorded, and the next entry runs
                 row.update(ok=False, error=f"{type(exc).__name__}: {exc}",
                            traceback=traceback.format_exc().splitlines()[-12:])
@@ -150,14 +159,17 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name:>18s}: {'ok' if row['ok'] else 'FAILED ' + row['error']} ({row['seconds']:.1f} s)")
             rows.append(row)
             if args.json_out:  # what has run so far survives a timeout
-                Path(args.json_out).write_text(json.dumps(_document(args, device, rows, started, sampler_check, partial=True), default=str))
-    document = _document(args, device, rows, started, sampler_check)
+                Path(args.json_out).write_text(json.dumps(_document(args, device, rows, started, sampler_check, probe_skipped, partial=True), default=str))
+    document = _document(args, device, rows, started, sampler_check, probe_skipped)
     document["threads"] = {**pinned, **torch_threads, **thread_record()}
     emit(document, args.json_out)
     return 1 if document["summary"]["failed"] or not sampler_check["ok"] else 0
 
 
-def _document(args, device, rows: list[dict], started: float, sampler_check: dict, partial: bool = False) -> dict:
+def _document(
+    args, device, rows: list[dict], started: float, sampler_check: dict, probe_skipped: str | None = None,
+    partial: bool = False,
+) -> dict:
     import torch
 
     failed = [r["objective"] for r in rows if not r["ok"]]
@@ -168,6 +180,7 @@ def _document(args, device, rows: list[dict], started: float, sampler_check: dic
                    "amp_bf16": args.amp_bf16, "tickers": args.tickers, "days": args.days, "probe": PROBE},
         "rows": rows,
         "sampler_check": sampler_check,
+        "probe_skipped": probe_skipped,
         "summary": {"entries": len(rows), "failed": failed, "all_ok": not failed, "partial": partial,
                     "wall_seconds": time.perf_counter() - started, "peak_rss_mb": high_water_rss_mb()},
         "host": host_record() | ({"cuda_device": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),

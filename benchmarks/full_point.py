@@ -14,6 +14,7 @@ much); ``--tickers`` / ``--days`` shrink the dataset for a smoke run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from screener_ssl.data import dataset as ds
     from screener_ssl.data.synthetic import SyntheticMarketConfig
     from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
+
+    probe_skipped = None
+    if importlib.util.find_spec("matplotlib") is None:  # the probe draws its plots with it
+        probe_skipped = "probe not run: matplotlib is not installed (the probe's plots need it)"
+        log(probe_skipped)
     from screener_ssl.runs.pretrain import pretrain_partition
     from screener_ssl.ssl.device import resolve_device
     from screener_ssl.ssl.encoder import load_encoder
@@ -88,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         outcome = pretrain_partition(dataset, point, root, log=log)
         pretrain_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        encoder = load_encoder(outcome.run_dir)
-        result = run_probe(encoder, dataset, ProbeConfig(**point.probe), augment=point.augment, log=log)
-        write_probe_artifacts(result, outcome.run_dir)
+        result = None
+        if probe_skipped is None:
+            encoder = load_encoder(outcome.run_dir)
+            result = run_probe(encoder, dataset, ProbeConfig(**point.probe), augment=point.augment, log=log)
+            write_probe_artifacts(result, outcome.run_dir)
         probe_s = time.perf_counter() - t0
         windows = dataset.index.counts()
     total_s = build_s + pretrain_s + probe_s
-    macro = result.metrics["macro"]
+    macro = result.metrics["macro"] if result is not None else {}
     document = {
         "benchmark": "full_point",
         "device": str(device),
@@ -126,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.result.windows_per_s > 0 else None
         ),
         "probe": {"macro_auprc": macro.get("auprc"), "ci": [macro.get("ci_low"), macro.get("ci_high")],
-                  "timings": result.metrics.get("timings")},
+                  "timings": result.metrics.get("timings") if result is not None else None,
+                  "skipped": probe_skipped},
         "peak_rss_mb": high_water_rss_mb(),
         "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
         "threads": {**pinned, **torch_threads, **thread_record()},

@@ -57,6 +57,8 @@ step() {  # step <name> <timeout s> <script> <args...>
 {
   echo "device $DEVICE, python $("$PY" --version 2>&1), load $(cut -d' ' -f1-3 /proc/loadavg)"
   command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv
+  # What the library needs beside torch; without matplotlib the probes are skipped (and say so).
+  "$PY" -c 'import importlib.util as u; print("modules:", {m: u.find_spec(m) is not None for m in ("torch", "numpy", "polars", "duckdb", "pydantic", "yaml", "sklearn", "scipy", "numba", "aeon", "matplotlib", "PIL", "dagster")})'
 } >> "$LOG" 2>&1
 
 step cuda_smoke 120 benchmarks/cuda_smoke.py --device "$DEVICE" --threads 2 "${SMOKE[@]}"

@@ -110,10 +110,11 @@ def _rows_full_point(d: dict) -> list[tuple]:
     c, s = d["config"], d["seconds"]
     size = f"{c['steps']:,} × {c['batch_size']}" + (f" (of {c['declared_steps']:,} steps)" if c["reduced"] else "")
     auprc = d["probe"]["macro_auprc"]
+    probe = "probe not run" if d["probe"].get("skipped") else f"probe {s['probe']:.0f} s; AUPRC {auprc:.3f}"
     return [
         ("full_point", size, f"{c['partition']}: train + probe, end to end",
          f"{s['train_plus_probe']:.0f} s (train loop {s['train_loop']:.0f} s at {d['train_windows_per_s']:.0f} w/s, "
-         f"probe {s['probe']:.0f} s; AUPRC {auprc:.3f}; peak RSS {d['peak_rss_mb']:.0f} MiB)", "—", "—"),
+         f"{probe}; peak RSS {d['peak_rss_mb']:.0f} MiB)", "—", "—"),
     ]
 
 
@@ -121,7 +122,9 @@ def _rows_cuda_smoke(d: dict) -> list[tuple]:
     summary = d["summary"]
     failed = ", ".join(summary["failed"]) or "none"
     rows = [
-        ("cuda_smoke", f"{d['config']['steps']} steps", "every registry entry trains and probes on the device",
+        ("cuda_smoke", f"{d['config']['steps']} steps",
+         "every registry entry trains " + ("on the device (probe not run)" if d.get("probe_skipped")
+                                           else "and probes on the device"),
          f"{summary['entries'] - len(summary['failed'])} / {summary['entries']} ok (failed: {failed})",
          "all", _ok(summary["all_ok"])),
     ]

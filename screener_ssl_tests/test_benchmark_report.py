@@ -75,7 +75,8 @@ def test_full_point_and_cuda_smoke_documents_render(tmp_path):
 
 
 def test_the_benchmarks_run_without_dagster():
-    """Benchmark scripts and the library parts they call import with Dagster made unimportable."""
+    """Benchmark scripts and the library parts they call import with Dagster made unimportable;
+    the sweep (and the probe settings it validates) loads without matplotlib too."""
     import subprocess
     import sys
 
@@ -87,6 +88,10 @@ def test_the_benchmarks_run_without_dagster():
         " 'pretrain_throughput', 'build_dataset', 'scan_latency', 'render_throughput', 'report'):\n"
         "    importlib.import_module(m)\n"
         "from screener_ssl.ssl.objectives.base import objective_names; objective_names()\n"
+        "for m in [k for k in sys.modules if k == 'matplotlib' or k.startswith('matplotlib.')]: del sys.modules[m]\n"
+        "sys.modules['matplotlib'] = None\n"
+        "for m in [k for k in sys.modules if k.startswith('screener_ssl.probe')]: del sys.modules[m]\n"
+        "from screener_ssl.runs.sweep import load_sweep; load_sweep().point('vicreg', 'full-s0')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})

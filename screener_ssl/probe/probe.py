@@ -46,7 +46,6 @@ from screener_ssl.probe.metrics import (
     screener_report,
     threshold_at_precision,
 )
-from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
 from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions
 from screener_ssl.tracking.artifacts import (
@@ -440,6 +439,9 @@ def run_probe(
         f"probe: metrics with {config.n_boot} {report['config']['bootstrap']['scheme']} bootstrap resamples "
         f"in {lap('report'):.1f}s"
     )
+
+    # Imported here, not with the module: settings and metrics load without the plotting library.
+    from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 
     plots = {
         "pr_curves": pr_curves_png({name: (y_test[:, p], prob_test[:, p]) for p, name in enumerate(patterns)}),
