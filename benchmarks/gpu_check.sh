@@ -39,16 +39,14 @@ else
 fi
 
 # Every script runs with Dagster made unimportable: the benchmarks need only the library.
-run_py() {
-  "$PY" -c 'import runpy, sys; sys.modules["dagster"] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")' "$@"
-}
+RUNNER='import runpy, sys; sys.modules["dagster"] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")'
 
 step() {  # step <name> <timeout s> <script> <args...>
   local name="$1" limit="$2"; shift 2
   local t0=$SECONDS
   echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)" >> "$LOG"
-  timeout "$limit" bash -c "$(declare -f run_py); PY='$PY'; run_py \"\$@\"" _ "$@" --json-out "$OUT/$name.json" \
-    > /dev/null 2>> "$LOG"
+  # python itself is timeout's child, so a step past its limit is really stopped.
+  timeout "$limit" "$PY" -c "$RUNNER" "$@" --json-out "$OUT/$name.json" > /dev/null 2>> "$LOG"
   local rc=$?
   echo "=== $name: rc $rc in $((SECONDS - t0)) s" >> "$LOG"
   echo "$name: rc $rc in $((SECONDS - t0)) s"
