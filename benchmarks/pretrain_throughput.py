@@ -4,7 +4,9 @@ On a synthetic dataset built through the pipeline steps in a temporary data root
 (default 200 tickers x 1500 days), for every objective x backbone:
 
 (a) full step, as ``screener_ssl.ssl.trainer.train`` runs it: ``WindowSampler.sample()``
-    (gather + censor + z-score + augment), host -> device copy, objective forward,
+    (host index draws; gather + censor + z-score + augment on the device the sampler was
+    moved to, as train() does; ``--sampler host`` keeps it on the CPU and copies each
+    batch over instead), objective forward,
     finiteness check, backward, gradient clipping, AdamW + LR-schedule step, the
     objective's after-step hook (EMA targets), loss read-back;
 (b) bare step: the same minus sampling and the copy, on the ``SSLBatch`` the full step
@@ -50,6 +52,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:N' or 'auto'")
+    parser.add_argument(
+        "--sampler", choices=("auto", "host", "tensor"), default="auto",
+        help="'auto': as train() (tensor path on the device off the CPU, numpy on the CPU); "
+        "'host': numpy + copy; 'tensor': the tensor path on --device (on the CPU too)",
+    )
     parser.add_argument("--amp-bf16", action="store_true", help="bf16 autocast of the forward (as TrainConfig.amp_bf16)")
     parser.add_argument("--tickers", type=int, default=200)
     parser.add_argument("--days", type=int, default=1500)
@@ -115,6 +122,8 @@ def _bench_pair(dataset, objective_name: str, backbone_kind: str, args, device) 
     objective.to(device).train()
     # The sampler each objective trains on, from its registry entry (views, neighbours, future bars).
     sampler = type(objective).train_sampler(dataset, augment_cfg, train_cfg, objective_cfg)
+    if args.sampler == "tensor" or (args.sampler == "auto" and device != torch.device("cpu")):
+        sampler.to(device)  # as train() does off the CPU: the feature array lives on the device
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     total = args.warmup + args.steps
@@ -195,6 +204,7 @@ def _bench_pair(dataset, objective_name: str, backbone_kind: str, args, device) 
         "full_step_ms_p10_p90": [1000 * _quantile(full_s, 0.1), 1000 * _quantile(full_s, 0.9)],
         "bare_step_ms_p10_p90": [1000 * _quantile(bare_s, 0.1), 1000 * _quantile(bare_s, 0.9)],
         "settings_from": source,
+        "sampler_path": "tensor" if sampler.device is not None else "host",
     }
 
 
@@ -263,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "device": str(device),
             "amp_bf16": args.amp_bf16,
+            "sampler": args.sampler,
             "dataset": {"tickers": args.tickers, "days": args.days, "seed": args.seed, "train_windows": train_windows,
                         "window_max": spec["window_max"], "crop_lengths": spec["crop_lengths"]},
             "timing": "median over steps (best = fastest step); full and bare steps alternate after warm-up",

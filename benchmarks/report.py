@@ -87,7 +87,8 @@ def _rows_scan(d: dict) -> list[tuple]:
 
 def _rows_pretrain(d: dict) -> list[tuple]:
     c, summary = d["config"], d["summary"]
-    size = f"batch {c['batch_size']}"
+    size = f"batch {c['batch_size']}" + (", bf16" if c.get("amp_bf16") else "")
+    size += ", host sampler" if c.get("sampler") == "host" else ""
     out = []
     for r in d["rows"]:
         what = f"{r['objective']} / {r['backbone']}: windows/s, pipeline share"
@@ -105,7 +106,47 @@ def _rows_pretrain(d: dict) -> list[tuple]:
     return out
 
 
-RENDERERS = {"build_dataset": _rows_build, "scan_latency": _rows_scan, "pretrain_throughput": _rows_pretrain}
+def _rows_full_point(d: dict) -> list[tuple]:
+    c, s = d["config"], d["seconds"]
+    size = f"{c['steps']:,} × {c['batch_size']}" + (f" (of {c['declared_steps']:,} steps)" if c["reduced"] else "")
+    auprc = d["probe"]["macro_auprc"]
+    probe = "probe not run" if d["probe"].get("skipped") else f"probe {s['probe']:.0f} s; AUPRC {auprc:.3f}"
+    return [
+        ("full_point", size, f"{c['partition']}: train + probe, end to end",
+         f"{s['train_plus_probe']:.0f} s (train loop {s['train_loop']:.0f} s at {d['train_windows_per_s']:.0f} w/s, "
+         f"{probe}; peak RSS {d['peak_rss_mb']:.0f} MiB)", "—", "—"),
+    ]
+
+
+def _rows_cuda_smoke(d: dict) -> list[tuple]:
+    summary = d["summary"]
+    failed = ", ".join(summary["failed"]) or "none"
+    rows = [
+        ("cuda_smoke", f"{d['config']['steps']} steps",
+         "every registry entry trains " + ("on the device (probe not run)" if d.get("probe_skipped")
+                                           else "and probes on the device"),
+         f"{summary['entries'] - len(summary['failed'])} / {summary['entries']} ok (failed: {failed})",
+         "all", _ok(summary["all_ok"])),
+    ]
+    check = d.get("sampler_check")
+    if check is not None:
+        value = (
+            f"windows {'equal' if check.get('same_windows') else 'differ'}, clean values within "
+            f"{check['clean_max_abs_diff']:.1e}" if "clean_max_abs_diff" in check else check.get("error", "failed")
+        )
+        rows.append(("cuda_smoke", f"batch {check.get('batch_size', '?')}",
+                     "device sampler vs CPU sampler, same seed", value,
+                     "same windows; augmentations equal in distribution", _ok(check.get("ok"))))
+    return rows
+
+
+RENDERERS = {
+    "build_dataset": _rows_build,
+    "scan_latency": _rows_scan,
+    "pretrain_throughput": _rows_pretrain,
+    "full_point": _rows_full_point,
+    "cuda_smoke": _rows_cuda_smoke,
+}
 
 
 def render(documents: list[dict]) -> str:

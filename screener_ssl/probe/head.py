@@ -34,6 +34,7 @@ MLP_BATCH = 512
 MLP_LR = 3e-3
 MLP_WEIGHT_DECAY = 1e-4
 LOGISTIC_MAX_ITER = 500
+WIDE_HEAD_DIM = 2048  # wider embeddings fit the logistic head with the BLAS threads of the process
 
 
 class ProbeHead:
@@ -303,8 +304,9 @@ def _fit_logistic(
         scores: dict[str, float] = {}
         for C in grid:
             model.set_params(C=C)
-            # One BLAS thread: on [n, D] this small, thread hand-offs cost more than they save (5x measured).
-            with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):
+            # One BLAS thread on a narrow [n, D]: thread hand-offs cost more than they save (5x measured);
+            # a wide one (MiniRocket's ~10,000 features) keeps the process's BLAS threads, every core it was given.
+            with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1 if dim <= WIDE_HEAD_DIM else None):
                 warnings.simplefilter("always", ConvergenceWarning)
                 model.fit(z, y[:, p])
             failed = any(issubclass(w.category, ConvergenceWarning) for w in caught)

@@ -33,7 +33,7 @@ from screener_ssl.probe.probe import (
     bootstrap_design,
     eval_positions,
     stratified_subsample,
-    train_sample_size,
+    train_window_count,
 )
 from screener_ssl.ssl.encoder import Encoder, embed_positions
 from screener_ssl.tracking.artifacts import atomic_write_bytes, atomic_write_parquet
@@ -66,7 +66,7 @@ def _macro(y: np.ndarray, prob: np.ndarray) -> float:
 def draw_train_positions(dataset: Dataset, config: ProbeConfig, draw: LabelDraw, embed_dim: int) -> np.ndarray:
     """The labelled train windows one draw's head is fitted on (a stratified, seeded subsample of its rows)."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, draw.budget, draw.draw]))
-    return stratified_subsample(draw.rows, dataset.labels[draw.rows], train_sample_size(config, embed_dim), rng)
+    return stratified_subsample(draw.rows, dataset.labels[draw.rows], train_window_count(config, embed_dim, log=lambda _message: None), rng)
 
 
 def run_label_budgets(

@@ -47,7 +47,6 @@ from screener_ssl.probe.metrics import (
     screener_report,
     threshold_at_precision,
 )
-from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
 from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions, embedding_settings
 from screener_ssl.tracking.artifacts import (
@@ -80,6 +79,8 @@ class ProbeConfig(BaseModel):
     max_train_windows: int = Field(40_000, ge=10)
     # A wide embedding needs more rows than a narrow one: train windows >= this x D (when available).
     train_windows_per_dim: int = Field(20, ge=0, le=10_000)
+    # Memory budget of the train feature matrix (windows x D float32): no rule lifts the train count past it.
+    train_matrix_budget_gib: float = Field(2.0, gt=0.0, le=1024.0)
     max_val_windows: int = Field(40_000, ge=10)
     max_test_windows: int | None = Field(None, ge=1)  # None = every test window
     target_precision: float = Field(0.8, gt=0.0, le=1.0)
@@ -315,9 +316,31 @@ def eval_positions(dataset: Dataset, config: ProbeConfig) -> tuple[np.ndarray, n
     )
 
 
-def train_sample_size(config: ProbeConfig, embed_dim: int) -> int:
-    """Train windows the head is fitted on (at most): wider embeddings get more rows."""
-    return max(config.max_train_windows, config.train_windows_per_dim * embed_dim)
+MIN_TRAIN_WINDOWS = 10
+
+
+def train_window_count(config: ProbeConfig, embed_dim: int, log: Callable[[str], None] = print) -> int:
+    """Train windows to embed: ``max(max_train_windows, train_windows_per_dim x D)``, capped by the
+    matrix budget (``train_matrix_budget_gib`` of float32 ``[windows, D]``); logs when the budget binds.
+
+    Raises when the budget cannot hold even ``MIN_TRAIN_WINDOWS`` rows of this width.
+    """
+    wanted = max(config.max_train_windows, config.train_windows_per_dim * embed_dim)
+    row_bytes = 4 * max(int(embed_dim), 1)
+    fits = int(config.train_matrix_budget_gib * 2**30) // row_bytes
+    if fits < MIN_TRAIN_WINDOWS:
+        raise ValueError(
+            f"probe: a train matrix of {MIN_TRAIN_WINDOWS} windows x D={embed_dim} float32 exceeds "
+            f"train_matrix_budget_gib={config.train_matrix_budget_gib}; raise the budget or narrow the embedding"
+        )
+    if wanted > fits:
+        log(
+            f"probe: train windows capped at {fits} (wanted {wanted} = max(max_train_windows, "
+            f"{config.train_windows_per_dim} x D={embed_dim})) by train_matrix_budget_gib="
+            f"{config.train_matrix_budget_gib} ({wanted * row_bytes / 2**30:.1f} GiB asked)"
+        )
+        return fits
+    return wanted
 
 
 def run_probe(
@@ -360,7 +383,7 @@ def run_probe(
     index = dataset.index
     available = index.counts()
     train_rows = restrict_to_labelled(index.rows_of("train"), labelled_rows)
-    n_train = train_sample_size(config, encoder.embed_dim)
+    n_train = train_window_count(config, encoder.embed_dim, log)
     train_pos = stratified_subsample(train_rows, dataset.labels[train_rows], n_train, rng_train)
     val_pos, test_pos = eval_positions(dataset, config)
     for split, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos)):
@@ -459,6 +482,9 @@ def run_probe(
         f"probe: metrics with {config.n_boot} {report['config']['bootstrap']['scheme']} bootstrap resamples "
         f"in {lap('report'):.1f}s"
     )
+
+    # Imported here, not with the module: settings and metrics load without the plotting library.
+    from screener_ssl.probe.plots import earliest_detection_png, pr_curves_png, reliability_png
 
     plots = {
         "pr_curves": pr_curves_png({name: (y_test[:, p], prob_test[:, p]) for p, name in enumerate(patterns)}),

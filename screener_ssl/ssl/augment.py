@@ -57,7 +57,7 @@ def _spread(bounds: tuple[float, float], strength: float) -> tuple[float, float]
 
 def jitter(x: torch.Tensor, observed: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
     """Independent Gaussian noise on observed cells of ``x [B, T, C]``."""
-    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype) * sigma
+    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device) * sigma
     return torch.where(observed, x + noise, x)
 
 
@@ -66,27 +66,29 @@ def amplitude_scale(
 ) -> torch.Tensor:
     """Multiply ``x [B, T, C]`` by a per-window factor and a per-window-per-feature factor."""
     batch, _, channels = x.shape
-    g = _uniform((batch, 1, 1), global_range, gen)
-    f = _uniform((batch, 1, channels), feature_range, gen)
+    g = _uniform((batch, 1, 1), global_range, gen, x.device)
+    f = _uniform((batch, 1, channels), feature_range, gen, x.device)
     return x * g * f
 
 
 def channel_dropout(observed: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Hide whole channels of ``observed [B, T, C]`` with probability p (at least one channel kept)."""
     batch, _, channels = observed.shape
-    drop = torch.rand((batch, 1, channels), generator=gen) < p
+    drop = torch.rand((batch, 1, channels), generator=gen, device=observed.device) < p
     all_dropped = drop.all(dim=-1, keepdim=True)
     drop = drop & ~all_dropped
     return observed & ~drop
 
 
-def time_warp_source(batch: int, length: int, max_warp: float, gen: torch.Generator) -> torch.Tensor:
+def time_warp_source(
+    batch: int, length: int, max_warp: float, gen: torch.Generator, device: torch.device | None = None
+) -> torch.Tensor:
     """long [B, T]: source position of each output position; monotonic, source[t] <= t, source[-1] = T-1.
 
     Positions are anchored at the decision bar and walk backwards with local speeds in
     [1 - w, 1 + w]; a source before the window start is -1 (padding).
     """
-    speeds = 1.0 + (torch.rand((batch, length), generator=gen) * 2.0 - 1.0) * max_warp  # [B, T]
+    speeds = 1.0 + (torch.rand((batch, length), generator=gen, device=device) * 2.0 - 1.0) * max_warp  # [B, T]
     # phi[t] = (T - 1) - sum_{u > t} speeds[u]
     suffix = torch.flip(torch.cumsum(torch.flip(speeds, [1]), 1), [1]) - speeds
     phi = (length - 1) - suffix
@@ -95,7 +97,7 @@ def time_warp_source(batch: int, length: int, max_warp: float, gen: torch.Genera
     # (torch.floor enters a parallel region even for [B, T]; on an oversubscribed host it waited ~15 ms a call.)
     source = torch.where(shifted < 0, -1, shifted.to(torch.long))
     # Floor of a value < t+1 stays <= t; the clamp only guards rounding at the anchor.
-    source = torch.minimum(source, torch.arange(length).expand(batch, length))
+    source = torch.minimum(source, torch.arange(length, device=device).expand(batch, length))
     return torch.where(source < 0, torch.full_like(source, -1), source)
 
 
@@ -108,9 +110,11 @@ def apply_time_warp(x: torch.Tensor, observed: torch.Tensor, source: torch.Tenso
     return xw, ow
 
 
-def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+def _uniform(
+    shape: tuple[int, ...], bounds: tuple[float, float], gen: torch.Generator, device: torch.device | None = None
+) -> torch.Tensor:
     lo, hi = bounds
-    return lo + (hi - lo) * torch.rand(shape, generator=gen)
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device)
 
 
 def augment_view(
@@ -120,7 +124,7 @@ def augment_view(
     s = config.strength
     batch, length, _ = x.shape
     if config.time_warp_max > 0 and s > 0:
-        source = time_warp_source(batch, length, min(config.time_warp_max * s, 0.9), gen)
+        source = time_warp_source(batch, length, min(config.time_warp_max * s, 0.9), gen, x.device)
         x, observed = apply_time_warp(x, observed, source)
     if s > 0:
         x = amplitude_scale(x, _spread(config.scale_global, s), _spread(config.scale_per_feature, s), gen)

@@ -51,6 +51,8 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if tensor.device.type == device.type and device.index in (None, tensor.device.index):
+        return tensor  # born there (the device-resident sampler)
     if device.type != "cuda":
         return tensor.to(device)
     # Page-locked host memory lets the copy run asynchronously beside the previous step's kernels.
@@ -59,7 +61,7 @@ def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def batch_to_device(batch: SSLBatch, device: torch.device) -> SSLBatch:
     """The same batch with every tensor on ``device`` (returned unchanged on the CPU)."""
-    if device.type == "cpu":
+    if device == torch.device("cpu"):
         return batch
     return SSLBatch(
         views=[View(_move(v.x, device), _move(v.observed, device)) for v in batch.views],

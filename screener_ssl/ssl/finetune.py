@@ -37,6 +37,7 @@ from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
 from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
+from screener_ssl.ssl.device import resolve_device
 from screener_ssl.ssl.trainer import StepLoss, TrainConfig, run_training_loop, seed_everything
 from screener_ssl.tracking.artifacts import atomic_torch_save
 
@@ -239,10 +240,12 @@ def predict_positions(
 ) -> np.ndarray:
     """Logits float32 [n, P] of the windows at ``positions`` in the index (classifier left in eval mode)."""
     classifier.eval()
+    on = next(classifier.parameters()).device  # during training: the device the steps run on
     out = np.zeros((len(positions), len(classifier.patterns)), dtype=np.float32)
     for i in range(0, len(positions), batch_size):
         x, observed = dataset.windows(positions[i : i + batch_size], values)
-        out[i : i + len(x)] = classifier(torch.from_numpy(x), torch.from_numpy(observed)).numpy()
+        logits = classifier(torch.from_numpy(x).to(on), torch.from_numpy(observed).to(on))
+        out[i : i + len(x)] = logits.cpu().numpy()
     return out
 
 
@@ -303,6 +306,7 @@ def train_classifier(
     checkpoint_path: Path | None = None,
     labelled_rows: np.ndarray | None = None,
     snapshot: Callable[[nn.Module, int], None] | None = None,
+    device: str = "cpu",
 ) -> ClassifierResult:
     """Train a copy of ``backbone`` + a linear head on the train split's labels; score BCE on val.
 
@@ -312,8 +316,10 @@ def train_classifier(
     last) are kept. The caller's backbone is not modified. Same seed and threads give
     bit-identical weights; with ``checkpoint_path`` a killed run resumes where its last
     checkpoint left off. ``snapshot``: the training loop's snapshot hook (the classifier's
-    ``backbone`` is the encoder).
+    ``backbone`` is the encoder). ``device`` (as ``TrainConfig.device``) is where the steps run;
+    the classifier comes back on the CPU.
     """
+    on = resolve_device(device)
     labels = require_labels(dataset)
     if backbone.input_channels != dataset.spec.n_features:
         raise ValueError(
@@ -343,7 +349,7 @@ def train_classifier(
                              state={k: v.detach().clone() for k, v in classifier.state_dict().items()})
 
     def loss_step(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> StepLoss:
-        x, observed, target = batch
+        x, observed, target = (t.to(on) for t in batch)
         return loss_fn(classifier(x, observed), target), {}, len(target)
 
     loop = run_training_loop(
@@ -353,6 +359,7 @@ def train_classifier(
             {"params": list(classifier.backbone.parameters()), "lr": config.lr * config.encoder_lr_scale},
             {"params": list(classifier.head.parameters()), "lr": config.lr},
         ],
+        device=on,
         checkpoint_path=checkpoint_path,
         guard_config=config,
         snapshot=snapshot,

@@ -59,7 +59,7 @@ class MiniRocketConfig(BaseModel):
     fit_windows: int = Field(10_000, ge=2)  # train windows the biases are fitted on (seeded subsample)
     include_mask: bool = True  # the observed mask as extra channels (the backbones see it too)
     chunk_size: int = Field(1024, ge=1, le=65_536)  # windows per transform call: bounded working memory
-    n_jobs: int = Field(1, ge=1, le=64)
+    n_jobs: int = Field(-1, ge=-1, le=256)  # threads of the transform's fit and transform; -1 = every core
     seed: int = Field(0, ge=0)
 
 
@@ -149,7 +149,7 @@ class MiniRocketEncoder:
         self.transform_ = cls(
             n_kernels=cfg.n_kernels,
             max_dilations_per_kernel=cfg.max_dilations_per_kernel,
-            n_jobs=cfg.n_jobs,
+            n_jobs=cfg.n_jobs if cfg.n_jobs != 0 else -1,  # 0 reads as "every core" too
             random_state=cfg.seed,
         )
         series = self._series(x, observed)

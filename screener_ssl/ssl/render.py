@@ -158,7 +158,7 @@ def render_candles(
         # Row 0 is the top of the price panel.
         return torch.round((rows - 1) * (hi - level) / span).clamp(0, rows - 1)
 
-    r = torch.arange(rows, dtype=torch.float32).view(1, rows, 1)  # [1, H, 1]
+    r = torch.arange(rows, dtype=torch.float32, device=x.device).view(1, rows, 1)  # [1, H, 1]
     top, bottom = to_row(levels["top"]).unsqueeze(1), to_row(levels["bottom"]).unsqueeze(1)  # [B, 1, T]
     body_top, body_bottom = to_row(levels["body_top"]).unsqueeze(1), to_row(levels["body_bottom"]).unsqueeze(1)
     drawn_col = drawn.unsqueeze(1)  # [B, 1, T]
@@ -168,7 +168,7 @@ def render_candles(
     up = (levels["close"] >= levels["open"]) & levels["full"]
     direction = torch.where(up, 1.0, -1.0).unsqueeze(1) * (body & levels["full"].unsqueeze(1))
 
-    image = torch.zeros(batch, 2, config.height, length, dtype=torch.float32)
+    image = torch.zeros(batch, 2, config.height, length, dtype=torch.float32, device=x.device)
     image[:, 0, :rows] = candles
     image[:, 1, :rows] = direction
     if config.volume_rows > 0:
@@ -179,6 +179,6 @@ def render_candles(
         # Bar height in [1, volume_rows] for every observed volume; the quietest bar still shows.
         height = 1 + torch.round((config.volume_rows - 1) * (volume - v_lo) / (v_hi - v_lo).clamp_min(1e-3))
         height = torch.where(volume_obs, height, torch.zeros_like(height)).unsqueeze(1)  # [B, 1, T]
-        vr = torch.arange(config.volume_rows, 0, -1, dtype=torch.float32).view(1, -1, 1)  # bottom row = 1
+        vr = torch.arange(config.volume_rows, 0, -1, dtype=torch.float32, device=x.device).view(1, -1, 1)  # bottom row = 1
         image[:, 0, rows:] = (vr <= height).float()
     return image

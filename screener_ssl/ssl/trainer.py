@@ -307,7 +307,7 @@ def run_training_loop(
             save_checkpoint(checkpoint_path, state)
     seconds = time.perf_counter() - t0
     model.eval()
-    if device.type != "cpu":
+    if device != torch.device("cpu"):
         model.to("cpu")  # probing, checks and artifacts downstream run on the CPU
     return LoopResult(
         losses=losses,
@@ -332,6 +332,9 @@ def train(
     ``snapshot``: the loop's snapshot hook (see :func:`run_training_loop`). The objective is returned on the CPU.
     """
     device = resolve_device(config.device)
+    if isinstance(sampler, WindowSampler) and sampler.device != device:
+        # The sampler keeps the feature array on the training device and builds batches there.
+        sampler.to(device)
 
     def loss_step(batch) -> StepLoss:
         batch = batch_to_device(batch, device)

@@ -141,26 +141,27 @@ def augment_images(images: torch.Tensor, config: ImageAugmentConfig, gen: torch.
     decision column), shifts the image vertically with zero fill, adds pixel noise.
     """
     batch, channels, height, width = images.shape
-    col = torch.arange(width).view(1, width)
-    keep = torch.ones(batch, width, dtype=torch.bool)
+    device = images.device  # a generator, when given, lives there too
+    col = torch.arange(width, device=device).view(1, width)
+    keep = torch.ones(batch, width, dtype=torch.bool, device=device)
     max_crop = int(config.max_left_crop_frac * width)
     if max_crop > 0:
-        crop = torch.randint(0, max_crop + 1, (batch, 1), generator=gen)
+        crop = torch.randint(0, max_crop + 1, (batch, 1), generator=gen, device=device)
         keep &= col >= crop
     if config.erase_prob > 0 and width - 1 - config.erase_cols > 0:
-        start = torch.randint(0, width - 1 - config.erase_cols, (batch, 1), generator=gen)
+        start = torch.randint(0, width - 1 - config.erase_cols, (batch, 1), generator=gen, device=device)
         erase = (col >= start) & (col < start + config.erase_cols)
-        erase &= torch.rand(batch, 1, generator=gen) < config.erase_prob
+        erase &= torch.rand(batch, 1, generator=gen, device=device) < config.erase_prob
         keep &= ~erase
     out = images * keep.view(batch, 1, 1, width)
     if config.max_shift_rows > 0:
-        shift = torch.randint(-config.max_shift_rows, config.max_shift_rows + 1, (batch, 1), generator=gen)
-        source = torch.arange(height).view(1, height) - shift  # [B, H]: output row r reads row r - shift
+        shift = torch.randint(-config.max_shift_rows, config.max_shift_rows + 1, (batch, 1), generator=gen, device=device)
+        source = torch.arange(height, device=device).view(1, height) - shift  # [B, H]: output row r reads row r - shift
         inside = (source >= 0) & (source < height)
         idx = source.clamp(0, height - 1).view(batch, 1, height, 1).expand(batch, channels, height, width)
         out = out.gather(2, idx) * inside.view(batch, 1, height, 1)
     if config.pixel_noise > 0:
-        out = out + config.pixel_noise * torch.randn(out.shape, generator=gen)
+        out = out + config.pixel_noise * torch.randn(out.shape, generator=gen, device=device)
     return out
 
 

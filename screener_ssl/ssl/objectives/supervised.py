@@ -38,7 +38,7 @@ class Supervised(Objective):
         log(f"{cls.name}: training the backbone from scratch on the pattern labels")
         fitted = train_classifier(
             backbone, job.dataset, finetune_config(job.train, **(job.config or {})), log=log,
-            labelled_rows=job.labelled_rows, snapshot=job.snapshots,
+            labelled_rows=job.labelled_rows, snapshot=job.snapshots, device=job.train.device,
         )
         result = TrainResult(
             steps=len(fitted.losses), losses=list(fitted.losses), seconds=fitted.seconds,

@@ -91,11 +91,11 @@ def patch_mask_to_time(patch_mask: torch.Tensor, patch_len: int, length: int) ->
     return F.pad(time, (offset, 0), value=False)
 
 
-def patch_end_positions(length: int, patch_len: int) -> torch.Tensor:
+def patch_end_positions(length: int, patch_len: int, device: torch.device | None = None) -> torch.Tensor:
     """long ``[N]``: the position of each patch's last bar (the last patch ends at T-1)."""
     n_patches = length // patch_len
     offset = length - n_patches * patch_len
-    return offset + patch_len * torch.arange(1, n_patches + 1) - 1
+    return offset + patch_len * torch.arange(1, n_patches + 1, device=device) - 1
 
 
 def sample_patch_mask(real: torch.Tensor, mask_ratio: float, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -325,7 +325,7 @@ class VQMaskedTokenModeling(Objective):
         time_mask = patch_mask_to_time(patch_mask, config.patch_len, length)  # [B, T]
         x_in, visible = masked_backbone_input(clean, time_mask)
         h = self.backbone(x_in, visible)  # [B, T, D]
-        ends = patch_end_positions(length, config.patch_len).to(h.device)  # [N]
+        ends = patch_end_positions(length, config.patch_len, h.device)  # [N]; made there: no copy, no sync
         logits = self.token_head(h[:, ends])  # [B, N, K]
         id_grid = torch.zeros(batch_size, n_patches, dtype=torch.long, device=h.device)
         id_grid[real] = ids
