@@ -171,7 +171,7 @@ def finetune_partition(
     require_finetunable(point.objective)
     backbone, schema = load_pretrained_backbone(source_run, dataset.spec)
     config = finetune_settings(point)
-    fitted = train_classifier(backbone, dataset, config, log=log)
+    fitted = train_classifier(backbone, dataset, config, log=log, device=point.train.device)
     return write_classifier_run(
         fitted, dataset, data_root, f"ssl_{schema.encoder.kind}_classifier", point.variant,
         source={"kind": "finetune", "from_run_dir": str(source_run), "objective": point.objective},

@@ -47,7 +47,8 @@ def budget_encoder(
 
         def finetuned(draw: LabelDraw) -> Encoder:
             fitted = train_classifier(
-                backbone, dataset, config, log=_quiet(f"finetune at budget {draw.key}", log), labelled_rows=draw.rows
+                backbone, dataset, config, log=_quiet(f"finetune at budget {draw.key}", log), labelled_rows=draw.rows,
+                device=point.train.device,
             )
             return Encoder(fitted.classifier.backbone, normalization="none")
 
