@@ -3,8 +3,8 @@
 Builds the bundled sweep's synthetic dataset (bars -> features -> windows -> labels) in a
 temporary data root, then runs what the `pretrained_encoder` and `probe_metrics` assets run
 for one partition: ``runs.pretrain.pretrain_partition`` (the registry entry's fit, the collapse
-check, the run dir) and ``probe.probe.run_probe`` + ``write_probe_artifacts`` on the encoder it
-wrote. ``--device`` becomes the point's ``TrainConfig.device`` (the probe embeds on the CPU, as
+check, the run dir) and ``runs.probe.probe_run`` on the encoder it wrote (full labels, label
+budgets, budget curve). ``--device`` becomes the point's ``TrainConfig.device`` (the probe embeds on the CPU, as
 in the sweep). ``--steps`` shortens training (the document then says it is reduced, and by how
 much); ``--tickers`` / ``--days`` shrink the dataset for a smoke run.
 
@@ -56,15 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from screener_ssl.data import dataset as ds
     from screener_ssl.data.synthetic import SyntheticMarketConfig
-    from screener_ssl.probe.probe import ProbeConfig, run_probe, write_probe_artifacts
 
     probe_skipped = None
     if importlib.util.find_spec("matplotlib") is None:  # the probe draws its plots with it
         probe_skipped = "probe not run: matplotlib is not installed (the probe's plots need it)"
         log(probe_skipped)
     from screener_ssl.runs.pretrain import pretrain_partition
+    from screener_ssl.runs.probe import probe_run
     from screener_ssl.ssl.device import resolve_device
-    from screener_ssl.ssl.encoder import load_encoder
 
     device = resolve_device(args.device)  # a clear error when CUDA is asked for but absent
     declared_steps = point.train.steps
@@ -95,10 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         pretrain_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = None
-        if probe_skipped is None:
-            encoder = load_encoder(outcome.run_dir)
-            result = run_probe(encoder, dataset, ProbeConfig(**point.probe), augment=point.augment, log=log)
-            write_probe_artifacts(result, outcome.run_dir)
+        if probe_skipped is None:  # what the probe_metrics asset runs: full labels, label budgets, budget curve
+            result = probe_run(point, dataset, outcome.run_dir, log=log).result
         probe_s = time.perf_counter() - t0
         windows = dataset.index.counts()
     total_s = build_s + pretrain_s + probe_s

@@ -14,6 +14,7 @@
 # timed-out step is logged and the next one runs. Total under ~6 minutes on one H200.
 #
 # Environment: DEVICE (default cuda), PYTHON (default python3), OUT (default ./gpu_check_out),
+# GPU_CHECK_SKIP (comma-separated step names to leave out),
 # GPU_CHECK_TINY=1 shrinks every step to a smoke run (for trying the script on a CPU:
 # DEVICE=cpu GPU_CHECK_TINY=1 bash benchmarks/gpu_check.sh).
 set -u
@@ -41,8 +42,9 @@ fi
 # Every script runs with Dagster made unimportable: the benchmarks need only the library.
 RUNNER='import runpy, sys; sys.modules["dagster"] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")'
 
-step() {  # step <name> <timeout s> <script> <args...>
+step() {  # step <name> <timeout s> <script> <args...>; GPU_CHECK_SKIP="name,name" leaves steps out
   local name="$1" limit="$2"; shift 2
+  case ",${GPU_CHECK_SKIP:-}," in *",$name,"*) echo "$name: skipped"; return;; esac
   local t0=$SECONDS
   echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)" >> "$LOG"
   # python itself is timeout's child, so a step past its limit is really stopped.

@@ -12,28 +12,21 @@ from screener_ssl.defs.partitions import finetune_partitions, partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.defs.staleness import LEADERBOARD_PARQUET, current_fingerprints, index_current_fields
 from screener_ssl.fingerprint import fingerprint
-from screener_ssl.probe.curves import CURVE_KEY, budget_curves_by_row, record_budget_curve
+from screener_ssl.probe.curves import CURVE_KEY, budget_curves_by_row
 from screener_ssl.probe.curves import PLOT_FILE as CURVE_PLOT_FILE
 from screener_ssl.probe.curves import budget_curve_png
 from screener_ssl.probe.plots import auprc_bar_png, label_efficiency_png, png_markdown, thumbnail_png
-from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig, run_probe, write_probe_artifacts
-from screener_ssl.probe.label_budgets import (
-    BUDGET_PLOT_FILE,
-    BUDGET_PREDICTIONS_FILE,
-    METRICS_KEY as BUDGET_METRICS_KEY,
-    write_label_budget_artifacts,
-)
-from screener_ssl.runs.label_budgets import probe_label_budgets
-from screener_ssl.runs.probe import probe_reference_encoders
+from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig
+from screener_ssl.probe.label_budgets import BUDGET_PLOT_FILE
+from screener_ssl.runs.probe import probe_reference_encoders, probe_run
 from screener_ssl.runs.finetune import (
     NotFinetunableError,
     finetune_partition,
     finetuned_name,
     require_finetunable,
 )
-from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
-from screener_ssl.tracking.artifacts import atomic_write_parquet, to_jsonable
+from screener_ssl.tracking.artifacts import atomic_write_parquet
 from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.currency import with_currency
 from screener_ssl.tracking.index import build_index, index_fingerprint, publish_index
@@ -53,6 +46,7 @@ PARTITION_DEPS = [
 PROBE_CODE_VERSION = source_version(
     "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics", "screener_ssl.probe.curves",
     "screener_ssl.probe.label_budgets", "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
+    "screener_ssl.runs.probe",
 )
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
 BUDGET_CURVES_PLOT = "_budget_curves.png"
@@ -109,24 +103,8 @@ def probe_run_dir(
         schema = load_schema(run_dir / "schema.json", dataset.spec)
     except SchemaMismatchError as exc:
         raise dg.Failure(description=f"{stage} for {objective}|{variant}: {exc}") from exc
-    encoder = load_encoder(run_dir)
-    config = ProbeConfig(**point.probe)
-    result = run_probe(encoder, dataset, config, augment=point.augment, log=context.log.info)
-    budgets = None
-    if config.label_budgets:
-        budgets = probe_label_budgets(
-            point, dataset, run_dir, config, full=result.metrics["macro"], finetune_source=finetune_source,
-            log=context.log.info, embedded=result.embeddings,
-        )
-        result.metrics[BUDGET_METRICS_KEY] = to_jsonable(budgets.metrics)
-        # Before probe_metrics.json: a run the index reads has its budget predictions beside it.
-        write_label_budget_artifacts(budgets, run_dir)
-    else:
-        for name in (BUDGET_PREDICTIONS_FILE, BUDGET_PLOT_FILE):
-            (run_dir / name).unlink(missing_ok=True)  # from an earlier probe with budgets
-    # A trained run's encoder snapshots, probed lightly: AUPRC against windows seen (None for fixed encoders).
-    curve_png = record_budget_curve(result, run_dir, encoder, dataset, config, log=context.log.info)
-    write_probe_artifacts(result, run_dir)
+    probed = probe_run(point, dataset, run_dir, finetune_source=finetune_source, log=context.log.info)
+    result, budgets, curve_png = probed.result, probed.budgets, probed.curve_png
     m = result.metrics["macro"]
     context.log.info(
         f"{objective}|{variant}: macro AUPRC {_num(m['auprc'])} [{_num(m['ci_low'])}, {_num(m['ci_high'])}]"
