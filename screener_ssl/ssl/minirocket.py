@@ -149,7 +149,7 @@ class MiniRocketEncoder:
         self.transform_ = cls(
             n_kernels=cfg.n_kernels,
             max_dilations_per_kernel=cfg.max_dilations_per_kernel,
-            n_jobs=cfg.n_jobs if cfg.n_jobs != 0 else -1,  # 0 reads as "every core" too
+            n_jobs=transform_threads(cfg.n_jobs),
             random_state=cfg.seed,
         )
         series = self._series(x, observed)
@@ -305,6 +305,18 @@ def _check_parts(
         raise MiniRocketStateError(f"{where}: biases must be {n_biases} finite float32 values, found {biases.dtype} {biases.shape}")
 
 
+def transform_threads(n_jobs: int) -> int:
+    """Threads for the aeon transform: ``n_jobs`` (-1 or 0 = every core), at most what numba may start.
+
+    A process that caps numba (``NUMBA_NUM_THREADS``, as the demo's workers do) would otherwise make
+    aeon's ``numba.set_num_threads`` fail; the features do not depend on the thread count.
+    """
+    import numba
+    from aeon.utils.validation import check_n_jobs
+
+    return max(1, min(check_n_jobs(-1 if n_jobs == 0 else n_jobs), numba.config.NUMBA_NUM_THREADS))
+
+
 def _rebuild_transform(directory: Path, spec: dict[str, Any], config: MiniRocketConfig):
     """The fitted aeon transform from ``minirocket.npz`` + the state recorded in ``encoder.json``."""
     from aeon.transformations.collection.convolution_based import MiniRocket, MultiRocket
@@ -343,7 +355,7 @@ def _rebuild_transform(directory: Path, spec: dict[str, Any], config: MiniRocket
     transform = cls(
         n_kernels=config.n_kernels,
         max_dilations_per_kernel=config.max_dilations_per_kernel,
-        n_jobs=config.n_jobs,
+        n_jobs=transform_threads(config.n_jobs),
         random_state=config.seed,
     )
     for k, attribute in enumerate(attributes):
@@ -357,7 +369,7 @@ def _rebuild_transform(directory: Path, spec: dict[str, Any], config: MiniRocket
         transform.n_kernels_ = n_kernels_
     else:
         transform.random_state_ = config.seed
-    transform._n_jobs = check_n_jobs(config.n_jobs)
+    transform._n_jobs = check_n_jobs(transform_threads(config.n_jobs))
     transform.metadata_ = {
         "multivariate": n_channels > 1,
         "missing_values": False,

@@ -98,8 +98,12 @@ def _local_reference(root: Path, partitions, monkeypatch) -> tuple[dict[str, str
 
 
 def _pointer(root: Path, partition: str) -> dict:
+    """The partition's run pointer with its run dir resolved (pointers store it relative to the data root)."""
+    from screener_ssl.tracking.latest import latest_partition_run
+
     objective, variant = partition.split("|")
-    return json.loads((root / "models" / "_partitions" / f"{objective}__{variant}.json").read_text())
+    pointer = json.loads((root / "models" / "_partitions" / f"{objective}__{variant}.json").read_text())
+    return pointer | {"run_dir": str(latest_partition_run(root, objective, variant))}
 
 
 def run_partition(home: str, partition: str, barrier=None) -> tuple[str, bool]:
