@@ -29,7 +29,7 @@ from sklearn.metrics import average_precision_score
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.probe.head import fit_probe_head
 from screener_ssl.probe.plots import _figure, _png
-from screener_ssl.probe.probe import ProbeConfig, _subsample, stratified_subsample
+from screener_ssl.probe.probe import ProbeConfig, eval_positions, train_positions
 from screener_ssl.ssl.encoder import Encoder, embed_positions
 from screener_ssl.ssl.snapshots import encoder_state, read_manifest, snapshot_encoders
 
@@ -52,17 +52,10 @@ class ProbeRows:
 def probe_rows(dataset: Dataset, config: ProbeConfig, embed_dim: int) -> ProbeRows:
     """The train/val/test positions :func:`screener_ssl.probe.probe.run_probe` draws for ``config``.
 
-    The same seeded streams in the same order, so a light probe scores the main probe's rows.
+    The same functions and seeded streams, so a light probe scores the main probe's rows.
     """
-    rng_train, rng_val, rng_test, _ = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(4))
-    index = dataset.index
-    train_rows = index.rows_of("train")
-    n_train = max(config.max_train_windows, config.train_windows_per_dim * embed_dim)
-    return ProbeRows(
-        train=stratified_subsample(train_rows, dataset.labels[train_rows], n_train, rng_train),
-        val=_subsample(index.rows_of("val"), config.max_val_windows, rng_val),
-        test=_subsample(index.rows_of("test"), config.max_test_windows, rng_test),
-    )
+    val, test = eval_positions(dataset, config)
+    return ProbeRows(train=train_positions(dataset, config, embed_dim, log=lambda _message: None), val=val, test=test)
 
 
 def macro_auprc(y: np.ndarray, scores: np.ndarray) -> float:

@@ -316,6 +316,21 @@ def eval_positions(dataset: Dataset, config: ProbeConfig) -> tuple[np.ndarray, n
     )
 
 
+def train_positions(
+    dataset: Dataset,
+    config: ProbeConfig,
+    embed_dim: int,
+    labelled_rows: np.ndarray | None = None,
+    log: Callable[[str], None] = print,
+) -> np.ndarray:
+    """The train positions the head of ``config`` is fitted on: a seeded, label-stratified subsample of the
+    (labelled) train windows, as many as :func:`train_window_count` allows for width ``embed_dim``."""
+    rng_train = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(4)[0])
+    train_rows = restrict_to_labelled(dataset.index.rows_of("train"), labelled_rows)
+    n_train = train_window_count(config, embed_dim, log)
+    return stratified_subsample(train_rows, dataset.labels[train_rows], n_train, rng_train)
+
+
 MIN_TRAIN_WINDOWS = 10
 
 
@@ -379,12 +394,10 @@ def run_probe(
         return timings[stage]
 
     # Independent streams: changing one sample size leaves the other samples as they were.
-    rng_train, _, _, rng_stab = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(4))
+    rng_stab = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(4)[3])
     index = dataset.index
     available = index.counts()
-    train_rows = restrict_to_labelled(index.rows_of("train"), labelled_rows)
-    n_train = train_window_count(config, encoder.embed_dim, log)
-    train_pos = stratified_subsample(train_rows, dataset.labels[train_rows], n_train, rng_train)
+    train_pos = train_positions(dataset, config, encoder.embed_dim, labelled_rows, log)
     val_pos, test_pos = eval_positions(dataset, config)
     for split, pos in (("train", train_pos), ("val", val_pos), ("test", test_pos)):
         if pos.shape[0] == 0:
