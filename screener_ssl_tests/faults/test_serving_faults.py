@@ -25,7 +25,6 @@ import pytest
 
 from screener_ssl.data import dataset as ds
 from screener_ssl.data.recent_bars import connect_read_only
-from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE
 from screener_ssl.probe.probe import (
@@ -50,6 +49,7 @@ from screener_ssl.ssl.minirocket import (
     MiniRocketStateError,
 )
 from screener_ssl.tracking.index import build_index
+from screener_ssl_tests.markets import synthetic_dataset
 
 PACKAGE = Path(__file__).resolve().parents[2] / "screener_ssl"
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
@@ -97,11 +97,7 @@ def _probe(run_dir: Path, dataset, point) -> None:
 def sweep(tmp_path_factory):
     """A 12-ticker market and one probed run per encoder kind, as the sweep's assets make them."""
     root = tmp_path_factory.mktemp("serving")
-    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=12, n_days=400, seed=0, difficulty=0.2))
-    ds.build_features(root, SPEC.volume_lookback)
-    ds.build_windowed_dataset(root, SPEC)
-    ds.build_labels(root, "synthetic", SPEC)
-    dataset = ds.load_dataset(root)
+    dataset = synthetic_dataset(root, SPEC, n_tickers=12, n_days=400)
     points = {
         "minirocket": _point("minirocket", "base", n_kernels=168, fit_windows=200),
         "ts2vec_maxpool": _point("ts2vec", "maxpool"),

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from screener_ssl.data import dataset as ds
-from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.curves import (
     CURVE_KEY,
@@ -37,6 +36,7 @@ from screener_ssl.ssl.snapshots import CURVE_DIR, load_snapshot, read_manifest, 
 from screener_ssl.ssl.trainer import TrainConfig
 from screener_ssl.tracking.index import build_index
 from screener_ssl.tracking.leaderboard import format_leaderboard, leaderboard, leaderboard_records
+from screener_ssl_tests.markets import synthetic_dataset
 
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
 SMALL = BackboneConfig(kind="tcn", embed_dim=16, hidden_dim=16, n_layers=2)
@@ -48,11 +48,7 @@ QUIET = lambda _m: None  # noqa: E731
 @pytest.fixture(scope="module")
 def market(tmp_path_factory):
     root = tmp_path_factory.mktemp("curve_market")
-    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=12, n_days=400, seed=0, difficulty=0.2))
-    ds.build_features(root, SPEC.volume_lookback)
-    ds.build_windowed_dataset(root, SPEC)
-    ds.build_labels(root, "synthetic", SPEC)
-    return root, ds.load_dataset(root)
+    return root, synthetic_dataset(root, SPEC, n_tickers=12, n_days=400)
 
 
 def _point(objective: str, steps: int = 10, **train) -> SweepPoint:

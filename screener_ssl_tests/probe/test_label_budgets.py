@@ -18,7 +18,6 @@ from screener_ssl.data.label_budget import (
     restrict_to_labelled,
     train_tickers,
 )
-from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.label_budgets import RetrainPerDraw, draw_train_positions, run_label_budgets
 from screener_ssl.probe.probe import ProbeConfig, run_probe
@@ -31,6 +30,7 @@ from screener_ssl.ssl.backbones import BackboneConfig, build_backbone
 from screener_ssl.ssl.encoder import Encoder
 from screener_ssl.ssl.finetune import FinetuneConfig, scratch_backbone, train_classifier
 from screener_ssl.ssl.trainer import TrainConfig
+from screener_ssl_tests.markets import synthetic_dataset
 
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
 SMALL = BackboneConfig(kind="tcn", embed_dim=16, hidden_dim=16, n_layers=2)
@@ -43,11 +43,7 @@ QUIET = lambda _m: None  # noqa: E731
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> ds.Dataset:
     root = tmp_path_factory.mktemp("budget_market")
-    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=16, n_days=400, seed=0, difficulty=0.2))
-    ds.build_features(root, SPEC.volume_lookback)
-    ds.build_windowed_dataset(root, SPEC)
-    ds.build_labels(root, "synthetic", SPEC)
-    return ds.load_dataset(root)
+    return synthetic_dataset(root, SPEC, n_tickers=16, n_days=400)
 
 
 def raw_encoder() -> Encoder:

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from screener_ssl.data import dataset as ds
 from screener_ssl.data.contracts import FEATURE_NAMES
-from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl import trainer as trainer_module
 from screener_ssl.ssl.augment import AugmentConfig
@@ -19,6 +17,7 @@ from screener_ssl.ssl.objectives.base import FitJob, get_objective_class, object
 from screener_ssl.ssl.render import render_candles
 from screener_ssl.ssl.trainer import TrainConfig
 from screener_ssl_tests.device_tracking import VIRTUAL, DeviceMixError, is_host, track_devices
+from screener_ssl_tests.markets import synthetic_dataset
 
 SPEC = WindowSpec(window_max=32, crop_lengths=(16, 32), min_history=16)
 QUIET = lambda _m: None  # noqa: E731
@@ -27,11 +26,7 @@ QUIET = lambda _m: None  # noqa: E731
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("device_data")
-    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(n_tickers=8, n_days=300, seed=0, difficulty=0.2))
-    ds.build_features(root, SPEC.volume_lookback)
-    ds.build_windowed_dataset(root, SPEC)
-    ds.build_labels(root, "synthetic", SPEC)
-    return ds.load_dataset(root)
+    return synthetic_dataset(root, SPEC, n_tickers=8, n_days=300)
 
 
 def test_the_tracker_catches_a_host_tensor_meeting_a_device_tensor():
