@@ -30,8 +30,8 @@ from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.warehouse import ConnectionFactory, LockRetry, publish_dir_and_tables, write_tables
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index
-from screener_ssl.fingerprint import fingerprint
-from screener_ssl.tracking.artifacts import atomic_dir, atomic_write_json
+from screener_ssl.store.fingerprint import fingerprint
+from screener_ssl.store.artifacts import atomic_dir, atomic_write_json
 
 FEATURES_DIR = Path("datasets/shape_features")
 WINDOWED_DIR = Path("datasets/windowed")

@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from screener_ssl.tracking.artifacts import dir_mode
+from screener_ssl.store.artifacts import dir_mode
 
 
 class WarehouseLockedError(RuntimeError):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from screener_ssl.data.contracts import FEATURE_NAMES, OPEN_KNOWN_FEATURES, SPLITS
 from screener_ssl.data.features import VOLUME_LOOKBACK, FeatureStore
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.store.fingerprint import fingerprint
 
 ZSCORE_EPS = 1e-6
 ZSCORE_CLIP = 10.0  # a single outlier bar should not dominate a window

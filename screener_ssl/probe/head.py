@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import expit
 
-from screener_ssl.tracking.artifacts import atomic_write_json
+from screener_ssl.store.artifacts import atomic_write_json
 
 HEAD_FILE = "probe_head.json"
 HEAD_FORMAT_VERSION = 1

@@ -36,7 +36,7 @@ from screener_ssl.probe.probe import (
     train_window_count,
 )
 from screener_ssl.ssl.encoder import Encoder, embed_positions
-from screener_ssl.tracking.artifacts import atomic_write_bytes, atomic_write_parquet
+from screener_ssl.store.artifacts import atomic_write_bytes, atomic_write_parquet
 
 BUDGET_PREDICTIONS_FILE = "probe_budget_predictions.parquet"
 BUDGET_PLOT_FILE = "probe_label_efficiency.png"

@@ -49,7 +49,7 @@ from screener_ssl.probe.metrics import (
 )
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
 from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions, embedding_settings
-from screener_ssl.tracking.artifacts import (
+from screener_ssl.store.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_parquet,

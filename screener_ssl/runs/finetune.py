@@ -24,7 +24,7 @@ from screener_ssl.ssl.finetune import (
 )
 from screener_ssl.ssl.objectives.base import get_objective_class
 from screener_ssl.ssl.schema import SSLSchema, diff_fields, require_spec
-from screener_ssl.tracking.artifacts import atomic_torch_save
+from screener_ssl.store.artifacts import atomic_torch_save
 
 # The finetune trains like `supervised` (same steps, batch, warmup + cosine schedule), encoder and head
 # at the full rate: a val comparison on the default market found no gain from a slower encoder (README).

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from screener_ssl.data.dataset import Dataset
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.store.fingerprint import fingerprint
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.runs.writer import write_run

@@ -28,7 +28,7 @@ from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.objectives.base import get_objective_class
-from screener_ssl.tracking.artifacts import to_jsonable
+from screener_ssl.store.artifacts import to_jsonable
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from screener_ssl.data.synthetic import SyntheticMarketConfig
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.store.fingerprint import fingerprint
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig

@@ -14,11 +14,11 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.store.fingerprint import fingerprint
 from screener_ssl.ssl.encoder import Encoder
 from screener_ssl.ssl.minirocket import STATE_FILE as MINIROCKET_STATE_FILE
 from screener_ssl.ssl.schema import SSLSchema
-from screener_ssl.tracking.artifacts import (
+from screener_ssl.store.artifacts import (
     atomic_dir,
     atomic_write_json,
     atomic_write_text,

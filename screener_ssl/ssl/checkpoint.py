@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from screener_ssl.tracking.artifacts import atomic_torch_save
+from screener_ssl.store.artifacts import atomic_torch_save
 
 FORMAT = "screener_ssl.checkpoint/1"
 

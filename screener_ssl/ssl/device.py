@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from screener_ssl.ssl.objectives.base import SSLBatch, View
+from screener_ssl.ssl.batch import SSLBatch, View
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 

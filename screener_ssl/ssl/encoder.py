@@ -12,7 +12,7 @@ import torch
 
 from screener_ssl.data.windows import ZSCORE_CLIP, ZSCORE_EPS
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
-from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json, to_jsonable
+from screener_ssl.store.artifacts import atomic_torch_save, atomic_write_json, to_jsonable
 
 if TYPE_CHECKING:
     from screener_ssl.data.dataset import Dataset

@@ -39,7 +39,7 @@ from screener_ssl.ssl.encoder import Encoder, load_encoder
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
 from screener_ssl.ssl.device import resolve_device
 from screener_ssl.ssl.trainer import StepLoss, TrainConfig, run_training_loop, seed_everything
-from screener_ssl.tracking.artifacts import atomic_torch_save
+from screener_ssl.store.artifacts import atomic_torch_save
 
 SUPERVISED_OBJECTIVE = "supervised"
 HEAD_FILE = "classifier_head.pt"

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from screener_ssl.tracking.artifacts import atomic_write_bytes, atomic_write_json
+from screener_ssl.store.artifacts import atomic_write_bytes, atomic_write_json
 
 ENCODER_KIND = "minirocket"
 STATE_FILE = "minirocket.npz"

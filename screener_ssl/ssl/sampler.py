@@ -27,7 +27,7 @@ import torch
 
 from screener_ssl.data.windows import ZSCORE_CLIP, ZSCORE_EPS, WindowSpec
 from screener_ssl.ssl.augment import AugmentConfig, augment_view, sample_crop_lengths, sample_decision_offsets
-from screener_ssl.ssl.objectives.base import SSLBatch, View
+from screener_ssl.ssl.batch import SSLBatch, View
 
 
 def zscore_observed_tensor(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:

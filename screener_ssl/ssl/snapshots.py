@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json
+from screener_ssl.store.artifacts import atomic_torch_save, atomic_write_json
 
 if TYPE_CHECKING:
     from screener_ssl.ssl.encoder import Encoder

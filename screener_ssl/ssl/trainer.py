@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from screener_ssl.ssl.checkpoint import load_checkpoint, save_checkpoint
-from screener_ssl.ssl.objectives.base import Objective
+from screener_ssl.ssl.batch import TrainableObjective
 from screener_ssl.ssl.device import DEVICE_PATTERN, autocast, batch_to_device, resolve_device
 from screener_ssl.ssl.sampler import WindowSampler
 from screener_ssl.ssl.snapshots import DEFAULT_CURVE_FRACS, check_curve_fracs
@@ -320,7 +320,7 @@ def run_training_loop(
 
 
 def train(
-    objective: Objective,
+    objective: TrainableObjective,
     sampler: WindowSampler,
     config: TrainConfig,
     checkpoint_path: Path | None = None,

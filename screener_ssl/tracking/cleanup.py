@@ -1,7 +1,7 @@
 """Housekeeping under the data root: what killed writers and abandoned runs leave behind.
 
 * In-progress atomic writes of a killed process: hidden ``.tmp-*`` directories and
-  ``.<name>.<random>.tmp`` files (:mod:`screener_ssl.tracking.artifacts`), and ``.old-*`` /
+  ``.<name>.<random>.tmp`` files (:mod:`screener_ssl.store.artifacts`), and ``.old-*`` /
   ``.failed-*`` directories of an interrupted swap. Readers skip them; this removes them once
   they are older than ``tmp_max_age_s`` (so a write in progress is never touched).
 * Stale checkpoints in ``<data root>/checkpoints/``: a finished run deletes its own; one left

@@ -2,7 +2,7 @@
 
 Layout read: ``<models_root>/<model_type>/_pretrain/<run_id>/`` with at least
 ``run_meta.json``. Directories whose names start with ``.`` or ``tmp`` are
-in-progress atomic writes (see :func:`screener_ssl.tracking.artifacts.atomic_dir`)
+in-progress atomic writes (see :func:`screener_ssl.store.artifacts.atomic_dir`)
 and are skipped. Written: ``<models_root>/_index.csv`` and ``_index.parquet``, with the
 DuckDB table ``experiment_index``, as one unit (:func:`publish_index`): the files live in
 ``<models_root>/_index/``, swapped in whole beside the table's transaction, and the two
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from screener_ssl.tracking.artifacts import (
+from screener_ssl.store.artifacts import (
     RUN_SUBDIR,
     atomic_dir,
     to_jsonable,

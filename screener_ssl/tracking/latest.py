@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
-from screener_ssl.tracking.artifacts import atomic_write_json
+from screener_ssl.store.artifacts import atomic_write_json
 from screener_ssl.tracking.names import check_name
 
 POINTER_DIR = Path("models") / "_partitions"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from screener_ssl.tracking.artifacts import atomic_write_text
+from screener_ssl.store.artifacts import atomic_write_text
 from screener_ssl.tracking.board import Column, leaderboard_records, table_columns, verdict_table
 
 REPORT_FILE = "_report.html"

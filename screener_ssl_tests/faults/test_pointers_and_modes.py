@@ -10,7 +10,7 @@ import stat
 import polars as pl
 import pytest
 
-from screener_ssl.tracking.artifacts import atomic_dir, atomic_write_json, atomic_write_parquet, atomic_write_text
+from screener_ssl.store.artifacts import atomic_dir, atomic_write_json, atomic_write_parquet, atomic_write_text
 from screener_ssl.tracking.latest import (
     POINTER_DIR,
     PointerOutsideRootError,

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from screener_ssl.ssl.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
-from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+from screener_ssl.ssl.batch import ObjectiveOutput
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig
 from screener_ssl.ssl.trainer import DivergingLossWarning, TrainConfig, train
 from screener_ssl_tests.ssl.test_trainer import _sampler, _train, _values
 

@@ -7,7 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from screener_ssl.ssl.device import DeviceUnavailableError, autocast, batch_to_device, resolve_device
-from screener_ssl.ssl.objectives.base import SSLBatch, View
+from screener_ssl.ssl.batch import SSLBatch, View
 from screener_ssl.ssl.trainer import TrainConfig
 
 

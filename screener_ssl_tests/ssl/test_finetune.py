@@ -14,7 +14,7 @@ import torch
 from screener_ssl.data import dataset as ds
 from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.store.fingerprint import fingerprint
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.encoder import load_encoder

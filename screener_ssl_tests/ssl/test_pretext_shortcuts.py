@@ -9,7 +9,8 @@ from torch import nn
 from screener_ssl.data.windows import zscore_observed
 from screener_ssl.ssl.backbones import BackboneConfig, SSLBackbone, build_backbone
 from screener_ssl.ssl.objectives import hybrid as hybrid_module
-from screener_ssl.ssl.objectives.base import SSLBatch, View, build_objective
+from screener_ssl.ssl.batch import SSLBatch, View
+from screener_ssl.ssl.objectives.base import build_objective
 from screener_ssl.ssl.objectives.masked_recon import MaskedReconConfig, masked_recon_loss
 
 CHANNELS = 3

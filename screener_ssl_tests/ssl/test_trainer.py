@@ -13,7 +13,8 @@ from screener_ssl.ssl.api import pretrain
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
 from screener_ssl.ssl.encoder import expanding_zscore, load_encoder
-from screener_ssl.ssl.objectives.base import Objective, ObjectiveOutput, build_objective
+from screener_ssl.ssl.batch import ObjectiveOutput
+from screener_ssl.ssl.objectives.base import Objective, build_objective
 from screener_ssl.ssl.sampler import WindowSampler
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, load_schema
 from screener_ssl.ssl.trainer import NonFiniteLossError, TrainConfig, seed_everything, train

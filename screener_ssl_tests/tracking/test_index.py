@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from screener_ssl.tracking import index as ix
-from screener_ssl.tracking.artifacts import atomic_dir, atomic_write_json, run_dir
+from screener_ssl.store.artifacts import atomic_dir, atomic_write_json, run_dir
 
 
 def _write_run(data_root, model_type, run_id, files: dict) -> None:

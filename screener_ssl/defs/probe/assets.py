@@ -11,7 +11,7 @@ from screener_ssl.defs.metadata import OWNERS, partitioned_check, table_metadata
 from screener_ssl.defs.partitions import finetune_partitions, partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, WarehouseResource, source_version
 from screener_ssl.defs.staleness import LEADERBOARD_PARQUET, current_fingerprints, index_current_fields
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.store.fingerprint import fingerprint
 from screener_ssl.probe.curves import CURVE_KEY, budget_curves_by_row
 from screener_ssl.probe.curves import PLOT_FILE as CURVE_PLOT_FILE
 from screener_ssl.probe.curves import budget_curve_png
@@ -26,7 +26,7 @@ from screener_ssl.runs.finetune import (
     require_finetunable,
 )
 from screener_ssl.ssl.schema import SchemaMismatchError, load_schema
-from screener_ssl.tracking.artifacts import atomic_write_parquet
+from screener_ssl.store.artifacts import atomic_write_parquet
 from screener_ssl.tracking.cleanup import clean_data_root
 from screener_ssl.tracking.currency import with_currency
 from screener_ssl.tracking.index import build_index, index_fingerprint, publish_index

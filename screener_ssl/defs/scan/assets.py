@@ -13,7 +13,7 @@ from screener_ssl.probe.plots import png_markdown, thumbnail_png
 from screener_ssl.scan.scan import ScanConfig, scan_market, select_best_run
 from screener_ssl.scan.plots import recent_bars_png
 from screener_ssl.ssl.schema import SchemaMismatchError
-from screener_ssl.tracking.artifacts import atomic_write_bytes, atomic_write_parquet
+from screener_ssl.store.artifacts import atomic_write_bytes, atomic_write_parquet
 from screener_ssl.tracking.index import build_index
 
 TOP_ALERTS = 20

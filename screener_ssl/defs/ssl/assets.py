@@ -10,14 +10,14 @@ from screener_ssl.data.dataset import load_clean_bars, load_dataset
 from screener_ssl.defs.metadata import OWNERS, partitioned_check
 from screener_ssl.defs.partitions import partition_parts
 from screener_ssl.defs.resources import ScreenerSettings, source_version
-from screener_ssl.fingerprint import fingerprint
+from screener_ssl.store.fingerprint import fingerprint
 from screener_ssl.ssl.checks import no_lookahead_report
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.snapshots import snapshot_encoders
 from screener_ssl.runs.pretrain import build_schema, pretrain_partition, resolve_point
 from screener_ssl.ssl.checks import judge_collapse
 from screener_ssl.ssl.schema import SSLSchema, diff_fields
-from screener_ssl.tracking.artifacts import atomic_write_text
+from screener_ssl.store.artifacts import atomic_write_text
 from screener_ssl.tracking.latest import record_partition_run
 from screener_ssl.tracking.names import check_name
 

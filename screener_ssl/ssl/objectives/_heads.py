@@ -10,7 +10,7 @@ from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.checks import effective_rank  # noqa: F401  (the one definition, next to the collapse check)
-from screener_ssl.ssl.objectives.base import SSLBatch, View
+from screener_ssl.ssl.batch import SSLBatch, View
 
 
 def mlp_head(

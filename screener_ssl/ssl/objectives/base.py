@@ -43,55 +43,21 @@ backbone (see ``raw_features.py``); a baseline trained another way overrides
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
 
 if TYPE_CHECKING:
     from screener_ssl.data.dataset import Dataset
     from screener_ssl.ssl.augment import AugmentConfig
     from screener_ssl.ssl.snapshots import EncoderSnapshots
     from screener_ssl.ssl.trainer import TrainConfig, TrainResult
-
-
-@dataclass
-class View:
-    """One view of a batch of windows."""
-
-    x: torch.Tensor  # [B, T, C] float32, normalized; zero where not observed
-    observed: torch.Tensor  # [B, T, C] bool; False = censored, missing, padding or masked
-
-    def __post_init__(self) -> None:
-        assert self.x.shape == self.observed.shape and self.x.dim() == 3, (
-            f"View x {tuple(self.x.shape)} and observed {tuple(self.observed.shape)} must both be [B, T, C]"
-        )
-
-
-@dataclass
-class SSLBatch:
-    """What the trainer hands an objective each step."""
-
-    views: list[View]  # n_views augmented views, same windows, same t*
-    clean: View  # the normalized, censored window before augmentation (reconstruction targets)
-    ticker_id: torch.Tensor  # [B] long
-    decision_row: torch.Tensor  # [B] long, global row of t* in the feature array (same ticker: differences are bars)
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def batch_size(self) -> int:
-        return self.clean.x.shape[0]
-
-
-@dataclass
-class ObjectiveOutput:
-    loss: torch.Tensor  # scalar
-    logs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,8 @@ from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.objectives._heads import check_pair, l2_normalized_std, mlp_head, pool_views, require_views
-from screener_ssl.ssl.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    SSLBatch,
-    register_objective,
-)
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
 
 
 class BYOLConfig(ObjectiveConfig):

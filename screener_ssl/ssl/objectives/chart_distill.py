@@ -44,16 +44,11 @@ from torch import nn
 from screener_ssl.data.contracts import FEATURE_NAMES
 from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.objectives._heads import effective_rank, l2_normalized_std, require_views
-from screener_ssl.ssl.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    SSLBatch,
-    register_objective,
-)
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
 from screener_ssl.ssl.objectives.vicreg import VICRegConfig, VICRegHead
 from screener_ssl.ssl.render import RenderConfig, feature_positions, render_candles
-from screener_ssl.tracking.artifacts import atomic_torch_save, atomic_write_json
+from screener_ssl.store.artifacts import atomic_torch_save, atomic_write_json
 
 TEACHER_WEIGHTS = "teacher.pt"
 TEACHER_SPEC = "teacher.json"

@@ -29,13 +29,8 @@ from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.objectives._heads import l2_normalized_std, mlp_head, require_views
-from screener_ssl.ssl.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    SSLBatch,
-    register_objective,
-)
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
 from screener_ssl.ssl.objectives.byol import cosine_momentum, ema_update, regression_loss
 from screener_ssl.ssl.objectives.contrastive import info_nce_loss, same_ticker_overlap, soft_negative_weights
 

@@ -10,13 +10,8 @@ from torch import nn
 from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.objectives._heads import pool_views, require_views
 from screener_ssl.ssl.objectives.barlow import BarlowConfig, BarlowHead
-from screener_ssl.ssl.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    SSLBatch,
-    register_objective,
-)
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
 from screener_ssl.ssl.objectives.contrastive import ContrastiveHead, InfoNCEConfig
 from screener_ssl.ssl.objectives.masked_recon import MaskedReconConfig, masked_recon_loss
 from screener_ssl.ssl.objectives.vicreg import VICRegConfig, VICRegHead

@@ -25,14 +25,8 @@ from pydantic import Field
 from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
-from screener_ssl.ssl.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    SSLBatch,
-    View,
-    register_objective,
-)
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch, View
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
 
 
 class MaskedReconConfig(ObjectiveConfig):

@@ -38,13 +38,8 @@ from torch import nn
 from screener_ssl.data.windows import ZSCORE_CLIP, ZSCORE_EPS
 from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.objectives._heads import l2_normalized_std
-from screener_ssl.ssl.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    SSLBatch,
-    register_objective,
-)
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
 from screener_ssl.ssl.objectives.byol import cosine_momentum, ema_update
 from screener_ssl.ssl.objectives.contrastive import ContrastiveHead, InfoNCEConfig
 

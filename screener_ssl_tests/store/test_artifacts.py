@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import torch
 
-from screener_ssl.tracking import artifacts as a
+from screener_ssl.store import artifacts as a
 
 
 def _leftovers(directory: Path, keep: set[str]) -> list[str]:
