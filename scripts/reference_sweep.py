@@ -59,9 +59,12 @@ def _configure(point, device: str | None, label_budgets: list[int] | None, steps
 
 
 def _run_point(key: str, sweep_path: str | None, data_root: str, device: str | None, label_budgets, steps,
-               log_dir: str) -> dict:
-    """One worker's point: train, probe; returns what the summary needs (the log goes to a file)."""
+               log_dir: str, finetune: bool = False) -> dict:
+    """One worker's point: train, probe (and with ``finetune``, finetune its encoder end to end and probe
+    that too, as the ``finetuned_classifier`` asset does); returns what the summary needs (the log goes to a file).
+    """
     from screener_ssl.data.dataset import load_dataset
+    from screener_ssl.runs.finetune import finetune_partition
     from screener_ssl.runs.pretrain import pretrain_partition
     from screener_ssl.runs.probe import probe_run
     from screener_ssl.runs.sweep import load_sweep
@@ -83,11 +86,30 @@ def _run_point(key: str, sweep_path: str | None, data_root: str, device: str | N
         trained = time.perf_counter() - started
         probed = probe_run(point, dataset, outcome.run_dir, log=log)
         macro = probed.result.metrics["macro"]
-    return {
-        "key": key, "run_dir": str(outcome.run_dir), "train_s": trained,
-        "probe_s": time.perf_counter() - started - trained, "test_auprc": macro["auprc"],
-        "val_auprc": macro["val_auprc"],
-    }
+        record = {
+            "key": key, "run_dir": str(outcome.run_dir), "train_s": trained,
+            "probe_s": time.perf_counter() - started - trained, "test_auprc": macro["auprc"],
+            "val_auprc": macro["val_auprc"],
+        }
+        if finetune:
+            begun = time.perf_counter()
+            run_dir, _ = finetune_partition(dataset, point, outcome.run_dir, root, log=log)
+            tuned = probe_run(point, dataset, run_dir, finetune_source=outcome.run_dir, log=log)
+            record["finetuned"] = {
+                "run_dir": str(run_dir), "seconds": time.perf_counter() - begun,
+                "test_auprc": tuned.result.metrics["macro"]["auprc"],
+            }
+    return record
+
+
+def _finished_before(out: Path, key: str) -> dict | None:
+    """The record of ``key`` from an earlier call with the same --out, if its run dirs are still there."""
+    path = out / "points" / (key.replace("|", "__") + ".json")
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    dirs = [record["run_dir"]] + ([record["finetuned"]["run_dir"]] if "finetuned" in record else [])
+    return record if all((Path(d) / "probe_metrics.json").exists() for d in dirs) else None
 
 
 def _worker_init(threads: int) -> None:
@@ -103,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", default="", help="comma-separated further partition keys, e.g. 'minirocket|base'")
     parser.add_argument("--device", default=None, help="TrainConfig.device for every point (default: the sweep's)")
     parser.add_argument("--label-budgets", default=None, help="comma-separated labelled tickers (default: the sweep's)")
+    parser.add_argument("--finetune", default="", help="comma-separated objectives whose points are also finetuned")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip points an earlier call with the same --out and --data-root finished")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="threads per worker")
     parser.add_argument("--deadline", type=float, default=None, help="seconds; unfinished points are stopped")
@@ -139,20 +164,35 @@ def main(argv: list[str] | None = None) -> int:
     synthetic = spec.synthetic.model_copy(update={
         k: v for k, v in (("n_tickers", args.tickers), ("n_days", args.days)) if v is not None
     })
-    t0 = time.perf_counter()
-    ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(**synthetic.model_dump()))
-    ds.build_features(root, spec.window.volume_lookback)
-    ds.build_windowed_dataset(root, spec.window)
-    ds.build_labels(root, "synthetic", spec.window)
-    _log(f"dataset built in {time.perf_counter() - t0:.1f} s; {len(keys)} points: {keys}")
-
+    finetuned = {o for o in args.finetune.split(",") if o}
     done: list[dict] = []
+    if args.resume:
+        done = [r for r in (_finished_before(out, k) for k in keys) if r is not None]
+        _log(f"resuming: {len(done)} points finished before: {[r['key'] for r in done]}")
+    if not (args.resume and (root / "datasets").exists()):
+        t0 = time.perf_counter()
+        ds.ingest_bars(root, "synthetic", SyntheticMarketConfig(**synthetic.model_dump()))
+        ds.build_features(root, spec.window.volume_lookback)
+        ds.build_windowed_dataset(root, spec.window)
+        ds.build_labels(root, "synthetic", spec.window)
+        _log(f"dataset built in {time.perf_counter() - t0:.1f} s")
+    todo = [k for k in keys if k not in {r["key"] for r in done}]
+    _log(f"{len(todo)} points to run: {todo}")
+
     failed: dict[str, str] = {}
-    # Points that retrain per label-budget draw (supervised) take longest: they start first.
-    order = sorted(keys, key=lambda k: (not k.startswith("supervised|"), keys.index(k)))
+    (out / "points").mkdir(exist_ok=True)
+    # Seed by seed, so that a deadline leaves whole seeds of every objective rather than every seed of a few;
+    # within a seed the points that retrain per label-budget draw (supervised, finetunes) start first.
+    def _seed(key: str) -> str:
+        variant = key.split("|", 1)[1]
+        return variant.rsplit("-s", 1)[1] if "-s" in variant else ""
+
+    order = sorted(todo, key=lambda k: (_seed(k), not (k.startswith("supervised|") or k.split("|")[0] in finetuned),
+                                        keys.index(k)))
     pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_worker_init,
                                initargs=(args.threads,))
-    futures = {pool.submit(_run_point, k, sweep_path, str(root), args.device, budgets, args.steps, str(log_dir)): k
+    futures = {pool.submit(_run_point, k, sweep_path, str(root), args.device, budgets, args.steps, str(log_dir),
+                           k.split("|")[0] in finetuned): k
                for k in order}
     pending = set(futures)
     while pending:
@@ -164,8 +204,11 @@ def main(argv: list[str] | None = None) -> int:
             key = futures[future]
             try:
                 done.append(future.result())
+                (out / "points" / (key.replace("|", "__") + ".json")).write_text(json.dumps(done[-1], indent=2))
+                tuned = done[-1].get("finetuned")
                 _log(f"{key}: test {done[-1]['test_auprc']:.3f} (train {done[-1]['train_s']:.0f} s, "
-                     f"probe {done[-1]['probe_s']:.0f} s)")
+                     f"probe {done[-1]['probe_s']:.0f} s)"
+                     + ("" if tuned is None else f"; finetuned {tuned['test_auprc']:.3f} ({tuned['seconds']:.0f} s)"))
             except Exception as exc:  # noqa: BLE001 - a failed point is named in the summary, the rest go on
                 failed[key] = f"{type(exc).__name__}: {exc}"
                 _log(f"{key} FAILED: {failed[key]}")
@@ -190,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     write_report(board, root / "models", out / "report.html")
     summary = {
         "points": keys, "finished": done, "failed": failed, "missing": missing,
-        "label_budgets_override": budgets, "device": args.device, "jobs": args.jobs, "threads": args.threads,
+        "label_budgets_override": budgets, "finetuned_objectives": sorted(finetuned), "device": args.device,
+        "jobs": args.jobs, "threads": args.threads,
         "steps_override": args.steps, "dataset": synthetic.model_dump(),
         "index_problems": problems, "wall_s": time.perf_counter() - started, "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
