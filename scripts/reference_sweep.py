@@ -48,9 +48,12 @@ def _points(sweep, objectives: list[str], variant: str, seeds: list[int] | None)
     return keys
 
 
-def _configure(point, device: str | None, label_budgets: list[int] | None, steps: int | None):
+def _configure(point, device: str | None, label_budgets: list[int] | None, steps: int | None,
+               threads: int | None = None):
+    """``point`` with the command line's overrides (each recorded in the run's config and the summary)."""
     updates = {}
-    train = {**({"device": device} if device is not None else {}), **({"steps": steps} if steps is not None else {})}
+    train = {**({"device": device} if device is not None else {}), **({"steps": steps} if steps is not None else {}),
+             **({"threads": threads} if threads is not None else {})}
     if train:
         updates["train"] = point.train.model_copy(update=train)
     if label_budgets is not None:
@@ -59,7 +62,7 @@ def _configure(point, device: str | None, label_budgets: list[int] | None, steps
 
 
 def _run_point(key: str, sweep_path: str | None, data_root: str, device: str | None, label_budgets, steps,
-               log_dir: str, finetune: bool = False) -> dict:
+               log_dir: str, finetune: bool = False, threads: int | None = None) -> dict:
     """One worker's point: train, probe (and with ``finetune``, finetune its encoder end to end and probe
     that too, as the ``finetuned_classifier`` asset does); returns what the summary needs (the log goes to a file).
     """
@@ -71,7 +74,7 @@ def _run_point(key: str, sweep_path: str | None, data_root: str, device: str | N
     from screener_ssl.ssl.trainer import seed_everything
 
     objective, variant = key.split("|", 1)
-    point = _configure(load_sweep(sweep_path).point(objective, variant), device, label_budgets, steps)
+    point = _configure(load_sweep(sweep_path).point(objective, variant), device, label_budgets, steps, threads)
     seed_everything(point.train.seed, point.train.threads)
     log_path = Path(log_dir) / f"{objective}__{variant}.log"
     with log_path.open("w") as handle:
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="skip points an earlier call with the same --out and --data-root finished")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="threads per worker")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads per worker: the points' train.threads (jobs x threads should not exceed the cores)")
     parser.add_argument("--deadline", type=float, default=None, help="seconds; unfinished points are stopped")
     parser.add_argument("--sweep", default=None)
     parser.add_argument("--tickers", type=int, default=None, help="shrink the dataset (a smoke run)")
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_worker_init,
                                initargs=(args.threads,))
     futures = {pool.submit(_run_point, k, sweep_path, str(root), args.device, budgets, args.steps, str(log_dir),
-                           k.split("|")[0] in finetuned): k
+                           k.split("|")[0] in finetuned, args.threads): k
                for k in order}
     pending = set(futures)
     while pending:
