@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from screener_ssl.probe.metrics import BLOCK_DAYS, BootstrapDesign, paired_macro_difference
+from screener_ssl.probe.bootstrap import BLOCK_DAYS, BootstrapDesign, paired_macro_difference
 
 JOIN_KEYS: tuple[str, ...] = ("ticker", "decision_row")
 

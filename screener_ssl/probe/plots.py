@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from screener_ssl.probe.checks import same_shape
 from screener_ssl.store.artifacts import atomic_write_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -64,13 +65,7 @@ def pr_curves_png(
     """
     fig, ax = _figure()
     for name, (y, score) in per_pattern.items():
-        y = np.asarray(y)
-        score = np.asarray(score, dtype=np.float64)
-        if y.ndim != 1 or score.shape != y.shape:
-            raise ValueError(
-                f"pr_curves_png[{name}]: expected labels and scores of one shape [N], "
-                f"found {y.shape} and {score.shape}"
-            )
+        y, score = same_shape(y, score, f"pr_curves_png[{name}]", ndim=1)
         if not y.any():
             ax.plot([], [], label=f"{name}: no positives")
             continue

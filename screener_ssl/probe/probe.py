@@ -13,7 +13,7 @@ Procedure, all deterministic given ``ProbeConfig.seed``:
      fall on test-split days of the event's own ticker);
    - stability: ``stability_windows`` test windows, each scored under
      ``stability_augs`` seeded augmentations.
-5. :func:`screener_ssl.probe.metrics.screener_report` turns these into AUPRC
+5. :func:`screener_ssl.probe.report.screener_report` turns these into AUPRC
    with bootstrap CIs, alerts/day/ticker, earliest-detection curves, stability
    and calibration, per pattern and macro.
 
@@ -39,14 +39,9 @@ from screener_ssl.data.dataset import Dataset
 from screener_ssl.data.label_budget import restrict_to_labelled
 from screener_ssl.data.windows import split_calendar_positions
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
-from screener_ssl.probe.metrics import (
-    BLOCK_DAYS,
-    PREFIX_FRACS,
-    BootstrapDesign,
-    prefix_decision_rows,
-    screener_report,
-    threshold_at_precision,
-)
+from screener_ssl.probe.bootstrap import BLOCK_DAYS, BootstrapDesign
+from screener_ssl.probe.metrics import PREFIX_FRACS, prefix_decision_rows, threshold_at_precision
+from screener_ssl.probe.report import screener_report
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
 from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions, embedding_settings
 from screener_ssl.store.artifacts import (

@@ -39,7 +39,7 @@ import polars as pl
 
 from screener_ssl.probe.compare import JOIN_KEYS
 from screener_ssl.probe.curves import last_rise, mean_curve, still_rising
-from screener_ssl.probe.metrics import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
+from screener_ssl.probe.bootstrap import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
 from screener_ssl.tracking.board import TABLE_COLUMNS, format_leaderboard, leaderboard_records, ordered_board
 
 __all__ = ["TABLE_COLUMNS", "format_leaderboard", "latest_runs", "leaderboard", "leaderboard_records", "ordered_board"]

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss
 
+from screener_ssl.probe import bootstrap as bt
 from screener_ssl.probe import metrics as m
+from screener_ssl.probe import report as rp
 from screener_ssl.probe import plots
 
 
@@ -25,9 +27,9 @@ def _labels(n: int, prevalence: float, seed: int) -> np.ndarray:
 def test_perfect_random_and_inverted_scores_bracket_auprc():
     y = _labels(4000, 0.1, seed=1)
     rng = np.random.default_rng(2)
-    perfect = m.auprc_with_ci(y, y + 0.01 * rng.random(y.size), n_boot=50)
-    random = m.auprc_with_ci(y, rng.random(y.size), n_boot=50)
-    inverted = m.auprc_with_ci(y, -(y + 0.01 * rng.random(y.size)), n_boot=50)
+    perfect = bt.auprc_with_ci(y, y + 0.01 * rng.random(y.size), n_boot=50)
+    random = bt.auprc_with_ci(y, rng.random(y.size), n_boot=50)
+    inverted = bt.auprc_with_ci(y, -(y + 0.01 * rng.random(y.size)), n_boot=50)
     prevalence = y.mean()
     assert perfect["auprc"] == pytest.approx(1.0)
     assert random["prevalence"] == pytest.approx(prevalence)
@@ -41,7 +43,7 @@ def test_auprc_agrees_with_sklearn_and_ci_brackets_it():
     y = _labels(1500, 0.2, seed=3)
     rng = np.random.default_rng(4)
     score = y * 0.8 + rng.normal(size=y.size)
-    out = m.auprc_with_ci(y, score, n_boot=100, seed=0)
+    out = bt.auprc_with_ci(y, score, n_boot=100, seed=0)
     assert out["auprc"] == pytest.approx(average_precision_score(y, score), abs=1e-12)
     assert out["ci_low"] < out["auprc"] < out["ci_high"]
     assert out["n_boot_used"] == 100
@@ -52,7 +54,7 @@ def test_bootstrap_resample_ap_equals_sklearn_on_the_resample():
     # Rounded scores make many ties: the weighted fast path must collapse them as sklearn does.
     y = _labels(700, 0.1, seed=30)
     score = np.round(y + np.random.default_rng(31).normal(size=700), 1)
-    sorted_scores = m._SortedScores(y, score)
+    sorted_scores = bt._SortedScores(y, score)
     rng = np.random.default_rng(32)
     for _ in range(20):
         idx = rng.integers(0, 700, size=700)
@@ -66,7 +68,7 @@ def test_bootstrap_ci_narrows_with_more_data():
     for n in (400, 6400):
         y = _labels(n, 0.15, seed=5)
         score = y * 1.0 + np.random.default_rng(6).normal(size=n)
-        out = m.auprc_with_ci(y, score, n_boot=100, seed=1)
+        out = bt.auprc_with_ci(y, score, n_boot=100, seed=1)
         widths.append(out["ci_high"] - out["ci_low"])
     assert widths[1] < 0.5 * widths[0]
 
@@ -74,40 +76,40 @@ def test_bootstrap_ci_narrows_with_more_data():
 def test_bootstrap_is_seeded():
     y = _labels(500, 0.2, seed=7)
     score = np.random.default_rng(8).random(500) + y
-    a = m.auprc_with_ci(y, score, n_boot=40, seed=3)
-    b = m.auprc_with_ci(y, score, n_boot=40, seed=3)
-    c = m.auprc_with_ci(y, score, n_boot=40, seed=4)
+    a = bt.auprc_with_ci(y, score, n_boot=40, seed=3)
+    b = bt.auprc_with_ci(y, score, n_boot=40, seed=3)
+    c = bt.auprc_with_ci(y, score, n_boot=40, seed=4)
     assert a == b
     assert (a["ci_low"], a["ci_high"]) != (c["ci_low"], c["ci_high"])
 
 
 def test_no_positives_gives_nan_not_exception_and_resamples_without_positives_are_skipped():
-    out = m.auprc_with_ci(np.zeros(50, int), np.arange(50.0), n_boot=10)
+    out = bt.auprc_with_ci(np.zeros(50, int), np.arange(50.0), n_boot=10)
     assert math.isnan(out["auprc"]) and out["defined"] is False
     assert out["reason"] == "no positive labels"
     # One positive in 30 rows: about (29/30)^30 = 36% of resamples have none.
     y = np.zeros(30, int)
     y[5] = 1
-    sparse = m.auprc_with_ci(y, np.arange(30.0), n_boot=100, seed=0)
+    sparse = bt.auprc_with_ci(y, np.arange(30.0), n_boot=100, seed=0)
     assert 0 < sparse["n_boot_used"] < 100
 
 
 def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="labels must be 0 or 1"):
-        m.auprc_with_ci(np.array([0, 2, 1]), np.zeros(3))
+        bt.auprc_with_ci(np.array([0, 2, 1]), np.zeros(3))
     with pytest.raises(ValueError, match="score: expected 3 scores"):
-        m.auprc_with_ci(np.array([0, 1, 1]), np.zeros(4))
+        bt.auprc_with_ci(np.array([0, 1, 1]), np.zeros(4))
     with pytest.raises(ValueError, match=r"shape \[N\], found shape \(2, 2\)"):
-        m.auprc_with_ci(np.zeros((2, 2)), np.zeros(4))
+        bt.auprc_with_ci(np.zeros((2, 2)), np.zeros(4))
     with pytest.raises(ValueError, match="NaN or inf"):
-        m.auprc_with_ci(np.array([0, 1]), np.array([0.1, np.nan]))
+        bt.auprc_with_ci(np.array([0, 1]), np.array([0.1, np.nan]))
 
 
 def test_macro_ci_uses_joint_resamples_and_skips_patterns_without_positives():
     rng = np.random.default_rng(9)
     y = np.stack([_labels(800, 0.2, 10), _labels(800, 0.1, 11), np.zeros(800, int)], axis=1)
     score = y + rng.normal(size=y.shape)
-    out = m.macro_auprc_with_ci(y, score, n_boot=60, seed=0)
+    out = bt.macro_auprc_with_ci(y, score, n_boot=60, seed=0)
     expected = np.mean([average_precision_score(y[:, p], score[:, p]) for p in (0, 1)])
     assert out["auprc"] == pytest.approx(expected)
     assert out["n_patterns_used"] == 2
@@ -115,8 +117,8 @@ def test_macro_ci_uses_joint_resamples_and_skips_patterns_without_positives():
     # Joint resampling of two identical columns: the macro CI equals the single CI.
     twin = np.stack([y[:, 0], y[:, 0]], axis=1)
     twin_score = np.stack([score[:, 0], score[:, 0]], axis=1)
-    single = m.auprc_with_ci(y[:, 0], score[:, 0], n_boot=60, seed=0)
-    joint = m.macro_auprc_with_ci(twin, twin_score, n_boot=60, seed=0)
+    single = bt.auprc_with_ci(y[:, 0], score[:, 0], n_boot=60, seed=0)
+    joint = bt.macro_auprc_with_ci(twin, twin_score, n_boot=60, seed=0)
     assert joint["ci_low"] == pytest.approx(single["ci_low"])
     assert joint["ci_high"] == pytest.approx(single["ci_high"])
 
@@ -270,7 +272,7 @@ def test_screener_report_assembles_per_pattern_and_macro():
     score_test = sig(2 * y_test + rng.normal(size=y_test.shape) - 1)
     event_scores = {"double_top": {0.2: rng.random(10), 1.0: rng.random(10) + 0.5}}
     scores_aug = {"bull_flag": rng.random((20, 4))}
-    report = m.screener_report(
+    report = rp.screener_report(
         patterns=patterns,
         y_val=y_val,
         score_val=score_val,
@@ -296,7 +298,7 @@ def test_screener_report_assembles_per_pattern_and_macro():
     assert mac["stability_mean_std"] == per["bull_flag"]["stability"]["mean_std"]
     json.dumps(report)
     with pytest.raises(ValueError, match=r"y_test: expected \[N, 3\]"):
-        m.screener_report(
+        rp.screener_report(
             patterns=patterns,
             y_val=y_val,
             score_val=score_val,
@@ -404,11 +406,11 @@ def test_block_bootstrap_covers_the_truth_where_the_window_bootstrap_does_not():
     for rep in range(n_reps):
         y, score, ticker_id, day = _autocorrelated_toy(rep, 12, 240)
         designs = {
-            "ticker_time_block": m.BootstrapDesign(ticker_id, day, block_days=20),
-            "window": m.BootstrapDesign.window(y.shape[0]),
+            "ticker_time_block": bt.BootstrapDesign(ticker_id, day, block_days=20),
+            "window": bt.BootstrapDesign.window(y.shape[0]),
         }
         for scheme, design in designs.items():
-            out = m.auprc_with_ci(y, score, n_boot=100, seed=rep, design=design)
+            out = bt.auprc_with_ci(y, score, n_boot=100, seed=rep, design=design)
             covered[scheme] += out["ci_low"] <= truth <= out["ci_high"]
     coverage = {k: v / n_reps for k, v in covered.items()}
     assert coverage["ticker_time_block"] >= 0.85, coverage
@@ -419,7 +421,7 @@ def test_block_bootstrap_covers_the_truth_where_the_window_bootstrap_does_not():
 def test_bootstrap_design_draws_whole_tickers_and_blocks():
     ticker_id = np.repeat([5, 7, 9], 60)
     day = np.tile(np.arange(60), 3)
-    design = m.BootstrapDesign(ticker_id, day, block_days=20)
+    design = bt.BootstrapDesign(ticker_id, day, block_days=20)
     assert design.describe() == {
         "scheme": "ticker_time_block", "n_rows": 180, "block_days": 20, "n_tickers": 3, "n_blocks": 3,
     }
@@ -427,25 +429,25 @@ def test_bootstrap_design_draws_whole_tickers_and_blocks():
     assert (w == w[:, :, :1]).all()  # every day of a (ticker, block) cell shares its weight
     assert w[:, :, 0].sum() == 9  # 3 tickers drawn x 3 blocks drawn
     with pytest.raises(ValueError, match="scheme"):
-        m.BootstrapDesign(ticker_id, day, scheme="rows")
+        bt.BootstrapDesign(ticker_id, day, scheme="rows")
     with pytest.raises(ValueError, match="180 rows"):
-        m.auprc_with_ci(np.r_[1, np.zeros(9, int)], np.zeros(10), design=design)
+        bt.auprc_with_ci(np.r_[1, np.zeros(9, int)], np.zeros(10), design=design)
 
 
 def test_paired_difference_separates_runs_that_overlapping_intervals_cannot():
     y, score, ticker_id, day = _autocorrelated_toy(3, 12, 240)
-    design = m.BootstrapDesign(ticker_id, day)
+    design = bt.BootstrapDesign(ticker_id, day)
     rng = np.random.default_rng(0)
     better = score + 0.35 * y + 0.05 * rng.standard_normal(y.shape[0])  # same errors, a bit more signal
     y2, a2, b2 = y[:, None], better[:, None], score[:, None]
-    ci_a = m.macro_auprc_with_ci(y2, a2, n_boot=200, design=design)
-    ci_b = m.macro_auprc_with_ci(y2, b2, n_boot=200, design=design)
+    ci_a = bt.macro_auprc_with_ci(y2, a2, n_boot=200, design=design)
+    ci_b = bt.macro_auprc_with_ci(y2, b2, n_boot=200, design=design)
     assert ci_a["ci_low"] < ci_b["ci_high"]  # unpaired intervals overlap ...
-    paired = m.paired_macro_difference(y2, a2, b2, design=design, n_boot=200)
+    paired = bt.paired_macro_difference(y2, a2, b2, design=design, n_boot=200)
     assert paired["verdict"] == "better" and paired["ci_low"] > 0  # ... the paired difference does not
     assert paired["diff"] == pytest.approx(ci_a["auprc"] - ci_b["auprc"])
-    assert m.paired_macro_difference(y2, b2, a2, design=design, n_boot=200)["verdict"] == "worse"
-    assert m.paired_macro_difference(y2, b2, b2, design=design, n_boot=200)["verdict"] == "tie"
+    assert bt.paired_macro_difference(y2, b2, a2, design=design, n_boot=200)["verdict"] == "worse"
+    assert bt.paired_macro_difference(y2, b2, b2, design=design, n_boot=200)["verdict"] == "tie"
 
 
 def test_alert_budget_threshold_and_unreachable_patterns_raise_no_alerts():
@@ -455,7 +457,7 @@ def test_alert_budget_threshold_and_unreachable_patterns_raise_no_alerts():
     assert budget["k"] == 50 and budget["val_alerts_per_1000"] == pytest.approx(5.0)
     y = _labels(4000, 0.05, seed=2)
     noise = rng.random(4000)  # precision 0.8 is unreachable for a random score
-    report = m.pattern_report(
+    report = rp.pattern_report(
         y_val=y, score_val=noise, y_test=y, score_test=noise, n_ticker_days=4000, n_boot=10,
         event_scores={0.5: rng.random(30) + 0.5, 1.0: rng.random(30) + 1.0},
     )
@@ -470,8 +472,8 @@ def test_alert_budget_threshold_and_unreachable_patterns_raise_no_alerts():
     assert 0.0 < report["earliest_detection_auprc"][0.5] < 1.0
     assert report["val_auprc"] == pytest.approx(average_precision_score(y, noise))
     good = y + 0.01 * rng.random(4000)
-    reachable = m.pattern_report(y_val=y, score_val=good, y_test=y, score_test=good, n_ticker_days=4000, n_boot=10)
-    mac = m.macro({"a": report, "b": reachable})
+    reachable = rp.pattern_report(y_val=y, score_val=good, y_test=y, score_test=good, n_ticker_days=4000, n_boot=10)
+    mac = rp.macro({"a": report, "b": reachable})
     assert mac["reachable"] == "1 of 2 reachable" and mac["precision"] == reachable["alerts"]["precision"]
 
 
@@ -506,7 +508,7 @@ def test_vectorized_bootstrap_matches_one_resample_at_a_time(monkeypatch):
     """Blocks of resamples scored at once give each resample's AP, and CIs independent of the block size."""
     y = _labels(900, 0.1, seed=40)
     score = np.round(y + np.random.default_rng(41).normal(size=900), 1)  # ties
-    sorted_scores = m._SortedScores(y, score)
+    sorted_scores = bt._SortedScores(y, score)
     rng = np.random.default_rng(42)
     draws = np.stack([np.bincount(rng.integers(0, 900, size=900), minlength=900) for _ in range(6)])
     draws[2] = np.where(y == 1, 0, 1)  # no positive drawn
@@ -516,15 +518,15 @@ def test_vectorized_bootstrap_matches_one_resample_at_a_time(monkeypatch):
         assert batch[k] == pytest.approx(average_precision_score(y[idx], score[idx]), abs=1e-12)
     assert math.isnan(batch[2])
     ticker_id, day = np.repeat(np.arange(9), 100), np.tile(np.arange(100), 9)
-    design = m.BootstrapDesign(ticker_id, day, block_days=10)
+    design = bt.BootstrapDesign(ticker_id, day, block_days=10)
     y2 = np.stack([y, _labels(900, 0.05, seed=43)], axis=1)
     s2 = np.stack([score, y2[:, 1] + np.random.default_rng(44).normal(size=900)], axis=1)
-    one = m.pooled_macro_comparison(y2, [s2], [s2.copy()], design=design, n_boot=50)
-    wide = (m.auprc_with_ci(y, score, n_boot=50, design=design), m.macro_auprc_with_ci(y2, s2, n_boot=50, design=design),
-            m.pooled_macro_comparison(y2, [s2], design=design, n_boot=50))
-    monkeypatch.setattr(m, "BOOT_BLOCK_VALUES", 900 * 7)  # blocks of 7 resamples (the last one of 1)
-    narrow = (m.auprc_with_ci(y, score, n_boot=50, design=design), m.macro_auprc_with_ci(y2, s2, n_boot=50, design=design),
-              m.pooled_macro_comparison(y2, [s2], design=design, n_boot=50))
+    one = bt.pooled_macro_comparison(y2, [s2], [s2.copy()], design=design, n_boot=50)
+    wide = (bt.auprc_with_ci(y, score, n_boot=50, design=design), bt.macro_auprc_with_ci(y2, s2, n_boot=50, design=design),
+            bt.pooled_macro_comparison(y2, [s2], design=design, n_boot=50))
+    monkeypatch.setattr(bt, "BOOT_BLOCK_VALUES", 900 * 7)  # blocks of 7 resamples (the last one of 1)
+    narrow = (bt.auprc_with_ci(y, score, n_boot=50, design=design), bt.macro_auprc_with_ci(y2, s2, n_boot=50, design=design),
+              bt.pooled_macro_comparison(y2, [s2], design=design, n_boot=50))
     def same(a: dict, b: dict) -> bool:  # NaN where undefined (no group b) counts as equal
         return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
 
@@ -535,23 +537,23 @@ def test_vectorized_bootstrap_matches_one_resample_at_a_time(monkeypatch):
 def test_pooled_comparisons_sharing_a_memo_reuse_each_runs_resamples_and_give_the_same_results(monkeypatch):
     """A run's resampled macro AUPRC is computed once per key and reused; every result equals the unshared one."""
     ticker_id, day = np.repeat(np.arange(6), 100), np.tile(np.arange(100), 6)
-    design = m.BootstrapDesign(ticker_id, day, block_days=10)
+    design = bt.BootstrapDesign(ticker_id, day, block_days=10)
     y = np.stack([_labels(600, 0.1, seed=50), _labels(600, 0.08, seed=51)], axis=1)
     runs = {name: y + np.random.default_rng(seed).normal(scale=noise, size=y.shape)
             for name, seed, noise in (("a", 52, 0.5), ("b", 53, 1.0), ("c", 54, 2.0))}
     memo: dict = {}
     calls = []
-    original = m._macro_resamples
+    original = bt._macro_resamples
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
     pairs = [("a", "b"), ("a", "c"), ("b", "c"), ("a", None)]
-    plain = [m.pooled_macro_comparison(y, [runs[x]], None if z is None else [runs[z]], design=design, n_boot=40)
+    plain = [bt.pooled_macro_comparison(y, [runs[x]], None if z is None else [runs[z]], design=design, n_boot=40)
              for x, z in pairs]
-    monkeypatch.setattr(m, "_macro_resamples", counted)
-    shared = [m.pooled_macro_comparison(y, [runs[x]], None if z is None else [runs[z]], design=design, n_boot=40,
+    monkeypatch.setattr(bt, "_macro_resamples", counted)
+    shared = [bt.pooled_macro_comparison(y, [runs[x]], None if z is None else [runs[z]], design=design, n_boot=40,
                                         memo=memo, keys_a=[x], keys_b=None if z is None else [z])
               for x, z in pairs]
     assert len(calls) == 3 and len(memo) == 3  # one per run, not one per comparison

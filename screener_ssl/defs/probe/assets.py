@@ -44,7 +44,8 @@ PARTITION_DEPS = [
 ]
 
 PROBE_CODE_VERSION = source_version(
-    "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.metrics", "screener_ssl.probe.curves",
+    "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.bootstrap", "screener_ssl.probe.metrics",
+    "screener_ssl.probe.report", "screener_ssl.probe.curves",
     "screener_ssl.probe.label_budgets", "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
     "screener_ssl.runs.probe",
 )
