@@ -28,6 +28,7 @@ from sklearn.metrics import average_precision_score
 
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.probe.head import fit_probe_head
+from screener_ssl.probe.metric_names import AUPRC, MACRO, VAL, VAL_MACRO_AUPRC
 from screener_ssl.probe.plots import _figure, _png
 from screener_ssl.probe.probe import ProbeConfig, eval_positions, train_positions
 from screener_ssl.ssl.encoder import Encoder, embed_positions
@@ -128,8 +129,8 @@ def budget_curve(
         point = {"step": entry["step"], "windows_seen": entry["windows_seen"]}
         if final_metrics is not None and _same_weights(encoder_state(snapshot.backbone), final_state):
             point |= {
-                "val_macro_auprc": final_metrics["val"]["macro_auprc"],
-                "test_macro_auprc": final_metrics["macro"]["auprc"],
+                "val_macro_auprc": final_metrics[VAL][VAL_MACRO_AUPRC],
+                "test_macro_auprc": final_metrics[MACRO][AUPRC],
                 "source": "probe",
                 "seconds": 0.0,
             }

@@ -24,6 +24,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, precision_recall_curve
 
 from screener_ssl.probe.checks import binary_labels, finite_scores, ratio
+from screener_ssl.probe.metric_names import BRIER, ECE
 
 PREFIX_FRACS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -266,7 +267,7 @@ def calibration(y: np.ndarray, prob: np.ndarray, n_bins: int = 15) -> dict:
         )
     n = int(y.shape[0])
     if n == 0:
-        return {"ece": float("nan"), "brier": float("nan"), "n": 0, "n_bins": n_bins, "bins": []}
+        return {ECE: float("nan"), BRIER: float("nan"), "n": 0, "n_bins": n_bins, "bins": []}
     frac_pos, mean_pred = calibration_curve(y, prob, n_bins=n_bins, strategy="uniform")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     counts = np.bincount(np.searchsorted(edges[1:-1], prob), minlength=n_bins)
@@ -284,8 +285,8 @@ def calibration(y: np.ndarray, prob: np.ndarray, n_bins: int = 15) -> dict:
     ]
     ece = float(np.sum(counts[nonempty] / n * np.abs(frac_pos - mean_pred)))
     return {
-        "ece": ece,
-        "brier": float(brier_score_loss(y, prob)),
+        ECE: ece,
+        BRIER: float(brier_score_loss(y, prob)),
         "n": n,
         "n_bins": n_bins,
         "bins": bins,

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from screener_ssl.probe.checks import same_shape
+from screener_ssl.probe.metric_names import ECE
 from screener_ssl.store.artifacts import atomic_write_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -132,8 +133,8 @@ def reliability_png(
             continue
         label = str(name)
         if isinstance(entry, Mapping):
-            if not _is_nan(entry.get("ece")):
-                label = f"{name}: ECE={float(entry['ece']):.3f}"
+            if not _is_nan(entry.get(ECE)):
+                label = f"{name}: ECE={float(entry[ECE]):.3f}"
             entry = entry.get("bins", [])
         bins = [b for b in entry if b.get("count", 0) > 0]
         if not bins:

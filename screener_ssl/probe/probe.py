@@ -41,6 +41,18 @@ from screener_ssl.data.windows import split_calendar_positions
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
 from screener_ssl.probe.bootstrap import BLOCK_DAYS, BootstrapDesign
 from screener_ssl.probe.metrics import PREFIX_FRACS, prefix_decision_rows, threshold_at_precision
+from screener_ssl.probe.metric_names import (
+    AUPRC,
+    CALIBRATION,
+    CI_HIGH,
+    CI_LOW,
+    EARLIEST_DETECTION,
+    MACRO,
+    REACHABLE,
+    VAL,
+    VAL_AUPRC,
+    VAL_MACRO_AUPRC,
+)
 from screener_ssl.probe.report import screener_report
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
 from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions, embedding_settings
@@ -498,9 +510,9 @@ def run_probe(
         "pr_curves": pr_curves_png({name: (y_test[:, p], prob_test[:, p]) for p, name in enumerate(patterns)}),
         "earliest_detection": earliest_detection_png(
             {name: rep["earliest_detection"] for name, rep in report["per_pattern"].items()}
-            | ({"macro": report["macro"]["earliest_detection"]} if report["macro"]["earliest_detection"] else {})
+            | ({MACRO: report[MACRO][EARLIEST_DETECTION]} if report[MACRO][EARLIEST_DETECTION] else {})
         ),
-        "reliability": reliability_png({name: rep["calibration"] for name, rep in report["per_pattern"].items()}),
+        "reliability": reliability_png({name: rep[CALIBRATION] for name, rep in report["per_pattern"].items()}),
     }
     val_pred = _predictions_frame(dataset, val_pos, prob_val, patterns)
     test_pred = _predictions_frame(dataset, test_pos, prob_test, patterns)
@@ -526,10 +538,10 @@ def run_probe(
             },
             "patterns": list(patterns),
             "per_pattern": report["per_pattern"],
-            "macro": report["macro"],
+            MACRO: report[MACRO],
             # Selection (of models, variants, the scan's default) reads these; test is only reported.
-            "val": {
-                "macro_auprc": report["macro"]["val_auprc"],
+            VAL: {
+                VAL_MACRO_AUPRC: report[MACRO][VAL_AUPRC],
                 "per_pattern": {name: rep["val_auprc"] for name, rep in report["per_pattern"].items()},
             },
             "bootstrap": report["config"]["bootstrap"],
@@ -563,10 +575,10 @@ def run_probe(
             },
         }
     )
-    macro = report["macro"]
+    macro = report[MACRO]
     log(
-        f"probe: macro AUPRC {macro['auprc']:.4f} [{macro['ci_low']:.4f}, {macro['ci_high']:.4f}] "
-        f"on {len(test_pos)} test windows (val {macro['val_auprc']:.4f}); {macro['reachable']}; "
+        f"probe: macro AUPRC {macro[AUPRC]:.4f} [{macro[CI_LOW]:.4f}, {macro[CI_HIGH]:.4f}] "
+        f"on {len(test_pos)} test windows (val {macro[VAL_AUPRC]:.4f}); {macro[REACHABLE]}; "
         f"total {timings['total']:.1f}s"
     )
     return ProbeResult(

@@ -16,6 +16,23 @@ from sklearn.metrics import average_precision_score
 
 from screener_ssl.probe.bootstrap import BootstrapDesign, _design_for, auprc_with_ci, macro_auprc_with_ci
 from screener_ssl.probe.checks import binary_labels, finite_scores
+from screener_ssl.probe.metric_names import (
+    ALERTS_PER_DAY,
+    AUPRC,
+    BRIER,
+    CALIBRATION,
+    CI_HIGH,
+    CI_LOW,
+    EARLIEST_DETECTION,
+    ECE,
+    MACRO,
+    N_REACHABLE,
+    PRECISION,
+    PREVALENCE,
+    REACHABLE,
+    RECALL,
+    VAL_AUPRC,
+)
 from screener_ssl.probe.metrics import (
     alerts_at_threshold,
     calibration,
@@ -91,19 +108,19 @@ def pattern_report(
         prob_test = s if s.size and s.min() >= 0 and s.max() <= 1 else None
     negatives = np.asarray(score_test, dtype=np.float64)[binary_labels(y_test, "y_test") == 0]
     return {
-        "auprc": auprc,
-        "val_auprc": val_auprc,
+        AUPRC: auprc,
+        VAL_AUPRC: val_auprc,
         "threshold": thr,
         "alerts": alerts,
         "alert_budget": budget,
-        "earliest_detection": (
+        EARLIEST_DETECTION: (
             None if event_scores is None else earliest_detection_curve(event_scores, budget["threshold"])
         ),
         "earliest_detection_auprc": (
             None if event_scores is None else earliest_detection_auprc(event_scores, negatives)
         ),
         "stability": None if scores_aug is None else stability(scores_aug),
-        "calibration": None if prob_test is None else calibration(y_test, prob_test, n_bins),
+        CALIBRATION: None if prob_test is None else calibration(y_test, prob_test, n_bins),
     }
 
 
@@ -136,15 +153,15 @@ def macro(
     detection per fraction). ``patterns`` lists the patterns whose AUPRC entered the mean.
     """
     names = list(reports)
-    used = [p for p in names if reports[p]["auprc"]["defined"]]
+    used = [p for p in names if reports[p][AUPRC]["defined"]]
     out: dict = {
         "patterns": used,
         "n_patterns": len(names),
-        "auprc": _nanmean([reports[p]["auprc"]["auprc"] for p in used]),
+        AUPRC: _nanmean([reports[p][AUPRC][AUPRC] for p in used]),
         # A random score's expected AUPRC: the reference for "x times the prevalence".
-        "prevalence": _nanmean([reports[p]["auprc"]["prevalence"] for p in used]),
-        "ci_low": float("nan"),
-        "ci_high": float("nan"),
+        PREVALENCE: _nanmean([reports[p][AUPRC][PREVALENCE] for p in used]),
+        CI_LOW: float("nan"),
+        CI_HIGH: float("nan"),
     }
     if y_test is not None and score_test is not None:
         y_arr, s_arr = np.asarray(y_test), np.asarray(score_test)
@@ -154,27 +171,27 @@ def macro(
                 f"found shape {y_arr.shape}"
             )
         ci = macro_auprc_with_ci(y_arr, s_arr, n_boot=n_boot, seed=seed, alpha=alpha, design=design)
-        out["ci_low"], out["ci_high"] = ci["ci_low"], ci["ci_high"]
+        out[CI_LOW], out[CI_HIGH] = ci[CI_LOW], ci[CI_HIGH]
         out["n_boot_used"] = ci["n_boot_used"]
-    val_used = [p for p in names if not math.isnan(reports[p].get("val_auprc", float("nan")))]
-    out["val_auprc"] = _nanmean([reports[p]["val_auprc"] for p in val_used])
+    val_used = [p for p in names if not math.isnan(reports[p].get(VAL_AUPRC, float("nan")))]
+    out[VAL_AUPRC] = _nanmean([reports[p][VAL_AUPRC] for p in val_used])
     reachable = [p for p in names if reports[p]["alerts"].get("reachable", reports[p]["threshold"]["achievable"])]
-    out["n_reachable"] = len(reachable)
-    out["reachable"] = f"{len(reachable)} of {len(names)} reachable"
-    for key in ("alerts_per_day_per_ticker", "precision", "recall"):
+    out[N_REACHABLE] = len(reachable)
+    out[REACHABLE] = f"{len(reachable)} of {len(names)} reachable"
+    for key in (ALERTS_PER_DAY, PRECISION, RECALL):
         out[key] = _nanmean([reports[p]["alerts"][key] for p in reachable])
     out["achievable_share"] = _nanmean(
         [float(reports[p]["threshold"]["achievable"]) for p in names]
     )
-    for key in ("earliest_detection", "earliest_detection_auprc"):
+    for key in (EARLIEST_DETECTION, "earliest_detection_auprc"):
         curves = [reports[p].get(key) for p in names if reports[p].get(key)]
         fracs = sorted({f for c in curves for f in c})
         out[key] = {f: _nanmean([c.get(f, float("nan")) for c in curves]) for f in fracs} if curves else None
     stabs = [reports[p]["stability"] for p in names if reports[p]["stability"]]
     out["stability_mean_std"] = _nanmean([s["mean_std"] for s in stabs])
-    cals = [reports[p]["calibration"] for p in names if reports[p]["calibration"]]
-    out["ece"] = _nanmean([c["ece"] for c in cals])
-    out["brier"] = _nanmean([c["brier"] for c in cals])
+    cals = [reports[p][CALIBRATION] for p in names if reports[p][CALIBRATION]]
+    out[ECE] = _nanmean([c[ECE] for c in cals])
+    out[BRIER] = _nanmean([c[BRIER] for c in cals])
     return out
 
 
@@ -240,7 +257,7 @@ def screener_report(
     design = _design_for(design, arrays["y_test"].shape[0])
     return {
         "per_pattern": per_pattern,
-        "macro": macro(per_pattern, arrays["y_test"], arrays["score_test"], design=design, **boot),
+        MACRO: macro(per_pattern, arrays["y_test"], arrays["score_test"], design=design, **boot),
         "config": {
             "bootstrap": design.describe(),
             "alert_budget_per_1000": float(alert_budget_per_1000),

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from screener_ssl.probe.metric_names import MACRO_AUPRC_COLUMN
+
 DATASET_COLUMN = "experiment.dataset_fingerprint"
 POINT_COLUMN = "run_meta.sweep_point_fingerprint"
 PARTITION_COLUMN = "experiment.partition"
-SCORE_COLUMN = "probe_metrics.macro.auprc"
+SCORE_COLUMN = MACRO_AUPRC_COLUMN
 
 
 def leaderboard_rows(index: pl.DataFrame) -> pl.DataFrame:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from screener_ssl.probe.metric_names import COST, MACRO, METRICS_STEM, TIMINGS, VAL
 from screener_ssl.store.artifacts import (
     RUN_SUBDIR,
     atomic_dir,
@@ -46,7 +47,7 @@ RUN_JSON_FILES: tuple[str, ...] = (
 ID_COLUMNS: tuple[str, ...] = ("model_type", "run_id", "run_dir")
 REFERENCE_FILE = "probe_metrics.json"
 # The parts of a reference encoder's probe metrics its run's row carries (per-pattern detail stays in its dir).
-REFERENCE_SECTIONS: tuple[str, ...] = ("macro", "val", "timings", "cost")
+REFERENCE_SECTIONS: tuple[str, ...] = (MACRO, VAL, TIMINGS, COST)
 REFERENCE_PREFIX = "reference"
 INDEX_CSV = "_index.csv"
 INDEX_PARQUET = "_index.parquet"
@@ -153,7 +154,7 @@ def scan_runs(models_root: str | Path, problems: list[dict[str, str]] | None = N
                 if not isinstance(content, Mapping):
                     raise ValueError(f"index: reference probe {ref / REFERENCE_FILE} is not a JSON object")
                 sections = {k: content[k] for k in REFERENCE_SECTIONS if k in content}
-                row.update(flatten(sections, f"{REFERENCE_PREFIX}.{ref.name}.probe_metrics"))
+                row.update(flatten(sections, f"{REFERENCE_PREFIX}.{ref.name}.{METRICS_STEM}"))
             if references:
                 row["references"] = json.dumps([ref.name for ref in references])
         except ValueError as err:

@@ -40,6 +40,27 @@ import polars as pl
 from screener_ssl.probe.compare import JOIN_KEYS
 from screener_ssl.probe.curves import last_rise, mean_curve, still_rising
 from screener_ssl.probe.bootstrap import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
+from screener_ssl.probe.metric_names import (
+    ALERTS_PER_DAY,
+    AUPRC,
+    BUDGET_CURVE,
+    CI_HIGH,
+    CI_LOW,
+    COST,
+    EARLIEST_DETECTION,
+    ECE,
+    LABEL_BUDGETS,
+    MACRO,
+    MACRO_AUPRC_COLUMN,
+    N_REACHABLE,
+    PRECISION,
+    PREVALENCE,
+    REACHABLE,
+    TIMINGS,
+    VAL,
+    VAL_MACRO_AUPRC,
+    column,
+)
 from screener_ssl.tracking.board import TABLE_COLUMNS, format_leaderboard, leaderboard_records, ordered_board
 
 __all__ = ["TABLE_COLUMNS", "format_leaderboard", "latest_runs", "leaderboard", "leaderboard_records", "ordered_board"]
@@ -50,20 +71,20 @@ PREDICTIONS_FILE = "probe_predictions.parquet"
 # Columns of a run that describe its reference encoders' probes as well (under reference.<name>.probe_metrics).
 REFERENCE_COLUMNS = {
     src: dst for src, dst in (
-        ("probe_metrics.macro.auprc", "auprc"),
-        ("probe_metrics.val.macro_auprc", "val_auprc"),
-        ("probe_metrics.macro.n_reachable", "n_reachable"),
-        ("probe_metrics.macro.reachable", "reachable"),
-        ("probe_metrics.macro.ci_low", "ci_low"),
-        ("probe_metrics.macro.ci_high", "ci_high"),
-        ("probe_metrics.macro.prevalence", "prevalence"),
-        ("probe_metrics.macro.alerts_per_day_per_ticker", "alerts_per_day"),
-        ("probe_metrics.macro.precision", "precision"),
-        ("probe_metrics.macro.earliest_detection.0.6", "recall_at_60pct"),
-        ("probe_metrics.macro.ece", "ece"),
-        ("probe_metrics.timings.embed", "embed_s"),
-        ("probe_metrics.timings.fit_head", "head_s"),
-        ("probe_metrics.cost.encoder_parameters", "parameters"),
+        (column(MACRO, AUPRC), "auprc"),
+        (column(VAL, VAL_MACRO_AUPRC), "val_auprc"),
+        (column(MACRO, N_REACHABLE), "n_reachable"),
+        (column(MACRO, REACHABLE), "reachable"),
+        (column(MACRO, CI_LOW), "ci_low"),
+        (column(MACRO, CI_HIGH), "ci_high"),
+        (column(MACRO, PREVALENCE), "prevalence"),
+        (column(MACRO, ALERTS_PER_DAY), "alerts_per_day"),
+        (column(MACRO, PRECISION), "precision"),
+        (column(MACRO, EARLIEST_DETECTION, "0.6"), "recall_at_60pct"),
+        (column(MACRO, ECE), "ece"),
+        (column(TIMINGS, "embed"), "embed_s"),
+        (column(TIMINGS, "fit_head"), "head_s"),
+        (column(COST, "encoder_parameters"), "parameters"),
     )
 }
 REFERENCE_PREFIX = "reference"
@@ -73,26 +94,26 @@ COLUMNS = {
     "experiment.objective": "objective",
     "experiment.variant": "variant",
     "experiment.backbone": "backbone",
-    "probe_metrics.macro.auprc": "auprc",
-    "probe_metrics.val.macro_auprc": "val_auprc",
+    column(MACRO, AUPRC): "auprc",
+    column(VAL, VAL_MACRO_AUPRC): "val_auprc",
     "run_meta.seed": "seed",
-    "probe_metrics.macro.n_reachable": "n_reachable",
-    "probe_metrics.macro.reachable": "reachable",
-    "probe_metrics.macro.ci_low": "ci_low",
-    "probe_metrics.macro.ci_high": "ci_high",
-    "probe_metrics.macro.prevalence": "prevalence",
-    "probe_metrics.macro.alerts_per_day_per_ticker": "alerts_per_day",
-    "probe_metrics.macro.precision": "precision",
-    "probe_metrics.macro.earliest_detection.0.6": "recall_at_60pct",
-    "probe_metrics.macro.ece": "ece",
+    column(MACRO, N_REACHABLE): "n_reachable",
+    column(MACRO, REACHABLE): "reachable",
+    column(MACRO, CI_LOW): "ci_low",
+    column(MACRO, CI_HIGH): "ci_high",
+    column(MACRO, PREVALENCE): "prevalence",
+    column(MACRO, ALERTS_PER_DAY): "alerts_per_day",
+    column(MACRO, PRECISION): "precision",
+    column(MACRO, EARLIEST_DETECTION, "0.6"): "recall_at_60pct",
+    column(MACRO, ECE): "ece",
     "pretrain_config.metrics.windows_per_s": "windows_per_s",
     "pretrain_config.metrics.final_loss": "final_loss",
     "pretrain_config.cost.pretrain_seconds": "pretrain_s",
     "pretrain_config.cost.windows_seen": "windows_seen",
-    "probe_metrics.timings.embed": "embed_s",
-    "probe_metrics.timings.fit_head": "head_s",
-    "probe_metrics.cost.encoder_parameters": "parameters",
-    "probe_metrics.budget_curve": "budget_curve",
+    column(TIMINGS, "embed"): "embed_s",
+    column(TIMINGS, "fit_head"): "head_s",
+    column(COST, "encoder_parameters"): "parameters",
+    column(BUDGET_CURVE): "budget_curve",
     "model_type": "model_type",
     "run_id": "run_id",
     "run_dir": "run_dir",
@@ -111,7 +132,7 @@ def objective_kind(name: str) -> str | None:
 
 BUDGET_PREDICTIONS_FILE = "probe_budget_predictions.parquet"
 SUPERVISED_OBJECTIVE = "supervised"
-_BUDGET_PREFIX = "probe_metrics.label_budgets.per_budget."
+_BUDGET_PREFIX = column(LABEL_BUDGETS, "per_budget", "")
 
 
 def label_budgets_of(index: pl.DataFrame) -> list[int]:
@@ -125,7 +146,7 @@ def label_budgets_of(index: pl.DataFrame) -> list[int]:
 
 def _budget_columns(index: pl.DataFrame) -> dict[str, str]:
     """Index column -> run column of each budget's per-run result (a fallback without predictions)."""
-    out = {"probe_metrics.label_budgets.train_tickers": "label_train_tickers"}
+    out = {column(LABEL_BUDGETS, "train_tickers"): "label_train_tickers"}
     for k in label_budgets_of(index):
         for field in ("auprc", "ci_low", "ci_high"):
             out[f"{_BUDGET_PREFIX}{k}.{field}"] = f"labels_{k}_run_{field}"
@@ -133,13 +154,13 @@ def _budget_columns(index: pl.DataFrame) -> dict[str, str]:
 
 
 def _reference_names(index: pl.DataFrame) -> list[str]:
-    prefix, suffix = f"{REFERENCE_PREFIX}.", ".probe_metrics.macro.auprc"
+    prefix, suffix = f"{REFERENCE_PREFIX}.", f".{MACRO_AUPRC_COLUMN}"
     return sorted({c[len(prefix):-len(suffix)] for c in index.columns if c.startswith(prefix) and c.endswith(suffix)})
 
 
 def _reference_rows(index: pl.DataFrame, name: str) -> pl.DataFrame:
     """Rows for the reference encoder ``name`` of the runs that have one: its metrics, its run's identity."""
-    auprc = f"{REFERENCE_PREFIX}.{name}.probe_metrics.macro.auprc"
+    auprc = f"{REFERENCE_PREFIX}.{name}.{MACRO_AUPRC_COLUMN}"
     rows = index.filter(pl.col(auprc).is_not_null())
     own = {f"{REFERENCE_PREFIX}.{name}.{src}": dst for src, dst in REFERENCE_COLUMNS.items()}
     identity = {src: dst for src, dst in COLUMNS.items() if dst in ("objective", "variant", "backbone", "seed",
@@ -159,7 +180,7 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
 
     Reference encoders of a run (``reference.<name>.*`` columns) add rows ``<objective>:<name>``.
     """
-    if index.height == 0 or "probe_metrics.macro.auprc" not in index.columns:
+    if index.height == 0 or MACRO_AUPRC_COLUMN not in index.columns:
         return pl.DataFrame(schema={name: pl.String for name in (*COLUMNS.values(), "kind")})
     columns = COLUMNS | _budget_columns(index)
     present = {src: dst for src, dst in columns.items() if src in index.columns}

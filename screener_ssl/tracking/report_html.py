@@ -20,6 +20,19 @@ from pathlib import Path
 
 import polars as pl
 
+from screener_ssl.probe.metric_names import (
+    ALERTS_PER_DAY,
+    AUPRC,
+    CALIBRATION,
+    CI_HIGH,
+    CI_LOW,
+    ECE,
+    MACRO,
+    PRECISION,
+    PREVALENCE,
+    REACHABLE,
+    RECALL,
+)
 from screener_ssl.store.artifacts import atomic_write_text
 from screener_ssl.tracking.board import Column, leaderboard_records, table_columns, verdict_table
 
@@ -29,14 +42,14 @@ METRICS_FILE = "probe_metrics.json"
 PROBE_PLOTS = ("probe_pr_curves.png", "probe_earliest_detection.png", "probe_reliability.png")
 PER_PATTERN_COLUMNS = [
     ("pattern", "string", "Pattern"),
-    ("auprc", "float", "Test AUPRC"),
-    ("ci_low", "float", "Lower end of the 95% block-bootstrap CI"),
-    ("ci_high", "float", "Upper end of the 95% block-bootstrap CI"),
-    ("prevalence", "float", "Share of positive test windows (a random screener's AUPRC)"),
-    ("alerts_per_day_per_ticker", "float", "Alerts per ticker-day at the val threshold"),
-    ("precision", "float", "Precision at the val threshold"),
-    ("recall", "float", "Recall at the val threshold"),
-    ("ece", "float", "Expected calibration error on test"),
+    (AUPRC, "float", "Test AUPRC"),
+    (CI_LOW, "float", "Lower end of the 95% block-bootstrap CI"),
+    (CI_HIGH, "float", "Upper end of the 95% block-bootstrap CI"),
+    (PREVALENCE, "float", "Share of positive test windows (a random screener's AUPRC)"),
+    (ALERTS_PER_DAY, "float", "Alerts per ticker-day at the val threshold"),
+    (PRECISION, "float", "Precision at the val threshold"),
+    (RECALL, "float", "Recall at the val threshold"),
+    (ECE, "float", "Expected calibration error on test"),
 ]
 
 STYLE = """
@@ -105,9 +118,9 @@ def per_pattern_rows(metrics: Mapping) -> list[dict]:
     return [
         {
             "pattern": name,
-            **{k: rep["auprc"][k] for k in ("auprc", "ci_low", "ci_high", "prevalence")},
-            **{k: rep["alerts"][k] for k in ("alerts_per_day_per_ticker", "precision", "recall")},
-            "ece": rep["calibration"]["ece"] if rep.get("calibration") else None,
+            **{k: rep[AUPRC][k] for k in (AUPRC, CI_LOW, CI_HIGH, PREVALENCE)},
+            **{k: rep["alerts"][k] for k in (ALERTS_PER_DAY, PRECISION, RECALL)},
+            ECE: rep[CALIBRATION][ECE] if rep.get(CALIBRATION) else None,
         }
         for name, rep in (metrics.get("per_pattern") or {}).items()
     ]
@@ -124,9 +137,9 @@ def _row_section(position: int, rank: int, row: Mapping) -> str:
     metrics_file = run_dir / METRICS_FILE
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        macro = metrics.get("macro") or {}
-        if macro.get("reachable"):
-            parts.append(f"<p>{html.escape(str(macro['reachable']))} at the precision target</p>")
+        macro = metrics.get(MACRO) or {}
+        if macro.get(REACHABLE):
+            parts.append(f"<p>{html.escape(str(macro[REACHABLE]))} at the precision target</p>")
         rows = per_pattern_rows(metrics)
         parts.append(_table(PER_PATTERN_COLUMNS, rows, f"per-pattern-{position}"))
     else:

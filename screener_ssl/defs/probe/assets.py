@@ -18,6 +18,17 @@ from screener_ssl.probe.curves import budget_curve_png
 from screener_ssl.probe.plots import auprc_bar_png, label_efficiency_png, png_markdown, thumbnail_png
 from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig
 from screener_ssl.probe.label_budgets import BUDGET_PLOT_FILE
+from screener_ssl.probe.metric_names import (
+    ALERTS_PER_DAY,
+    AUPRC,
+    CI_HIGH,
+    CI_LOW,
+    EARLIEST_DETECTION,
+    ECE,
+    MACRO,
+    N_REACHABLE,
+    REACHABLE,
+)
 from screener_ssl.runs.probe import probe_reference_encoders, probe_run
 from screener_ssl.runs.finetune import (
     NotFinetunableError,
@@ -45,7 +56,7 @@ PARTITION_DEPS = [
 
 PROBE_CODE_VERSION = source_version(
     "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.bootstrap", "screener_ssl.probe.metrics",
-    "screener_ssl.probe.report", "screener_ssl.probe.curves",
+    "screener_ssl.probe.report", "screener_ssl.probe.metric_names", "screener_ssl.probe.curves",
     "screener_ssl.probe.label_budgets", "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
     "screener_ssl.runs.probe",
 )
@@ -63,7 +74,7 @@ PLOT_TITLES = {
 def reachable_text(macro: dict, metrics: dict) -> str:
     """``"3 of 7 reachable at precision 0.8"``: the patterns the macro alert figures average over."""
     target = (metrics.get("config") or {}).get("target_precision", (metrics.get("head") or {}).get("target_precision"))
-    text = macro.get("reachable") or f"{macro.get('n_reachable', '?')} reachable"
+    text = macro.get(REACHABLE) or f"{macro.get(N_REACHABLE, '?')} reachable"
     return f"{text} at precision {target:g}" if isinstance(target, (int, float)) else f"{text} at the precision target"
 
 
@@ -82,8 +93,8 @@ def budget_metadata(metrics: dict, run_dir: Path) -> dict:
     """Per label budget: macro AUPRC and its CI pooled over draws, the summary, and the label-efficiency plot."""
     out: dict = {}
     for budget, rep in metrics["per_budget"].items():
-        out[f"labels_{budget}_auprc"] = _float(rep["auprc"])
-        out[f"labels_{budget}_auprc_ci"] = dg.MetadataValue.json([rep["ci_low"], rep["ci_high"]])
+        out[f"labels_{budget}_auprc"] = _float(rep[AUPRC])
+        out[f"labels_{budget}_auprc_ci"] = dg.MetadataValue.json([rep[CI_LOW], rep[CI_HIGH]])
     out["label_efficiency"] = _float(metrics["label_efficiency"])
     out["label_efficiency_plot"] = dg.MetadataValue.path(str(run_dir / BUDGET_PLOT_FILE))
     return out
@@ -106,21 +117,21 @@ def probe_run_dir(
         raise dg.Failure(description=f"{stage} for {objective}|{variant}: {exc}") from exc
     probed = probe_run(point, dataset, run_dir, finetune_source=finetune_source, log=context.log.info)
     result, budgets, curve_png = probed.result, probed.budgets, probed.curve_png
-    m = result.metrics["macro"]
+    m = result.metrics[MACRO]
     context.log.info(
-        f"{objective}|{variant}: macro AUPRC {_num(m['auprc'])} [{_num(m['ci_low'])}, {_num(m['ci_high'])}]"
+        f"{objective}|{variant}: macro AUPRC {_num(m[AUPRC])} [{_num(m[CI_LOW])}, {_num(m[CI_HIGH])}]"
     )
-    earliest = m.get("earliest_detection") or {}
+    earliest = m.get(EARLIEST_DETECTION) or {}
     return dg.MaterializeResult(
         metadata={
             "run_dir": dg.MetadataValue.path(str(run_dir)),
-            "macro_auprc": _float(m["auprc"]),
-            "macro_auprc_ci": dg.MetadataValue.json([m["ci_low"], m["ci_high"]]),
+            "macro_auprc": _float(m[AUPRC]),
+            "macro_auprc_ci": dg.MetadataValue.json([m[CI_LOW], m[CI_HIGH]]),
             # The alert figures are means over the patterns that reach the precision target: say how many do.
             "reachable_patterns": reachable_text(m, result.metrics),
-            "alerts_per_day_per_ticker": _float(m["alerts_per_day_per_ticker"]),
+            ALERTS_PER_DAY: _float(m[ALERTS_PER_DAY]),
             "recall_at_60pct_span": _float(earliest.get("0.6", earliest.get(0.6))),
-            "ece": _float(m["ece"]),
+            ECE: _float(m[ECE]),
             "per_pattern": table_value(per_pattern_rows(result.metrics), PER_PATTERN_COLUMNS),
             # The full-size plots are files in the run dir (written by write_probe_artifacts); small
             # previews of each travel inline in the event log.
@@ -179,8 +190,8 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
             log=context.log.info,
         )
         for name, macro in references.items():  # e.g. a distillation teacher, beside its student
-            result.metadata[f"{name}_macro_auprc"] = _float(macro["auprc"])
-            result.metadata[f"{name}_macro_auprc_ci"] = dg.MetadataValue.json([macro["ci_low"], macro["ci_high"]])
+            result.metadata[f"{name}_macro_auprc"] = _float(macro[AUPRC])
+            result.metadata[f"{name}_macro_auprc_ci"] = dg.MetadataValue.json([macro[CI_LOW], macro[CI_HIGH]])
         return result
 
     finetunable = finetune_partitions(partitions)
