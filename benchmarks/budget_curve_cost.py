@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     threads = pin_threads(args.threads)
     from screener_ssl.data import dataset as ds
     from screener_ssl.probe.curves import budget_curve
-    from screener_ssl.probe.probe import ProbeConfig, run_probe
+    from screener_ssl.probe.config import ProbeConfig
+    from screener_ssl.probe.probe import run_probe
     from screener_ssl.runs.pretrain import pretrain_partition
     from screener_ssl.runs.sweep import load_sweep
     from screener_ssl.ssl.encoder import load_encoder

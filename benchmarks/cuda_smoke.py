@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from screener_ssl.data import dataset as ds
-    from screener_ssl.probe.probe import ProbeConfig, run_probe
+    from screener_ssl.probe.config import ProbeConfig
+    from screener_ssl.probe.probe import run_probe
 
     probe_skipped = None
     if importlib.util.find_spec("matplotlib") is None:  # the probe draws its plots with it

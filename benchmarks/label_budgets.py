@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     from screener_ssl.probe.compare import paired_comparison
     from screener_ssl.probe.label_budgets import RetrainPerDraw, run_label_budgets
     from screener_ssl.probe.bootstrap import pooled_macro_comparison
-    from screener_ssl.probe.probe import ProbeConfig, bootstrap_design, eval_positions, run_probe
+    from screener_ssl.probe.config import ProbeConfig
+    from screener_ssl.probe.positions import eval_positions
+    from screener_ssl.probe.probe import bootstrap_design, run_probe
     from screener_ssl.runs.finetune import finetune_settings
     from screener_ssl.runs.pretrain import pretrain_partition
     from screener_ssl.runs.sweep import load_sweep

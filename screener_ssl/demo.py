@@ -32,7 +32,7 @@ from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import DATA_JOB, FINETUNE_JOB, INDEX_JOB, SWEEP_JOB, sweep_run_tags
 from screener_ssl.instance import open_instance
 from screener_ssl.defs.staleness import run_subset
-from screener_ssl.probe.probe import ProbeConfig
+from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
 from screener_ssl.tracking.leaderboard import board_budgets, format_leaderboard
 

@@ -30,7 +30,8 @@ from screener_ssl.data.dataset import Dataset
 from screener_ssl.probe.head import fit_probe_head
 from screener_ssl.probe.metric_names import AUPRC, MACRO, VAL, VAL_MACRO_AUPRC
 from screener_ssl.probe.plots import _figure, _png
-from screener_ssl.probe.probe import ProbeConfig, eval_positions, train_positions
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.positions import eval_positions, train_positions
 from screener_ssl.ssl.encoder import Encoder, embed_positions
 from screener_ssl.ssl.snapshots import encoder_state, read_manifest, snapshot_encoders
 

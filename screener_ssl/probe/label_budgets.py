@@ -27,14 +27,9 @@ from screener_ssl.data.label_budget import LabelDraw, label_draws, train_tickers
 from screener_ssl.probe.head import fit_probe_head
 from screener_ssl.probe.bootstrap import pooled_macro_comparison
 from screener_ssl.probe.plots import label_efficiency_png
-from screener_ssl.probe.probe import (
-    ProbeConfig,
-    _predictions_frame,
-    bootstrap_design,
-    eval_positions,
-    stratified_subsample,
-    train_window_count,
-)
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.positions import eval_positions, stratified_subsample, train_window_count
+from screener_ssl.probe.probe import _predictions_frame, bootstrap_design
 from screener_ssl.ssl.encoder import Encoder, embed_positions
 from screener_ssl.store.artifacts import atomic_write_bytes, atomic_write_parquet
 

@@ -27,35 +27,35 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
-from screener_ssl.data.label_budget import restrict_to_labelled
-from screener_ssl.data.windows import split_calendar_positions
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
-from screener_ssl.probe.bootstrap import BLOCK_DAYS, BootstrapDesign
-from screener_ssl.probe.metrics import PREFIX_FRACS, prefix_decision_rows, threshold_at_precision
+from screener_ssl.probe.bootstrap import BootstrapDesign
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.metrics import threshold_at_precision
 from screener_ssl.probe.metric_names import (
     AUPRC,
     CALIBRATION,
     CI_HIGH,
     CI_LOW,
+    COST,
     EARLIEST_DETECTION,
     MACRO,
     REACHABLE,
+    TIMINGS,
     VAL,
     VAL_AUPRC,
     VAL_MACRO_AUPRC,
 )
+from screener_ssl.probe.positions import EventDecisions, _subsample, eval_positions, event_prefix_decisions, train_positions
 from screener_ssl.probe.report import screener_report
 from screener_ssl.ssl.augment import AugmentConfig, augment_view
-from screener_ssl.ssl.encoder import Encoder, Pooling, embed_decisions, embed_positions, embedding_settings
+from screener_ssl.ssl.encoder import Encoder, embed_decisions, embed_positions, embedding_settings
 from screener_ssl.store.artifacts import (
     atomic_write_bytes,
     atomic_write_json,
@@ -70,69 +70,6 @@ PLOT_FILES = {
     "earliest_detection": "probe_earliest_detection.png",
     "reliability": "probe_reliability.png",
 }
-TEST_SPLIT = SPLITS.index("test")
-
-
-class ProbeConfig(BaseModel):
-    """How the probe samples, fits and scores; recorded verbatim in ``probe_metrics.json``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    head: Literal["logistic", "mlp"] = "logistic"
-    # Inverse L2 strengths of the logistic head; each pattern keeps the one of best val AUPRC.
-    C_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
-    class_weight: Literal["none", "balanced"] = "none"
-    mlp_hidden: int = Field(64, ge=1, le=4096)
-    max_train_windows: int = Field(40_000, ge=10)
-    # A wide embedding needs more rows than a narrow one: train windows >= this x D (when available).
-    train_windows_per_dim: int = Field(20, ge=0, le=10_000)
-    # Memory budget of the train feature matrix (windows x D float32): no rule lifts the train count past it.
-    train_matrix_budget_gib: float = Field(2.0, gt=0.0, le=1024.0)
-    max_val_windows: int = Field(40_000, ge=10)
-    max_test_windows: int | None = Field(None, ge=1)  # None = every test window
-    target_precision: float = Field(0.8, gt=0.0, le=1.0)
-    # Earliest detection is recall at this alert volume (threshold chosen on val), the same for every model.
-    alert_budget_per_1000: float = Field(5.0, gt=0.0, le=1000.0)  # alerts per 1,000 ticker-days, per pattern
-    n_boot: int = Field(200, ge=0, le=100_000)
-    # Resampling of the CIs: whole tickers x contiguous calendar blocks (overlapping windows are not independent).
-    bootstrap: Literal["ticker_time_block", "window"] = "ticker_time_block"
-    block_days: int = Field(BLOCK_DAYS, ge=1, le=2520)
-    stability_windows: int = Field(256, ge=0)  # 0 = no stability measurement
-    stability_augs: int = Field(8, ge=2, le=256)
-    prefix_fracs: tuple[float, ...] = PREFIX_FRACS
-    batch_size: int = Field(1024, ge=1, le=65_536)
-    # Embedding at the decision bar ("last") or a running max/mean over every visible bar up to it.
-    pooling: Pooling = "last"
-    seed: int = Field(0, ge=0)
-    # Label budgets (numbers of labelled train tickers) at which every head is also fitted, each with
-    # ``label_draws`` seeded draws of the labelled tickers (see screener_ssl.data.label_budget);
-    # full labels are always reported. ``label_seed`` seeds the draws, the same for every model.
-    label_budgets: tuple[int, ...] = ()
-    label_draws: int = Field(3, ge=1, le=100)
-    label_seed: int = Field(0, ge=0)
-
-    @field_validator("C_grid")
-    @classmethod
-    def _check_grid(cls, grid: tuple[float, ...]) -> tuple[float, ...]:
-        if not grid or any(not c > 0 for c in grid):
-            raise ValueError(f"C_grid must be non-empty positive values, found {list(grid)}")
-        return tuple(sorted(set(grid)))
-
-    @field_validator("label_budgets")
-    @classmethod
-    def _check_budgets(cls, budgets: tuple[int, ...]) -> tuple[int, ...]:
-        if any(b < 1 for b in budgets) or list(budgets) != sorted(set(budgets)):
-            raise ValueError(
-                f"label_budgets must be distinct, ascending numbers of labelled train tickers (>= 1), found {list(budgets)}"
-            )
-        return budgets
-
-    @field_validator("prefix_fracs")
-    @classmethod
-    def _check_fracs(cls, fracs: tuple[float, ...]) -> tuple[float, ...]:
-        if not fracs or any(not 0.0 < f <= 1.0 for f in fracs) or list(fracs) != sorted(set(fracs)):
-            raise ValueError(f"prefix_fracs must be distinct, ascending values in (0, 1], found {list(fracs)}")
-        return fracs
 
 
 @dataclass
@@ -145,106 +82,6 @@ class ProbeResult:
     plots: dict[str, bytes]  # PNG bytes: "pr_curves", "earliest_detection", "reliability"
     # In memory only: the val and test embeddings ([n, D], rows of eval_positions), reused by the label budgets.
     embeddings: dict[str, np.ndarray] | None = None
-
-
-@dataclass(frozen=True)
-class EventDecisions:
-    """Test events and the decision rows at which each prefix of them is scored."""
-
-    ticker_id: np.ndarray  # int64 [E]
-    pattern_id: np.ndarray  # int64 [E]
-    start_row: np.ndarray  # int64 [E], global row of the event's first bar
-    end_row: np.ndarray  # int64 [E], global row of the event's last bar
-    decision_row: np.ndarray  # int64 [E, F], global decision row per prefix fraction
-    fracs: tuple[float, ...]
-    n_candidates: int  # events before the test-split filter
-
-
-# --------------------------------------------------------------------------- window selection and embedding
-
-
-def _subsample(positions: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
-    """Sorted seeded subsample of ``positions`` of size ``<= limit`` (all when limit is None)."""
-    if limit is None or positions.shape[0] <= limit:
-        return positions
-    return np.sort(rng.choice(positions, size=limit, replace=False))
-
-
-def stratified_subsample(
-    positions: np.ndarray, labels: np.ndarray, limit: int | None, rng: np.random.Generator
-) -> np.ndarray:
-    """Sorted seeded subsample of ``positions [n]`` of size about ``limit``, stratified by label.
-
-    Strata: the windows sharing one label row (``labels [n, P]``): no positive, each
-    pattern alone, each combination that occurs. Each stratum keeps its share (at least
-    one window), so rare patterns keep their positives and the sample's prevalence stays
-    the natural one (never rebalanced). Nothing depends on the patterns' names or column
-    order: every window draws one random key, a stratum keeps its smallest keys, and
-    quota ties go to the stratum holding the earliest window; so renaming or reordering
-    patterns leaves the sample as it was.
-    """
-    if limit is None or positions.shape[0] <= limit:
-        return positions
-    n = positions.shape[0]
-    keys = rng.random(n)  # one draw per window, in window order
-    _, stratum = np.unique(np.asarray(labels, dtype=bool).reshape(n, -1), axis=0, return_inverse=True)
-    stratum = stratum.reshape(-1)
-    counts = np.bincount(stratum)
-    first = np.full(counts.shape[0], n, dtype=np.int64)
-    np.minimum.at(first, stratum, np.arange(n))  # a stratum's earliest window: a name-free tie-break
-    # Largest-remainder quotas: exactly ``limit`` windows, every stratum at least one.
-    quota = limit * counts / n
-    take = np.minimum(np.maximum(np.floor(quota).astype(np.int64), 1), counts)
-    for i in np.lexsort((first, -(quota - np.floor(quota)))):
-        if take.sum() >= limit:
-            break
-        take[i] += take[i] < counts[i]
-    grouped = np.lexsort((keys, stratum))  # by stratum, smallest key first
-    group_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(n, dtype=np.int64)
-    rank[grouped] = np.arange(n) - group_start[stratum[grouped]]
-    return np.sort(positions[rank < take[stratum]])
-
-
-def gather_decisions(
-    dataset: Dataset, decision_row: np.ndarray, ticker_start: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Censored windows ``x, observed [n, window_max, C]`` ending at global ``decision_row [n]``."""
-    return dataset.windows_at(decision_row, ticker_start)
-
-
-def event_prefix_decisions(dataset: Dataset, fracs: tuple[float, ...] = PREFIX_FRACS) -> EventDecisions:
-    """Test events with their prefix decision rows (see :func:`prefix_decision_rows`).
-
-    An event is kept when every prefix decision row lies inside its own ticker
-    (``end_row + 1`` must exist), has ``min_history`` bars behind it, and falls
-    on a test-split calendar day; so the train/val embargo also guards these.
-    """
-    if dataset.events is None:
-        raise ValueError("the dataset has no label events; load it with labels (build_labels)")
-    ev = dataset.events.events
-    store, spec, index = dataset.store, dataset.spec, dataset.index
-    tid = ev.get_column("ticker_id").to_numpy().astype(np.int64)
-    pid = ev.get_column("pattern_id").to_numpy().astype(np.int64)
-    start = ev.get_column("start_row").to_numpy().astype(np.int64)
-    end = ev.get_column("end_row").to_numpy().astype(np.int64)
-    rows = prefix_decision_rows(start, end, fracs)  # [E, F]
-    lo = store.offsets[:-1][tid][:, None]  # [E, 1] first row of the event's ticker
-    hi = store.offsets[1:][tid][:, None]  # [E, 1] one past its last row
-    inside = (rows < hi) & (rows - lo >= spec.min_history - 1)
-    day_split = split_calendar_positions(index.calendar.shape[0], spec)
-    safe_rows = np.where(inside, rows, lo)  # index dates only where the row exists
-    on_test = day_split[np.searchsorted(index.calendar, store.dates[safe_rows])] == TEST_SPLIT
-    keep = (inside & on_test).all(axis=1)
-    return EventDecisions(
-        ticker_id=tid[keep],
-        pattern_id=pid[keep],
-        start_row=start[keep],
-        end_row=end[keep],
-        decision_row=rows[keep],
-        fracs=tuple(float(f) for f in fracs),
-        n_candidates=int(tid.shape[0]),
-    )
 
 
 # --------------------------------------------------------------------------- the probe
@@ -313,56 +150,81 @@ def _stability_scores(
     return out
 
 
-def eval_positions(dataset: Dataset, config: ProbeConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The val and test positions every probe of ``config`` scores (seeded subsamples, label-free)."""
-    _, rng_val, rng_test, _ = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(4))
-    index = dataset.index
-    return (
-        _subsample(index.rows_of("val"), config.max_val_windows, rng_val),
-        _subsample(index.rows_of("test"), config.max_test_windows, rng_test),
-    )
-
-
-def train_positions(
-    dataset: Dataset,
+def _metrics_document(
+    *,
     config: ProbeConfig,
-    embed_dim: int,
-    labelled_rows: np.ndarray | None = None,
-    log: Callable[[str], None] = print,
-) -> np.ndarray:
-    """The train positions the head of ``config`` is fitted on: a seeded, label-stratified subsample of the
-    (labelled) train windows, as many as :func:`train_window_count` allows for width ``embed_dim``."""
-    rng_train = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(4)[0])
-    train_rows = restrict_to_labelled(dataset.index.rows_of("train"), labelled_rows)
-    n_train = train_window_count(config, embed_dim, log)
-    return stratified_subsample(train_rows, dataset.labels[train_rows], n_train, rng_train)
-
-
-MIN_TRAIN_WINDOWS = 10
-
-
-def train_window_count(config: ProbeConfig, embed_dim: int, log: Callable[[str], None] = print) -> int:
-    """Train windows to embed: ``max(max_train_windows, train_windows_per_dim x D)``, capped by the
-    matrix budget (``train_matrix_budget_gib`` of float32 ``[windows, D]``); logs when the budget binds.
-
-    Raises when the budget cannot hold even ``MIN_TRAIN_WINDOWS`` rows of this width.
-    """
-    wanted = max(config.max_train_windows, config.train_windows_per_dim * embed_dim)
-    row_bytes = 4 * max(int(embed_dim), 1)
-    fits = int(config.train_matrix_budget_gib * 2**30) // row_bytes
-    if fits < MIN_TRAIN_WINDOWS:
-        raise ValueError(
-            f"probe: a train matrix of {MIN_TRAIN_WINDOWS} windows x D={embed_dim} float32 exceeds "
-            f"train_matrix_budget_gib={config.train_matrix_budget_gib}; raise the budget or narrow the embedding"
-        )
-    if wanted > fits:
-        log(
-            f"probe: train windows capped at {fits} (wanted {wanted} = max(max_train_windows, "
-            f"{config.train_windows_per_dim} x D={embed_dim})) by train_matrix_budget_gib="
-            f"{config.train_matrix_budget_gib} ({wanted * row_bytes / 2**30:.1f} GiB asked)"
-        )
-        return fits
-    return wanted
+    augment: AugmentConfig,
+    encoder: Encoder,
+    dataset: Dataset,
+    report: dict,
+    head: ProbeHead,
+    positions: dict[str, np.ndarray],
+    available: dict,
+    labels: dict[str, np.ndarray],
+    events: EventDecisions,
+    val_threshold_reports: dict[str, dict],
+    timings: dict[str, float],
+    cost: dict[str, float],
+) -> dict:
+    """``probe_metrics.json``: the report, what produced it (config, encoder, dataset), the windows and
+    events it read, the head, and the time and compute it took; JSON-ready. ``positions`` and
+    ``labels`` are per split (train, val, test)."""
+    patterns = tuple(dataset.patterns)
+    return to_jsonable(
+        {
+            "config": {
+                "probe": config.model_dump(mode="json"),
+                "report": report["config"],
+                "augment": augment.model_dump(mode="json"),
+                "encoder": {
+                    "embed_dim": encoder.embed_dim,
+                    "input_channels": encoder.input_channels,
+                    "normalization": encoder.normalization,
+                    **encoder.describe(),
+                    "meta": encoder.meta,
+                },
+                "spec_fingerprint": dataset.spec.fingerprint(),
+                "dataset_fingerprint": dataset.info.get("dataset_fingerprint"),
+            },
+            "patterns": list(patterns),
+            "per_pattern": report["per_pattern"],
+            MACRO: report[MACRO],
+            # Selection (of models, variants, the scan's default) reads these; test is only reported.
+            VAL: {
+                VAL_MACRO_AUPRC: report[MACRO][VAL_AUPRC],
+                "per_pattern": {name: rep[VAL_AUPRC] for name, rep in report["per_pattern"].items()},
+            },
+            "bootstrap": report["config"]["bootstrap"],
+            "n_windows": {split: len(pos) for split, pos in positions.items()},
+            "windows_available": available,
+            "prevalence": {
+                split: {name: float(y[:, p].mean()) for p, name in enumerate(patterns)}
+                for split, y in labels.items()
+            },
+            "events": {
+                "candidates": events.n_candidates,
+                "test": int(events.decision_row.shape[0]),
+                "per_pattern": {name: int((events.pattern_id == p).sum()) for p, name in enumerate(patterns)},
+                "prefix_fracs": list(events.fracs),
+            },
+            "head": {
+                "kind": head.kind,
+                "thresholds": head.thresholds,
+                "target_precision": head.target_precision,
+                "constant_patterns": head.fit_info.get("constant_patterns", []),
+                "val_thresholds": val_threshold_reports,
+                "fit_info": head.fit_info,
+            },
+            # Seconds per stage; "embed" sums the embedding of every split and the events (not stability).
+            TIMINGS: timings | {"embed": cost.get("embed_seconds", 0.0)},
+            # Compute cost beside quality (its seconds are timings.embed and timings.fit_head).
+            COST: {
+                "windows_embedded": int(cost.get("windows_embedded", 0)),
+                "embed_dim": encoder.embed_dim,
+                "encoder_parameters": encoder.describe().get("n_parameters"),
+            },
+        }
+    )
 
 
 def run_probe(
@@ -467,7 +329,6 @@ def run_probe(
         name: {frac: event_probs[events.pattern_id == p, f, p] for f, frac in enumerate(events.fracs)}
         for p, name in enumerate(patterns)
     }
-    events_per_pattern = {name: int((events.pattern_id == p).sum()) for p, name in enumerate(patterns)}
     log(f"probe: scored {n_events} test events x {n_fracs} prefixes in {lap('events'):.1f}s")
 
     scores_aug = None
@@ -520,60 +381,11 @@ def run_probe(
     lap("plots")
     timings["total"] = time.perf_counter() - started
 
-    metrics = to_jsonable(
-        {
-            "config": {
-                "probe": config.model_dump(mode="json"),
-                "report": report["config"],
-                "augment": augment.model_dump(mode="json"),
-                "encoder": {
-                    "embed_dim": encoder.embed_dim,
-                    "input_channels": encoder.input_channels,
-                    "normalization": encoder.normalization,
-                    **encoder.describe(),
-                    "meta": encoder.meta,
-                },
-                "spec_fingerprint": dataset.spec.fingerprint(),
-                "dataset_fingerprint": dataset.info.get("dataset_fingerprint"),
-            },
-            "patterns": list(patterns),
-            "per_pattern": report["per_pattern"],
-            MACRO: report[MACRO],
-            # Selection (of models, variants, the scan's default) reads these; test is only reported.
-            VAL: {
-                VAL_MACRO_AUPRC: report[MACRO][VAL_AUPRC],
-                "per_pattern": {name: rep["val_auprc"] for name, rep in report["per_pattern"].items()},
-            },
-            "bootstrap": report["config"]["bootstrap"],
-            "n_windows": {"train": len(train_pos), "val": len(val_pos), "test": len(test_pos)},
-            "windows_available": available,
-            "prevalence": {
-                split: {name: float(y[:, p].mean()) for p, name in enumerate(patterns)}
-                for split, y in (("train", y_train), ("val", y_val), ("test", y_test))
-            },
-            "events": {
-                "candidates": events.n_candidates,
-                "test": n_events,
-                "per_pattern": events_per_pattern,
-                "prefix_fracs": list(events.fracs),
-            },
-            "head": {
-                "kind": head.kind,
-                "thresholds": head.thresholds,
-                "target_precision": head.target_precision,
-                "constant_patterns": constant,
-                "val_thresholds": val_threshold_reports,
-                "fit_info": head.fit_info,
-            },
-            # Seconds per stage; "embed" sums the embedding of every split and the events (not stability).
-            "timings": timings | {"embed": cost.get("embed_seconds", 0.0)},
-            # Compute cost beside quality (its seconds are timings.embed and timings.fit_head).
-            "cost": {
-                "windows_embedded": int(cost.get("windows_embedded", 0)),
-                "embed_dim": encoder.embed_dim,
-                "encoder_parameters": encoder.describe().get("n_parameters"),
-            },
-        }
+    metrics = _metrics_document(
+        config=config, augment=augment, encoder=encoder, dataset=dataset, report=report, head=head,
+        positions={"train": train_pos, "val": val_pos, "test": test_pos}, available=available,
+        labels={"train": y_train, "val": y_val, "test": y_test}, events=events,
+        val_threshold_reports=val_threshold_reports, timings=timings, cost=cost,
     )
     macro = report[MACRO]
     log(

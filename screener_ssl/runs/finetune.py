@@ -11,7 +11,7 @@ from screener_ssl.data.dataset import Dataset
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.runs.writer import write_run
 from screener_ssl.ssl.backbones.base import BackboneConfig
-from screener_ssl.probe.probe import ProbeConfig
+from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.ssl.encoder import Encoder, Pooling
 from screener_ssl.ssl.finetune import (
     HEAD_FILE,

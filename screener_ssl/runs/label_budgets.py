@@ -18,7 +18,7 @@ from pathlib import Path
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.data.label_budget import LabelDraw
 from screener_ssl.probe.label_budgets import LabelBudgetResult, RetrainPerDraw, run_label_budgets
-from screener_ssl.probe.probe import ProbeConfig
+from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.runs.finetune import finetune_settings
 from screener_ssl.runs.pretrain import resolve_point
 from screener_ssl.runs.sweep import SweepPoint

@@ -19,7 +19,7 @@ import numpy as np
 
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.store.fingerprint import fingerprint
-from screener_ssl.probe.probe import ProbeConfig
+from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.runs.writer import write_run
 from screener_ssl.ssl.backbones.base import build_backbone

@@ -22,7 +22,8 @@ from screener_ssl.probe.label_budgets import (
     LabelBudgetResult,
     write_label_budget_artifacts,
 )
-from screener_ssl.probe.probe import ProbeConfig, ProbeResult, run_probe, write_probe_artifacts
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.probe import ProbeResult, run_probe, write_probe_artifacts
 from screener_ssl.runs.label_budgets import probe_label_budgets
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.ssl.augment import AugmentConfig

@@ -233,7 +233,7 @@ def _validate(model: type[BaseModel], values: Any, source: str, point: "SweepPoi
 
 def validate_point(point: "SweepPoint", source: str) -> list[str]:
     """Every problem of one sweep entry (empty when it would run), each naming file, objective, variant, key."""
-    from screener_ssl.probe.probe import ProbeConfig
+    from screener_ssl.probe.config import ProbeConfig
     from screener_ssl.ssl.objectives.base import get_objective_class, objective_names
 
     here = where(source, point.objective, point.variant)

@@ -286,7 +286,8 @@ def test_shape_free_features_stay_near_prevalence_while_shape_is_learnable(tmp_p
     from screener_ssl.data import dataset as ds
     from screener_ssl.data.contracts import FEATURE_NAMES
     from screener_ssl.data.windows import WindowSpec
-    from screener_ssl.probe.probe import ProbeConfig, run_probe
+    from screener_ssl.probe.config import ProbeConfig
+    from screener_ssl.probe.probe import run_probe
     from screener_ssl.ssl.backbones import BackboneConfig, build_backbone
     from screener_ssl.ssl.encoder import Encoder
 

@@ -27,13 +27,9 @@ from screener_ssl.data import dataset as ds
 from screener_ssl.data.recent_bars import connect_read_only
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE
-from screener_ssl.probe.probe import (
-    PREDICTIONS_FILE,
-    ProbeConfig,
-    run_probe,
-    stratified_subsample,
-    write_probe_artifacts,
-)
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.positions import stratified_subsample
+from screener_ssl.probe.probe import PREDICTIONS_FILE, run_probe, write_probe_artifacts
 from screener_ssl.runs.finetune import finetune_partition
 from screener_ssl.runs.pretrain import pretrain_partition
 from screener_ssl.runs.probe import probe_reference_encoders

@@ -25,7 +25,8 @@ from screener_ssl.probe.curves import (
     still_rising,
 )
 from screener_ssl.probe.plots import PNG_SIGNATURE
-from screener_ssl.probe.probe import METRICS_FILE, ProbeConfig, run_probe, write_probe_artifacts
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.probe import METRICS_FILE, run_probe, write_probe_artifacts
 from screener_ssl.runs.pretrain import pretrain_partition
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.ssl.augment import AugmentConfig

@@ -20,7 +20,8 @@ from screener_ssl.data.label_budget import (
 )
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.label_budgets import RetrainPerDraw, draw_train_positions, run_label_budgets
-from screener_ssl.probe.probe import ProbeConfig, run_probe
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.probe import run_probe
 from screener_ssl.runs import label_budgets as runs_budgets
 from screener_ssl.runs.pretrain import pretrain_partition
 from screener_ssl.runs.sweep import SweepPoint

@@ -17,13 +17,13 @@ from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec, split_calendar_positions
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
 from screener_ssl.probe.plots import PNG_SIGNATURE
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.positions import event_prefix_decisions
 from screener_ssl.probe.probe import (
     METRICS_FILE,
     PLOT_FILES,
     PREDICTIONS_FILE,
-    ProbeConfig,
     embed_decisions,
-    event_prefix_decisions,
     run_probe,
     write_probe_artifacts,
 )

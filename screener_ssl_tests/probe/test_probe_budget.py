@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from screener_ssl.probe.probe import MIN_TRAIN_WINDOWS, ProbeConfig, train_window_count
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.positions import MIN_TRAIN_WINDOWS, train_window_count
 
 
 def test_the_per_dimension_rule_lifts_the_cap_inside_the_budget():

@@ -11,7 +11,8 @@ import pytest
 from screener_ssl.data import dataset as ds
 from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec, gather_windows
-from screener_ssl.probe.probe import ProbeConfig, run_probe
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.probe import run_probe
 from screener_ssl.ssl.checks import no_lookahead_report
 from screener_ssl.ssl.encoder import load_encoder
 from screener_ssl.ssl.minirocket import (

@@ -16,7 +16,8 @@ from screener_ssl.probe.curves import CURVE_KEY, budget_curves_by_row
 from screener_ssl.probe.curves import PLOT_FILE as CURVE_PLOT_FILE
 from screener_ssl.probe.curves import budget_curve_png
 from screener_ssl.probe.plots import auprc_bar_png, label_efficiency_png, png_markdown, thumbnail_png
-from screener_ssl.probe.probe import PLOT_FILES, ProbeConfig
+from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.probe import PLOT_FILES
 from screener_ssl.probe.label_budgets import BUDGET_PLOT_FILE
 from screener_ssl.probe.metric_names import (
     ALERTS_PER_DAY,
@@ -55,8 +56,9 @@ PARTITION_DEPS = [
 ]
 
 PROBE_CODE_VERSION = source_version(
-    "screener_ssl.probe.probe", "screener_ssl.probe.head", "screener_ssl.probe.bootstrap", "screener_ssl.probe.metrics",
-    "screener_ssl.probe.report", "screener_ssl.probe.metric_names", "screener_ssl.probe.curves",
+    "screener_ssl.probe.probe", "screener_ssl.probe.config", "screener_ssl.probe.positions", "screener_ssl.probe.head",
+    "screener_ssl.probe.checks", "screener_ssl.probe.bootstrap", "screener_ssl.probe.metrics", "screener_ssl.probe.report",
+    "screener_ssl.probe.metric_names", "screener_ssl.probe.curves",
     "screener_ssl.probe.label_budgets", "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
     "screener_ssl.runs.probe",
 )
