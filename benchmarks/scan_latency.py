@@ -64,7 +64,7 @@ def _make_run_dir(run_dir: Path, spec, dataset_fp: str, n_channels: int, seed: i
     import torch
 
     from screener_ssl.data.contracts import PATTERNS
-    from screener_ssl.probe.head import fit_probe_head
+    from screener_ssl.probe.head_fit import fit_probe_head
     from screener_ssl.ssl.augment import AugmentConfig
     from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
     from screener_ssl.ssl.encoder import Encoder, embedding_settings

@@ -2,7 +2,7 @@
 
 A trained run keeps its encoder at a few fractions of its steps (:mod:`screener_ssl.ssl.snapshots`,
 ``<run dir>/curve/``). Each snapshot gets a light probe: the same head as the main probe
-(:func:`screener_ssl.probe.head.fit_probe_head` with the run's :class:`ProbeConfig`), fitted on the
+(:func:`screener_ssl.probe.head_fit.fit_probe_head` with the run's :class:`ProbeConfig`), fitted on the
 same train rows, scored on the same val and test rows, reporting val and test macro AUPRC only (no
 bootstrap, thresholds, events or stability: those belong to the final encoder). The curve,
 ``[{step, windows_seen, val_macro_auprc, test_macro_auprc, source}]``, says whether a ranking read
@@ -27,7 +27,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from screener_ssl.data.dataset import Dataset
-from screener_ssl.probe.head import fit_probe_head
+from screener_ssl.probe.head_fit import fit_probe_head
 from screener_ssl.probe.metric_names import AUPRC, MACRO, VAL, VAL_MACRO_AUPRC
 from screener_ssl.probe.plots import _figure, _png
 from screener_ssl.probe.config import ProbeConfig

@@ -24,7 +24,7 @@ import polars as pl
 
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.data.label_budget import LabelDraw, label_draws, train_tickers
-from screener_ssl.probe.head import fit_probe_head
+from screener_ssl.probe.head_fit import fit_probe_head
 from screener_ssl.probe.bootstrap import pooled_macro_comparison
 from screener_ssl.probe.plots import label_efficiency_png
 from screener_ssl.probe.config import ProbeConfig

@@ -4,7 +4,7 @@ Procedure, all deterministic given ``ProbeConfig.seed``:
 
 1. Embeddings at the decision bar of a seeded random subsample of train windows
    (natural prevalence, never rebalanced: calibration is part of the report).
-2. One-vs-rest head per pattern (:func:`screener_ssl.probe.head.fit_probe_head`).
+2. One-vs-rest head per pattern (:func:`screener_ssl.probe.head_fit.fit_probe_head`).
 3. Probabilities on (a subsample of) val; per pattern, the lowest val threshold
    reaching ``target_precision`` (NaN in the head where none does: no alerts).
 4. Probabilities on every (or ``max_test_windows``) test window, plus
@@ -34,7 +34,8 @@ import torch
 
 from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
-from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
+from screener_ssl.probe.head import HEAD_FILE, ProbeHead
+from screener_ssl.probe.head_fit import fit_probe_head
 from screener_ssl.probe.bootstrap import BootstrapDesign
 from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.probe.metrics import threshold_at_precision

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
+from screener_ssl.probe.head import HEAD_FILE, ProbeHead
+from screener_ssl.probe.head_fit import fit_probe_head
 
 PATTERNS = ("alpha", "beta", "never")
 

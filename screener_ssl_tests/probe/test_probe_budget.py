@@ -83,7 +83,7 @@ def test_the_head_never_copies_a_wide_matrix_whole_to_float64(monkeypatch):
     import numpy as np
 
     from screener_ssl.probe import head as head_module
-    from screener_ssl.probe.head import fit_probe_head
+    from screener_ssl.probe.head_fit import fit_probe_head
 
     rng = np.random.default_rng(0)
     n, d = 12_000, 300

@@ -16,7 +16,8 @@ from screener_ssl.data import dataset as ds
 from screener_ssl.data.recent_bars import bars_needed, connect_read_only, load_latest_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl.data.windows import WindowSpec
-from screener_ssl.probe.head import HEAD_FILE, ProbeHead, fit_probe_head
+from screener_ssl.probe.head import HEAD_FILE, ProbeHead
+from screener_ssl.probe.head_fit import fit_probe_head
 from screener_ssl.scan.scan import (
     ScanConfig,
     latest_bars_from_frame,

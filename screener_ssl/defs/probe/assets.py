@@ -57,10 +57,10 @@ PARTITION_DEPS = [
 
 PROBE_CODE_VERSION = source_version(
     "screener_ssl.probe.probe", "screener_ssl.probe.config", "screener_ssl.probe.positions", "screener_ssl.probe.head",
-    "screener_ssl.probe.checks", "screener_ssl.probe.bootstrap", "screener_ssl.probe.metrics", "screener_ssl.probe.report",
-    "screener_ssl.probe.metric_names", "screener_ssl.probe.curves",
-    "screener_ssl.probe.label_budgets", "screener_ssl.runs.label_budgets", "screener_ssl.data.label_budget",
-    "screener_ssl.runs.probe",
+    "screener_ssl.probe.head_fit", "screener_ssl.probe.checks", "screener_ssl.probe.bootstrap",
+    "screener_ssl.probe.metrics", "screener_ssl.probe.report", "screener_ssl.probe.metric_names",
+    "screener_ssl.probe.curves", "screener_ssl.probe.label_budgets", "screener_ssl.runs.label_budgets",
+    "screener_ssl.data.label_budget", "screener_ssl.runs.probe",
 )
 LEADERBOARD_PLOT = "_macro_auprc_by_objective.png"
 BUDGET_CURVES_PLOT = "_budget_curves.png"
