@@ -4,11 +4,14 @@ Two overlapping CIs say little about which run is better: the runs are scored on
 the same windows, so their errors are correlated. :func:`paired_comparison` joins
 the two runs' ``probe_predictions.parquet`` rows on (ticker, decision row), checks
 the labels agree (same dataset), and bootstraps the difference of macro AUPRC
-with one set of block draws shared by both runs.
+with one set of block draws shared by both runs. :func:`shared_rows` joins any
+number of prediction frames the same way, for the leaderboard's pooled CIs and
+paired verdicts over seeds and label-budget draws.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,3 +87,30 @@ def paired_comparison(
         "patterns": patterns,
         "bootstrap": design.describe(),
     }
+
+
+def shared_rows(frames: list[pl.DataFrame]) -> tuple[np.ndarray, list[np.ndarray], BootstrapDesign, str] | None:
+    """Labels, one score array per frame, the block design and a digest naming the rows, on the rows every
+    frame scored (the patterns all of them score); None when they share no pattern or no row."""
+    patterns = sorted(set.intersection(*(set(_patterns_of(f)) for f in frames)))
+    if not patterns:
+        return None
+    keyed = [
+        f.select([*JOIN_KEYS, "date", *(f"label_{p}" for p in patterns), *(f"score_{p}" for p in patterns)])
+        for f in frames
+    ]
+    joined = keyed[0].rename({f"score_{p}": f"score_{p}__0" for p in patterns})
+    for i, frame in enumerate(keyed[1:], 1):
+        other = frame.select([*JOIN_KEYS, *(f"score_{p}" for p in patterns)])
+        joined = joined.join(other.rename({f"score_{p}": f"score_{p}__{i}" for p in patterns}), on=list(JOIN_KEYS))
+    if joined.height == 0:
+        return None
+    joined = joined.sort(list(JOIN_KEYS))
+    y = joined.select([f"label_{p}" for p in patterns]).to_numpy()
+    scores = [joined.select([f"score_{p}__{i}" for p in patterns]).to_numpy() for i in range(len(frames))]
+    dates = joined.get_column("date").to_numpy().astype("datetime64[D]")
+    design = BootstrapDesign(
+        joined.get_column("ticker").to_numpy(), np.searchsorted(np.unique(dates), dates), block_days=BLOCK_DAYS
+    )
+    rows = hashlib.sha256(joined.select(list(JOIN_KEYS)).hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+    return y, scores, design, f"{rows}:{','.join(patterns)}"

@@ -28,18 +28,15 @@ is its latest seed's run dir (the report reads its plots there). How the board i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Collection
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from screener_ssl.probe.compare import JOIN_KEYS
 from screener_ssl.probe.curves import last_rise, mean_curve, still_rising
-from screener_ssl.probe.bootstrap import BLOCK_DAYS, BootstrapDesign, pooled_macro_comparison
 from screener_ssl.probe.metric_names import (
     ALERTS_PER_DAY,
     AUPRC,
@@ -61,63 +58,67 @@ from screener_ssl.probe.metric_names import (
     VAL_MACRO_AUPRC,
     column,
 )
+from screener_ssl.tracking.paired import PairedRuns
 from screener_ssl.tracking.board import TABLE_COLUMNS, format_leaderboard, leaderboard_records, ordered_board
 
 __all__ = ["TABLE_COLUMNS", "format_leaderboard", "latest_runs", "leaderboard", "leaderboard_records", "ordered_board"]
 
 REFERENCE_OBJECTIVE = "masked_recon"
 MINIROCKET_OBJECTIVE = "minirocket"
-PREDICTIONS_FILE = "probe_predictions.parquet"
-# Columns of a run that describe its reference encoders' probes as well (under reference.<name>.probe_metrics).
-REFERENCE_COLUMNS = {
-    src: dst for src, dst in (
-        (column(MACRO, AUPRC), "auprc"),
-        (column(VAL, VAL_MACRO_AUPRC), "val_auprc"),
-        (column(MACRO, N_REACHABLE), "n_reachable"),
-        (column(MACRO, REACHABLE), "reachable"),
-        (column(MACRO, CI_LOW), "ci_low"),
-        (column(MACRO, CI_HIGH), "ci_high"),
-        (column(MACRO, PREVALENCE), "prevalence"),
-        (column(MACRO, ALERTS_PER_DAY), "alerts_per_day"),
-        (column(MACRO, PRECISION), "precision"),
-        (column(MACRO, EARLIEST_DETECTION, "0.6"), "recall_at_60pct"),
-        (column(MACRO, ECE), "ece"),
-        (column(TIMINGS, "embed"), "embed_s"),
-        (column(TIMINGS, "fit_head"), "head_s"),
-        (column(COST, "encoder_parameters"), "parameters"),
-    )
-}
+SUPERVISED_OBJECTIVE = "supervised"
 REFERENCE_PREFIX = "reference"
 REFERENCE_KIND = "reference"  # the kind of a reference encoder's row (the registry gives the others')
 
-COLUMNS = {
-    "experiment.objective": "objective",
-    "experiment.variant": "variant",
-    "experiment.backbone": "backbone",
-    column(MACRO, AUPRC): "auprc",
-    column(VAL, VAL_MACRO_AUPRC): "val_auprc",
-    "run_meta.seed": "seed",
-    column(MACRO, N_REACHABLE): "n_reachable",
-    column(MACRO, REACHABLE): "reachable",
-    column(MACRO, CI_LOW): "ci_low",
-    column(MACRO, CI_HIGH): "ci_high",
-    column(MACRO, PREVALENCE): "prevalence",
-    column(MACRO, ALERTS_PER_DAY): "alerts_per_day",
-    column(MACRO, PRECISION): "precision",
-    column(MACRO, EARLIEST_DETECTION, "0.6"): "recall_at_60pct",
-    column(MACRO, ECE): "ece",
-    "pretrain_config.metrics.windows_per_s": "windows_per_s",
-    "pretrain_config.metrics.final_loss": "final_loss",
-    "pretrain_config.cost.pretrain_seconds": "pretrain_s",
-    "pretrain_config.cost.windows_seen": "windows_seen",
-    column(TIMINGS, "embed"): "embed_s",
-    column(TIMINGS, "fit_head"): "head_s",
-    column(COST, "encoder_parameters"): "parameters",
-    column(BUDGET_CURVE): "budget_curve",
-    "model_type": "model_type",
-    "run_id": "run_id",
-    "run_dir": "run_dir",
-}
+
+@dataclass(frozen=True)
+class RunField:
+    """One column of a run that the leaderboard reads from the index, declared once."""
+
+    index: str  # the index column (a dotted path into the run's files)
+    name: str  # the run table's column (and the board frame's, when the board carries it)
+    type: str = "string"  # "string" | "float" | "int": the run table's dtype
+    reference: bool = False  # a run's reference encoders carry it too (under reference.<name>.probe_metrics)
+    mean: bool = False  # a board row pools it over seeds as the mean
+
+
+def _number(index: str, name: str, reference: bool = True, mean: bool = True) -> RunField:
+    """A float field, a probe metric (a reference encoder carries it too) pooled as the seed mean unless said."""
+    return RunField(index, name, "float", reference=reference, mean=mean)
+
+
+RUN_FIELDS: list[RunField] = [
+    RunField("experiment.objective", "objective"),
+    RunField("experiment.variant", "variant"),
+    RunField("experiment.backbone", "backbone"),
+    _number(column(MACRO, AUPRC), "auprc", mean=False),
+    _number(column(VAL, VAL_MACRO_AUPRC), "val_auprc", mean=False),
+    RunField("run_meta.seed", "seed", "int"),
+    RunField(column(MACRO, N_REACHABLE), "n_reachable", "int", reference=True),
+    RunField(column(MACRO, REACHABLE), "reachable", reference=True),
+    _number(column(MACRO, CI_LOW), "ci_low", mean=False),
+    _number(column(MACRO, CI_HIGH), "ci_high", mean=False),
+    _number(column(MACRO, PREVALENCE), "prevalence"),
+    _number(column(MACRO, ALERTS_PER_DAY), "alerts_per_day"),
+    _number(column(MACRO, PRECISION), "precision"),
+    _number(column(MACRO, EARLIEST_DETECTION, "0.6"), "recall_at_60pct"),
+    _number(column(MACRO, ECE), "ece"),
+    _number("pretrain_config.metrics.windows_per_s", "windows_per_s", reference=False),
+    _number("pretrain_config.metrics.final_loss", "final_loss", reference=False),
+    _number("pretrain_config.cost.pretrain_seconds", "pretrain_s", reference=False),
+    _number("pretrain_config.cost.windows_seen", "windows_seen", reference=False),
+    _number(column(TIMINGS, "embed"), "embed_s"),
+    _number(column(TIMINGS, "fit_head"), "head_s"),
+    _number(column(COST, "encoder_parameters"), "parameters"),
+    RunField(column(BUDGET_CURVE), "budget_curve"),
+    RunField("model_type", "model_type"),
+    RunField("run_id", "run_id"),
+    RunField("run_dir", "run_dir"),
+]
+COLUMNS = {f.index: f.name for f in RUN_FIELDS}
+# Columns of a run that describe its reference encoders' probes as well (under reference.<name>.probe_metrics).
+REFERENCE_COLUMNS = {f.index: f.name for f in RUN_FIELDS if f.reference}
+# A reference encoder's row names its run: objective, variant, backbone, seed and where it lives.
+IDENTITY_COLUMNS = ("objective", "variant", "backbone", "seed", "model_type", "run_id", "run_dir")
 
 
 def objective_kind(name: str) -> str | None:
@@ -130,8 +131,6 @@ def objective_kind(name: str) -> str | None:
         return None
 
 
-BUDGET_PREDICTIONS_FILE = "probe_budget_predictions.parquet"
-SUPERVISED_OBJECTIVE = "supervised"
 _BUDGET_PREFIX = column(LABEL_BUDGETS, "per_budget", "")
 
 
@@ -163,8 +162,7 @@ def _reference_rows(index: pl.DataFrame, name: str) -> pl.DataFrame:
     auprc = f"{REFERENCE_PREFIX}.{name}.{MACRO_AUPRC_COLUMN}"
     rows = index.filter(pl.col(auprc).is_not_null())
     own = {f"{REFERENCE_PREFIX}.{name}.{src}": dst for src, dst in REFERENCE_COLUMNS.items()}
-    identity = {src: dst for src, dst in COLUMNS.items() if dst in ("objective", "variant", "backbone", "seed",
-                                                                     "model_type", "run_id", "run_dir")}
+    identity = {src: dst for src, dst in COLUMNS.items() if dst in IDENTITY_COLUMNS}
     table = rows.select(
         [pl.col(src).alias(dst) for src, dst in identity.items() if src in rows.columns]
         + [pl.col(src).alias(dst) for src, dst in own.items() if src in rows.columns]
@@ -186,9 +184,8 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
     present = {src: dst for src, dst in columns.items() if src in index.columns}
     tables = [index.select([pl.col(src).alias(dst) for src, dst in present.items()])]
     tables += [_reference_rows(index, name) for name in _reference_names(index)]
-    numeric = ["auprc", "val_auprc", "ci_low", "ci_high", "prevalence", "alerts_per_day", "precision",
-               "recall_at_60pct", "ece", "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
-               "head_s", "parameters", *_budget_columns(index).values()]
+    numeric = [f.name for f in RUN_FIELDS if f.type == "float"] + list(_budget_columns(index).values())
+    integer = [f.name for f in RUN_FIELDS if f.type == "int"]
     typed = []
     for table in tables:
         for dst in columns.values():
@@ -197,9 +194,8 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
         table = table.select(list(columns.values()))
         table = table.with_columns(
             [pl.col(c).cast(pl.Float64, strict=False) for c in numeric]
-            + [pl.col(c).cast(pl.String) for c in columns.values() if c not in (*numeric, "seed", "n_reachable")]
-            + [pl.col("seed").cast(pl.Int64, strict=False).fill_null(0),
-               pl.col("n_reachable").cast(pl.Int64, strict=False)]
+            + [pl.col(c).cast(pl.String) for c in columns.values() if c not in (*numeric, *integer)]
+            + [pl.col(c).cast(pl.Int64, strict=False) for c in integer]
         )
         typed.append(table)
     # What each row is: the registry says objective or baseline; a run's reference encoders are references.
@@ -216,53 +212,8 @@ def latest_runs(index: pl.DataFrame) -> pl.DataFrame:
         # Seed replicates are named <variant>-s<seed>: they pool under the declared variant.
         variant=pl.col("variant").str.replace(r"-s\d+$", ""),
     )
+    table = table.with_columns(pl.col("seed").fill_null(0))
     return table.sort("run_id").group_by(["objective", "variant", "backbone", "model_type", "seed"]).last()
-
-
-def _budget_predictions(run_dir: str, budget: int, cache: dict) -> list[pl.DataFrame] | None:
-    """One test prediction frame per draw of ``budget`` (draw order), or None when the run has none."""
-    if ("budgets", run_dir) not in cache:
-        path = Path(run_dir) / BUDGET_PREDICTIONS_FILE
-        cache[("budgets", run_dir)] = pl.read_parquet(path).filter(pl.col("split") == "test") if path.is_file() else None
-    frame = cache[("budgets", run_dir)]
-    if frame is None:
-        return None
-    mine = frame.filter(pl.col("budget") == budget)
-    draws = sorted(mine.get_column("draw").unique().to_list())
-    return [mine.filter(pl.col("draw") == d).drop(["budget", "draw"]) for d in draws] or None
-
-
-def _predictions(run_dir: str, cache: dict) -> pl.DataFrame | None:
-    if run_dir not in cache:
-        path = Path(run_dir) / PREDICTIONS_FILE
-        cache[run_dir] = pl.read_parquet(path).filter(pl.col("split") == "test") if path.is_file() else None
-    return cache[run_dir]
-
-
-def _shared_rows(frames: list[pl.DataFrame]) -> tuple[np.ndarray, list[np.ndarray], BootstrapDesign, str] | None:
-    """Labels, one score array per frame, the block design and a digest naming the rows, on the rows every frame scored."""
-    patterns = sorted(set.intersection(*({c[6:] for c in f.columns if c.startswith("score_")} for f in frames)))
-    if not patterns:
-        return None
-    keyed = [
-        f.select([*JOIN_KEYS, "date", *(f"label_{p}" for p in patterns), *(f"score_{p}" for p in patterns)])
-        for f in frames
-    ]
-    joined = keyed[0].rename({f"score_{p}": f"score_{p}__0" for p in patterns})
-    for i, frame in enumerate(keyed[1:], 1):
-        other = frame.select([*JOIN_KEYS, *(f"score_{p}" for p in patterns)])
-        joined = joined.join(other.rename({f"score_{p}": f"score_{p}__{i}" for p in patterns}), on=list(JOIN_KEYS))
-    if joined.height == 0:
-        return None
-    joined = joined.sort(list(JOIN_KEYS))
-    y = joined.select([f"label_{p}" for p in patterns]).to_numpy()
-    scores = [joined.select([f"score_{p}__{i}" for p in patterns]).to_numpy() for i in range(len(frames))]
-    dates = joined.get_column("date").to_numpy().astype("datetime64[D]")
-    design = BootstrapDesign(
-        joined.get_column("ticker").to_numpy(), np.searchsorted(np.unique(dates), dates), block_days=BLOCK_DAYS
-    )
-    rows = hashlib.sha256(joined.select(list(JOIN_KEYS)).hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
-    return y, scores, design, f"{rows}:{','.join(patterns)}"
 
 
 def leaderboard(
@@ -310,9 +261,7 @@ def leaderboard(
             pl.col("auprc").mean(),
             pl.col("auprc").std().alias("seed_sd"),
             pl.len().alias("n_seeds"),
-            *[pl.col(c).mean() for c in ("prevalence", "alerts_per_day", "precision", "recall_at_60pct", "ece",
-                                          "windows_per_s", "final_loss", "pretrain_s", "windows_seen", "embed_s",
-                                          "head_s", "parameters")],
+            *[pl.col(f.name).mean() for f in RUN_FIELDS if f.mean],
             pl.col("ci_low").first().alias("run_ci_low"),
             pl.col("ci_high").first().alias("run_ci_high"),
             pl.col("reachable").first(),
@@ -322,34 +271,11 @@ def leaderboard(
     )
     budgets = label_budgets_of(index)
     rows = groups.to_dicts()
-    cache: dict = {}
-    # A run's resampled macro AUPRC on one row set, shared by its pooled CI and its three verdicts.
-    resamples: dict = {}
-
-    def frames_of(row: dict) -> list[pl.DataFrame] | None:
-        frames = [_predictions(d, cache) for d in row["run_dir"]]
-        return None if any(f is None for f in frames) else frames
+    paired = PairedRuns(n_boot)
 
     def by_val(candidates: list[dict]) -> dict | None:
         finite = [r for r in candidates if r["val_auprc"] is not None and not math.isnan(r["val_auprc"])]
         return max(finite, key=lambda r: r["val_auprc"]) if finite else None
-
-    def compare(row: dict, other: dict | None, prefix: str) -> None:
-        for k in ("diff", "ci_low", "ci_high", "verdict", "against"):
-            row[f"{prefix}_{k}"] = None
-        if other is None or other is row:
-            return
-        a, b = frames_of(row), frames_of(other)
-        shared = None if a is None or b is None else _shared_rows(a + b)
-        if shared is None:
-            return
-        y, scores, design, on = shared
-        out = pooled_macro_comparison(
-            y, scores[: len(a)], scores[len(a):], design=design, n_boot=n_boot, memo=resamples,
-            keys_a=[(d, on) for d in row["run_dir"]], keys_b=[(d, on) for d in other["run_dir"]],
-        )
-        row.update({f"{prefix}_{k}": out[k] for k in ("diff", "ci_low", "ci_high", "verdict")})
-        row[f"{prefix}_against"] = f"{other['objective']}|{other['variant']}"
 
     def counterpart(row: dict, objective: str) -> dict | None:
         """``objective``'s row to compare ``row`` with: same variant and backbone, else same variant, else best val."""
@@ -358,15 +284,17 @@ def leaderboard(
         same_backbone = [r for r in same_variant if r["backbone"] == row["backbone"]]
         return by_val(same_backbone or same_variant or candidates)
 
-    def budget_frames(row: dict, k: int) -> tuple[list[pl.DataFrame], list[tuple]] | None:
-        frames, keys = [], []
-        for d in row["run_dir"]:
-            per_draw = _budget_predictions(d, k, cache)
-            if per_draw is None:
-                return None
-            frames += per_draw
-            keys += [(d, k, i) for i in range(len(per_draw))]
-        return frames, keys
+    def compare(row: dict, other: dict | None, prefix: str) -> None:
+        for k in ("diff", "ci_low", "ci_high", "verdict", "against"):
+            row[f"{prefix}_{k}"] = None
+        if other is None or other is row:
+            return
+        a, b = paired.full(row["run_dir"]), paired.full(other["run_dir"])
+        out = None if a is None or b is None else paired.compare(a, b)
+        if out is None:
+            return
+        row.update({f"{prefix}_{k}": out[k] for k in ("diff", "ci_low", "ci_high", "verdict")})
+        row[f"{prefix}_against"] = f"{other['objective']}|{other['variant']}"
 
     def budget_columns(row: dict, k: int) -> None:
         """``labels_{k}_*``: the pooled AUPRC and CI over seeds x draws, and the paired verdicts at budget k."""
@@ -377,31 +305,19 @@ def leaderboard(
         for side in ("supervised", "minirocket"):
             for field in ("", "_diff", "_against"):
                 row[f"{prefix}_vs_{side}{field}"] = None
-        mine = budget_frames(row, k)
+        mine = paired.budget(row["run_dir"], k)
         if mine is None:
             return
-        shared = _shared_rows(mine[0])
-        if shared is not None:
-            y, scores, design, on = shared
-            pooled = pooled_macro_comparison(
-                y, scores, design=design, n_boot=n_boot, memo=resamples, keys_a=[(*key, on) for key in mine[1]]
-            )
+        pooled = paired.compare(mine)
+        if pooled is not None:
             row[f"{prefix}_auprc"] = pooled["auprc_a"]
             row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"] = pooled["ci_low"], pooled["ci_high"]
         for side, objective in (("supervised", supervised), ("minirocket", minirocket)):
             other = counterpart(row, objective)
-            theirs = None if other is None or other is row else budget_frames(other, k)
-            if theirs is None:
+            theirs = None if other is None or other is row else paired.budget(other["run_dir"], k)
+            out = None if theirs is None else paired.compare(mine, theirs)
+            if out is None:
                 continue
-            both = _shared_rows(mine[0] + theirs[0])
-            if both is None:
-                continue
-            y, scores, design, on = both
-            n = len(mine[0])
-            out = pooled_macro_comparison(
-                y, scores[:n], scores[n:], design=design, n_boot=n_boot, memo=resamples,
-                keys_a=[(*key, on) for key in mine[1]], keys_b=[(*key, on) for key in theirs[1]],
-            )
             row[f"{prefix}_vs_{side}"] = out["verdict"]
             row[f"{prefix}_vs_{side}_diff"] = out["diff"]
             row[f"{prefix}_vs_{side}_against"] = f"{other['objective']}|{other['variant']}"
@@ -412,13 +328,9 @@ def leaderboard(
             budget_columns(row, k)
         row["label_efficiency"] = row.get(f"labels_{budgets[0]}_auprc") if budgets else None
         row["label_efficiency_budget"] = budgets[0] if budgets else None
-        frames = frames_of(row)
-        shared = None if frames is None else _shared_rows(frames)
-        if shared is not None:
-            y, scores, design, on = shared
-            pooled = pooled_macro_comparison(
-                y, scores, design=design, n_boot=n_boot, memo=resamples, keys_a=[(d, on) for d in row["run_dir"]]
-            )
+        mine = paired.full(row["run_dir"])
+        pooled = None if mine is None else paired.compare(mine)
+        if pooled is not None:
             row["ci_low"], row["ci_high"] = pooled["ci_low"], pooled["ci_high"]
         else:
             row["ci_low"], row["ci_high"] = row["run_ci_low"], row["run_ci_high"]
