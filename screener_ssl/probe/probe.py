@@ -40,17 +40,7 @@ from screener_ssl.probe.bootstrap import BootstrapDesign
 from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.probe.metrics import threshold_at_precision
 from screener_ssl.probe.metric_names import (
-    AUPRC,
-    CALIBRATION,
-    CI_HIGH,
-    CI_LOW,
-    COST,
-    EARLIEST_DETECTION,
-    MACRO,
-    REACHABLE,
-    TIMINGS,
-    VAL,
-    VAL_AUPRC,
+    AUPRC, CALIBRATION, CI_HIGH, CI_LOW, COST, EARLIEST_DETECTION, MACRO, REACHABLE, TIMINGS, VAL, VAL_AUPRC,
     VAL_MACRO_AUPRC,
 )
 from screener_ssl.probe.positions import EventDecisions, _subsample, eval_positions, event_prefix_decisions, train_positions

@@ -17,21 +17,8 @@ from sklearn.metrics import average_precision_score
 from screener_ssl.probe.bootstrap import BootstrapDesign, _design_for, auprc_with_ci, macro_auprc_with_ci
 from screener_ssl.probe.checks import binary_labels, finite_scores
 from screener_ssl.probe.metric_names import (
-    ALERTS_PER_DAY,
-    AUPRC,
-    BRIER,
-    CALIBRATION,
-    CI_HIGH,
-    CI_LOW,
-    EARLIEST_DETECTION,
-    ECE,
-    MACRO,
-    N_REACHABLE,
-    PRECISION,
-    PREVALENCE,
-    REACHABLE,
-    RECALL,
-    VAL_AUPRC,
+    ALERTS_PER_DAY, AUPRC, BRIER, CALIBRATION, CI_HIGH, CI_LOW, EARLIEST_DETECTION, ECE, MACRO, N_REACHABLE,
+    PRECISION, PREVALENCE, REACHABLE, RECALL, VAL_AUPRC,
 )
 from screener_ssl.probe.metrics import (
     alerts_at_threshold,

@@ -38,25 +38,8 @@ import polars as pl
 
 from screener_ssl.probe.curves import last_rise, mean_curve, still_rising
 from screener_ssl.probe.metric_names import (
-    ALERTS_PER_DAY,
-    AUPRC,
-    BUDGET_CURVE,
-    CI_HIGH,
-    CI_LOW,
-    COST,
-    EARLIEST_DETECTION,
-    ECE,
-    LABEL_BUDGETS,
-    MACRO,
-    MACRO_AUPRC_COLUMN,
-    N_REACHABLE,
-    PRECISION,
-    PREVALENCE,
-    REACHABLE,
-    TIMINGS,
-    VAL,
-    VAL_MACRO_AUPRC,
-    column,
+    ALERTS_PER_DAY, AUPRC, BUDGET_CURVE, CI_HIGH, CI_LOW, COST, EARLIEST_DETECTION, ECE, LABEL_BUDGETS, MACRO,
+    MACRO_AUPRC_COLUMN, N_REACHABLE, PRECISION, PREVALENCE, REACHABLE, TIMINGS, VAL, VAL_MACRO_AUPRC, column,
 )
 from screener_ssl.tracking.paired import PairedRuns
 from screener_ssl.tracking.board import TABLE_COLUMNS, format_leaderboard, leaderboard_records, ordered_board

@@ -21,17 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from screener_ssl.probe.metric_names import (
-    ALERTS_PER_DAY,
-    AUPRC,
-    CALIBRATION,
-    CI_HIGH,
-    CI_LOW,
-    ECE,
-    MACRO,
-    PRECISION,
-    PREVALENCE,
-    REACHABLE,
-    RECALL,
+    ALERTS_PER_DAY, AUPRC, CALIBRATION, CI_HIGH, CI_LOW, ECE, MACRO, PRECISION, PREVALENCE, REACHABLE, RECALL,
 )
 from screener_ssl.store.artifacts import atomic_write_text
 from screener_ssl.tracking.board import Column, leaderboard_records, table_columns, verdict_table

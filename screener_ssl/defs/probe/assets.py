@@ -20,15 +20,7 @@ from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.probe.probe import PLOT_FILES
 from screener_ssl.probe.label_budgets import BUDGET_PLOT_FILE
 from screener_ssl.probe.metric_names import (
-    ALERTS_PER_DAY,
-    AUPRC,
-    CI_HIGH,
-    CI_LOW,
-    EARLIEST_DETECTION,
-    ECE,
-    MACRO,
-    N_REACHABLE,
-    REACHABLE,
+    ALERTS_PER_DAY, AUPRC, CI_HIGH, CI_LOW, EARLIEST_DETECTION, ECE, MACRO, N_REACHABLE, REACHABLE,
 )
 from screener_ssl.runs.probe import probe_reference_encoders, probe_run
 from screener_ssl.runs.finetune import (
