@@ -23,10 +23,8 @@ import numpy as np
 import polars as pl
 
 from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
-from screener_ssl.data.contracts import PATTERNS
 from screener_ssl.data.features import FeatureStore, read_shape_features
 from screener_ssl.data import label_sources
-from screener_ssl.data.label_sources import LabelEvents, LabelInputs, register_label_source
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
 from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
@@ -227,17 +225,6 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
 
 
 # --------------------------------------------------------------------------- labels
-
-
-@register_label_source("synthetic", reads="bars/source_events.parquet: the synthetic market's ground truth")
-def synthetic_labels(inputs: LabelInputs) -> LabelEvents:
-    path = inputs.bars_dir / "source_events.parquet"
-    if not path.exists():
-        raise ValueError(
-            "labels source 'synthetic' needs the synthetic market's ground truth, but the bars came "
-            "from a file; use the labels source 'talib' or a label file"
-        )
-    return LabelEvents(pl.read_parquet(path), PATTERNS, "synthetic ground truth")
 
 
 def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tuple[str, ...], str]:
