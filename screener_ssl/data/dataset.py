@@ -26,7 +26,6 @@ from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
 from screener_ssl.data.features import FeatureStore, read_shape_features
 from screener_ssl.data import label_sources
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
-from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.warehouse import ConnectionFactory, LockRetry, publish_dir_and_tables, write_tables
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index

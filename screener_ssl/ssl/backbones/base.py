@@ -57,18 +57,9 @@ class SSLBackbone(nn.Module):
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def pooled(
-        self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        decision_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Embedding at window position ``decision_pos [B]`` ``[B, D]`` (default: the last position)."""
-        h = self.forward(x, observed)
-        if decision_pos is None:
-            return h[:, -1]
-        idx = decision_pos.to(torch.long).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
-        return h.gather(1, idx).squeeze(1)
+    def pooled(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Embedding ``[B, D]`` at the window's last position (the decision bar)."""
+        return self.forward(x, observed)[:, -1]
 
 
 _REGISTRY: dict[str, type[SSLBackbone]] = {}

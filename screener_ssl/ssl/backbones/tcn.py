@@ -162,13 +162,6 @@ class TCNBackbone(SSLBackbone):
         assert h.shape[1] == 1, f"cone ended with {h.shape[1]} positions, expected 1"
         return self.output_proj(self.output_norm(h[:, 0]))  # [B, D]
 
-    def pooled(
-        self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        decision_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Embedding at ``decision_pos`` ``[B, D]``; at the last position through :meth:`last_step`."""
-        if decision_pos is None:
-            return self.last_step(x, observed)
-        return super().pooled(x, observed, decision_pos)
+    def pooled(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Embedding ``[B, D]`` at the last position, through :meth:`last_step`."""
+        return self.last_step(x, observed)

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
-from screener_ssl.ssl.checks import effective_rank  # noqa: F401  (the one definition, next to the collapse check)
 from screener_ssl.ssl.batch import SSLBatch, View
 
 
