@@ -29,7 +29,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
 from screener_ssl.ssl.classifier_sampler import ClassifierBatches, ClassifierBatchSampler, require_labels
@@ -37,7 +36,6 @@ from screener_ssl.ssl.device import resolve_device
 from screener_ssl.ssl.trainer import StepLoss, TrainConfig, run_training_loop, seed_everything
 
 VAL_SAMPLE_MAX = 4096
-TRAIN_SPLIT = SPLITS.index("train")
 
 
 class FinetuneConfig(BaseModel):
