@@ -41,14 +41,17 @@ class SSLBackbone(nn.Module):
         self.config = config
         self.embed_dim = config.embed_dim
 
-    @staticmethod
-    def model_inputs(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    def model_inputs(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """``[B, T, C]`` values + mask -> ``[B, T, 2C]``: zeroed unobserved values, then the mask itself.
 
-        The encoder sees the mask channels, so "censored" and "zero" are distinguishable.
+        The encoder sees the mask channels, so "censored" and "zero" are distinguishable. ``C`` must be
+        the channel count the backbone was built for.
         """
         assert x.shape == observed.shape and x.dim() == 3, (
             f"x {tuple(x.shape)} and observed {tuple(observed.shape)} must both be [B, T, C]"
+        )
+        assert x.shape[-1] == self.input_channels, (
+            f"{self.config.kind} backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
         )
         obs = observed.to(x.dtype)
         values = torch.where(observed, x, torch.zeros_like(x))
@@ -60,6 +63,32 @@ class SSLBackbone(nn.Module):
     def pooled(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """Embedding ``[B, D]`` at the window's last position (the decision bar)."""
         return self.forward(x, observed)[:, -1]
+
+
+class StackedBackbone(SSLBackbone):
+    """``Linear(2C -> H)``, the subclass's causal stack at width H (:meth:`build_stack`, :meth:`stack`),
+    then ``LayerNorm + Linear(H -> D)`` per step. Modules are created in that order (so a seed gives
+    the same weights as a backbone that creates them inline)."""
+
+    def __init__(self, input_channels: int, config: BackboneConfig) -> None:
+        super().__init__(input_channels, config)
+        self.input_proj = nn.Linear(2 * input_channels, config.hidden_dim)
+        self.build_stack(config)
+        self.output_norm = nn.LayerNorm(config.hidden_dim)
+        self.output_proj = nn.Linear(config.hidden_dim, config.embed_dim)
+
+    def build_stack(self, config: BackboneConfig) -> None:  # pragma: no cover
+        """Create the stack's modules (width ``config.hidden_dim``)."""
+        raise NotImplementedError
+
+    def stack(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """``[B, T, H] -> [B, T, H]``, causal."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, D]``."""
+        h = self.input_proj(self.model_inputs(x, observed))  # [B, T, H]
+        return self.output_proj(self.output_norm(self.stack(h)))  # [B, T, D]
 
 
 _REGISTRY: dict[str, type[SSLBackbone]] = {}
