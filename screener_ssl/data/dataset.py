@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from screener_ssl.data import label_sources
 from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
 from screener_ssl.data.features import FeatureStore, read_shape_features
-from screener_ssl.data import label_sources
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.warehouse import ConnectionFactory, LockRetry, publish_dir_and_tables, write_tables
@@ -227,8 +227,8 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
 
 
 def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tuple[str, ...], str]:
-    """(events, patterns, description) from the label source ``source`` names (see ``data/label_sources``):
-    'synthetic', 'talib', 'chart[:p1,p2,...]' or a label file."""
+    """(events, patterns, description) from the label source the setting ``source`` names
+    (``<name>``, ``<name>:<argument>`` or a label file's path; see :mod:`screener_ssl.data.label_sources`)."""
     return label_sources.resolve_label_events(source, data_root / BARS_DIR, lambda: load_clean_bars(data_root))
 
 
