@@ -41,21 +41,26 @@ class SSLBackbone(nn.Module):
         self.config = config
         self.embed_dim = config.embed_dim
 
-    def model_inputs(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def model_inputs(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """``[B, T, C]`` values + mask -> ``[B, T, 2C]``: zeroed unobserved values, then the mask itself.
 
-        The encoder sees the mask channels, so "censored" and "zero" are distinguishable. ``C`` must be
-        the channel count the backbone was built for.
+        The encoder sees the mask channels, so "censored" and "zero" are distinguishable.
         """
         assert x.shape == observed.shape and x.dim() == 3, (
             f"x {tuple(x.shape)} and observed {tuple(observed.shape)} must both be [B, T, C]"
         )
-        assert x.shape[-1] == self.input_channels, (
-            f"{self.config.kind} backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
-        )
         obs = observed.to(x.dtype)
         values = torch.where(observed, x, torch.zeros_like(x))
         return torch.cat([values, obs], dim=-1)
+
+    def checked_inputs(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """:meth:`model_inputs` of windows with the channel count this backbone was built for."""
+        inp = self.model_inputs(x, observed)
+        assert x.shape[-1] == self.input_channels, (
+            f"{self.config.kind} backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
+        )
+        return inp
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -87,7 +92,7 @@ class StackedBackbone(SSLBackbone):
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, D]``."""
-        h = self.input_proj(self.model_inputs(x, observed))  # [B, T, H]
+        h = self.input_proj(self.checked_inputs(x, observed))  # [B, T, H]
         return self.output_proj(self.output_norm(self.stack(h)))  # [B, T, D]
 
 

@@ -78,7 +78,7 @@ class PatchTransformerBackbone(SSLBackbone):
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, D]``."""
-        inp = self.model_inputs(x, observed)  # [B, T, 2C]
+        inp = self.checked_inputs(x, observed)  # [B, T, 2C]
         batch, steps, features = inp.shape
         patch_len = self.patch_len
         n_patches = -(-steps // patch_len)

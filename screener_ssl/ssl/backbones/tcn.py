@@ -129,7 +129,7 @@ class TCNBackbone(StackedBackbone):
         its zero padding, so those taps are skipped (:func:`_causal_taps`) rather than
         computed on zero rows and masked.
         """
-        inp = self.model_inputs(x, observed)  # [B, T, 2C]
+        inp = self.checked_inputs(x, observed)  # [B, T, 2C]
         k = self.config.kernel_size
         steps = inp.shape[1]
         lengths = self.cone_lengths()[1:] + [1]  # outputs each block must deliver
