@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from screener_ssl.runs.pretrain import pretrain_partition
     from screener_ssl.runs.sweep import load_sweep
     from screener_ssl.ssl.encoder import Encoder
-    from screener_ssl.ssl.finetune import finetune_config, load_pretrained_backbone, scratch_backbone, train_classifier
+    from screener_ssl.runs.run_dirs import load_pretrained_backbone
+    from screener_ssl.ssl.finetune import finetune_config, scratch_backbone, train_classifier
 
     quiet = lambda _m: None  # noqa: E731
     sweep = load_sweep()

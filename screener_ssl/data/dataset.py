@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from screener_ssl.data import label_sources
 from screener_ssl.data.bars import bars_content_hash, read_bars, validate_bars
-from screener_ssl.data.contracts import PATTERNS
 from screener_ssl.data.features import FeatureStore, read_shape_features
 from screener_ssl.data.labels import EventRows, label_matrix, locate_events, prevalence_by_split
-from screener_ssl.data.recent_bars import refresh_recent_bars
 from screener_ssl.data.synthetic import SyntheticMarketConfig, generate_market
 from screener_ssl.data.warehouse import ConnectionFactory, LockRetry, publish_dir_and_tables, write_tables
 from screener_ssl.data.windows import WindowIndex, WindowSpec, build_window_index
@@ -228,29 +227,9 @@ def build_windowed_dataset(data_root: Path, spec: WindowSpec) -> tuple[WindowInd
 
 
 def resolve_label_events(data_root: Path, source: str) -> tuple[pl.DataFrame, tuple[str, ...], str]:
-    """(events, patterns, description) for 'synthetic', 'talib', 'chart[:p1,p2,...]' or a label file."""
-    if source == "synthetic":
-        path = data_root / BARS_DIR / "source_events.parquet"
-        if not path.exists():
-            raise ValueError(
-                "labels source 'synthetic' needs the synthetic market's ground truth, but the bars came "
-                "from a file; use the labels source 'talib' or a label file"
-            )
-        return pl.read_parquet(path), PATTERNS, "synthetic ground truth"
-    if source == "talib":
-        from screener_ssl.data.label_sources import TALIB_PATTERNS, talib_events
-
-        return talib_events(load_clean_bars(data_root)), tuple(TALIB_PATTERNS), "TA-Lib candlestick functions"
-    if source == "chart" or source.startswith("chart:"):
-        from screener_ssl.data.chart_patterns import chart_pattern_events, parse_chart_source
-
-        config = parse_chart_source(source)
-        events = chart_pattern_events(load_clean_bars(data_root), config)
-        return events, config.patterns, f"ta-patterns chart detectors ({config.mode}): {', '.join(config.patterns)}"
-    from screener_ssl.data.label_sources import read_label_events
-
-    events = read_label_events(Path(source))
-    return events, tuple(sorted(events.get_column("pattern").unique().to_list())), f"label file {source}"
+    """(events, patterns, description) from the label source the setting ``source`` names
+    (``<name>``, ``<name>:<argument>`` or a label file's path; see :mod:`screener_ssl.data.label_sources`)."""
+    return label_sources.resolve_label_events(source, data_root / BARS_DIR, lambda: load_clean_bars(data_root))
 
 
 def build_labels(

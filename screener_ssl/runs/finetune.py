@@ -8,20 +8,14 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from screener_ssl.data.dataset import Dataset
+from screener_ssl.runs.run_dirs import HEAD_FILE, load_pretrained_backbone
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.runs.writer import write_run
+from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.ssl.encoder import Encoder, Pooling
-from screener_ssl.ssl.finetune import (
-    HEAD_FILE,
-    ClassifierResult,
-    FinetuneConfig,
-    finetune_config,
-    load_pretrained_backbone,
-    supervised_schema,
-    train_classifier,
-)
+from screener_ssl.ssl.finetune import ClassifierResult, FinetuneConfig, finetune_config, train_classifier
 from screener_ssl.ssl.objectives.base import get_objective_class
 from screener_ssl.ssl.schema import SSLSchema, diff_fields, require_spec
 from screener_ssl.store.artifacts import atomic_torch_save
@@ -29,6 +23,7 @@ from screener_ssl.store.artifacts import atomic_torch_save
 # The finetune trains like `supervised` (same steps, batch, warmup + cosine schedule), encoder and head
 # at the full rate: a val comparison on the default market found no gain from a slower encoder (README).
 FINETUNE_ENCODER_LR_SCALE = 1.0
+SUPERVISED_OBJECTIVE = "supervised"
 
 
 class NotFinetunableError(ValueError):
@@ -55,6 +50,29 @@ def finetune_settings(point: SweepPoint, encoder_lr_scale: float | None = None) 
     """The finetune's training settings: ``supervised``'s for this point (steps, batch, schedule, selection on val)."""
     scale = FINETUNE_ENCODER_LR_SCALE if encoder_lr_scale is None else encoder_lr_scale
     return finetune_config(point.train, encoder_lr_scale=scale)
+
+
+def supervised_schema(dataset: Dataset, config: FinetuneConfig, backbone_config: BackboneConfig) -> SSLSchema:
+    """Schema of a backbone trained from scratch on the labels: no SSL views, t* is the decision bar."""
+    no_views = AugmentConfig(
+        decision_min_frac=1.0,
+        censor_last_prob=1.0,
+        crop=False,
+        jitter_sigma=config.jitter_sigma,
+        scale_global=(1.0, 1.0),
+        scale_per_feature=(1.0, 1.0),
+        channel_dropout_p=0.0,
+        time_warp_max=0.0,
+    )
+    return SSLSchema(
+        window_spec=dataset.spec,
+        spec_fingerprint=dataset.spec.fingerprint(),
+        dataset_fingerprint=dataset.dataset_fingerprint,
+        augmentation=no_views,
+        objective=SUPERVISED_OBJECTIVE,
+        objective_config={"patterns": list(dataset.patterns), "finetune": config.model_dump(mode="json")},
+        encoder=backbone_config,
+    )
 
 
 def write_classifier_run(

@@ -21,10 +21,11 @@ from screener_ssl.probe.label_budgets import LabelBudgetResult, RetrainPerDraw, 
 from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.runs.finetune import finetune_settings
 from screener_ssl.runs.pretrain import resolve_point
+from screener_ssl.runs.run_dirs import load_pretrained_backbone
 from screener_ssl.runs.sweep import SweepPoint
 from screener_ssl.ssl.backbones.base import build_backbone
 from screener_ssl.ssl.encoder import Encoder, load_encoder
-from screener_ssl.ssl.finetune import load_pretrained_backbone, train_classifier
+from screener_ssl.ssl.finetune import train_classifier
 from screener_ssl.ssl.objectives.base import FitJob
 from screener_ssl.ssl.trainer import seed_everything
 

@@ -47,7 +47,6 @@ from screener_ssl.probe.head import HEAD_FILE, ProbeHead
 from screener_ssl.ssl.encoder import encoder_for_head, load_encoder
 from screener_ssl.ssl.schema import load_schema
 
-AUPRC_COLUMN = "probe_metrics.macro.auprc"
 # Models are chosen on val; the test AUPRC is reported, never used to choose.
 VAL_AUPRC_COLUMN = "probe_metrics.val.macro_auprc"
 # A run's reference encoders (e.g. a distillation teacher) are candidates too, from their own val AUPRC.

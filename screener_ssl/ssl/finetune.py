@@ -12,9 +12,9 @@ with any positive label and uniformly drawn windows; after training the head's
 bias is shifted back to the train prevalence (case-control prior correction),
 so the predicted probabilities are calibrated to the data, not to the batches.
 
-A classifier run is written by the one run writer (see
-:func:`screener_ssl.runs.finetune.write_classifier_run`); :func:`load_classifier`
-reads it back.
+Batches come from :mod:`screener_ssl.ssl.classifier_sampler`. A classifier run is written by
+the one run writer (:func:`screener_ssl.runs.finetune.write_classifier_run`) and read back by
+:mod:`screener_ssl.runs.run_dirs`.
 """
 
 from __future__ import annotations
@@ -29,22 +29,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from screener_ssl.data.contracts import SPLITS
 from screener_ssl.data.dataset import Dataset
-from screener_ssl.data.label_budget import restrict_to_labelled
-from screener_ssl.data.windows import WindowSpec
-from screener_ssl.ssl.augment import AugmentConfig, jitter
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, build_backbone
-from screener_ssl.ssl.encoder import Encoder, load_encoder
-from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema, diff_fields, load_schema, require_spec
+from screener_ssl.ssl.classifier_sampler import ClassifierBatches, ClassifierBatchSampler, require_labels
 from screener_ssl.ssl.device import resolve_device
 from screener_ssl.ssl.trainer import StepLoss, TrainConfig, run_training_loop, seed_everything
-from screener_ssl.store.artifacts import atomic_torch_save
 
-SUPERVISED_OBJECTIVE = "supervised"
-HEAD_FILE = "classifier_head.pt"
 VAL_SAMPLE_MAX = 4096
-TRAIN_SPLIT = SPLITS.index("train")
 
 
 class FinetuneConfig(BaseModel):
@@ -136,98 +127,7 @@ class ClassifierResult:
         return float(np.mean(self.losses[-tail:]))
 
 
-# --------------------------------------------------------------------------- sampling
-
-
-def require_labels(dataset: Dataset) -> np.ndarray:
-    """uint8 [M, P] label matrix of the dataset, or a clear error when it was loaded without labels."""
-    if dataset.labels is None or not dataset.patterns:
-        raise ValueError("the dataset has no pattern labels; load it with labels (build_labels)")
-    return dataset.labels
-
-
-class ClassifierBatchSampler:
-    """Positions (into the window index) of labelled train windows, positives mixed in at ``positive_fraction``.
-
-    Each batch holds ``round(positive_fraction * B)`` windows drawn uniformly from the train windows
-    with any positive label, and the rest drawn uniformly from all train windows. With
-    ``labelled_rows`` (a label budget, see :mod:`screener_ssl.data.label_budget`) only those train
-    windows are drawn: the labels of every other window are never read.
-    """
-
-    def __init__(
-        self, dataset: Dataset, batch_size: int, positive_fraction: float, seed: int,
-        labelled_rows: np.ndarray | None = None,
-    ) -> None:
-        labels = require_labels(dataset)
-        self.train_positions = restrict_to_labelled(dataset.index.rows_of("train"), labelled_rows)
-        if len(self.train_positions) == 0:
-            raise ValueError(
-                "the train split has no windows" + ("" if labelled_rows is None else " among the labelled rows")
-            )
-        self.positive_positions = self.train_positions[labels[self.train_positions].any(axis=1)]
-        self.batch_size = batch_size
-        self.n_positive = int(round(positive_fraction * batch_size))
-        if self.n_positive > 0 and len(self.positive_positions) == 0:
-            raise ValueError(
-                f"the train split has no window with a positive label for any of {list(dataset.patterns)}; "
-                "a supervised classifier has nothing to learn (set positive_fraction=0 to train anyway)"
-            )
-        self.rng = np.random.default_rng(seed)
-
-    @property
-    def effective_positive_fraction(self) -> float:
-        return self.n_positive / self.batch_size
-
-    def sample(self) -> np.ndarray:
-        """int64 [B] positions into the window index, all in the train split."""
-        positives = self.rng.choice(self.positive_positions, size=self.n_positive) if self.n_positive else []
-        uniform = self.rng.choice(self.train_positions, size=self.batch_size - self.n_positive)
-        return np.concatenate([np.asarray(positives, dtype=np.int64), uniform.astype(np.int64)])
-
-    def sampled_prevalence(self, labels: np.ndarray) -> np.ndarray:
-        """float64 [P]: expected per-pattern label rate in a batch (what the head's bias learns)."""
-        y = labels[self.train_positions].astype(np.float64)
-        weight = np.full(len(self.train_positions), (1.0 - self.effective_positive_fraction) / len(y))
-        if len(self.positive_positions):
-            is_positive = y.any(axis=1)
-            weight[is_positive] += self.effective_positive_fraction / is_positive.sum()
-        return weight @ y
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-
-
-class _ClassifierBatches:
-    """``(x, observed, target)`` batches of :class:`ClassifierBatchSampler` positions, jittered when asked."""
-
-    def __init__(
-        self, dataset: Dataset, labels: np.ndarray, sampler: ClassifierBatchSampler, jitter_sigma: float, seed: int
-    ) -> None:
-        self.dataset, self.labels, self.sampler, self.jitter_sigma = dataset, labels, sampler, jitter_sigma
-        self.jitter_gen = torch.Generator().manual_seed(seed)
-        # Model selection on val rides in the checkpoint with the sampler: a resumed run keeps its best step.
-        self.selection: dict = {"step": 0, "val_auprc": float("-inf"), "state": None, "history": []}
-
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        positions = self.sampler.sample()
-        x_np, observed_np = self.dataset.windows(positions)
-        x, observed = torch.from_numpy(x_np), torch.from_numpy(observed_np)
-        if self.jitter_sigma > 0:
-            x = jitter(x, observed, self.jitter_sigma, self.jitter_gen)
-        return x, observed, torch.from_numpy(self.labels[positions].astype(np.float32))  # target [B, P]
-
-    def state_dict(self) -> dict:
-        return {**self.sampler.state_dict(), "jitter_gen": self.jitter_gen.get_state(), "selection": self.selection}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
-        self.jitter_gen.set_state(state["jitter_gen"])
-        if "selection" in state:
-            self.selection = state["selection"]
+# --------------------------------------------------------------------------- scoring
 
 
 @torch.inference_mode()
@@ -328,7 +228,7 @@ def train_classifier(
         )
     seed_everything(config.seed, config.threads)
     classifier = PatternClassifier(copy.deepcopy(backbone), dataset.patterns)
-    batches = _ClassifierBatches(
+    batches = ClassifierBatches(
         dataset, labels,
         ClassifierBatchSampler(dataset, config.batch_size, config.positive_fraction, config.seed, labelled_rows),
         config.jitter_sigma, config.seed,
@@ -413,80 +313,14 @@ def train_classifier(
     )
 
 
-# --------------------------------------------------------------------------- loading and writing runs
-
-
-def load_pretrained_backbone(run_dir: Path, expected_spec: WindowSpec) -> tuple[SSLBackbone, SSLSchema]:
-    """The backbone of a pretraining run and its schema; refuses a run built for another window spec."""
-    run_dir = Path(run_dir)
-    schema = load_schema(run_dir / "schema.json", expected_spec)
-    encoder = load_encoder(run_dir)
-    if encoder.normalization != "none":
-        raise SchemaMismatchError(
-            f"the encoder at {run_dir} expects {encoder.normalization!r} inputs; the windowed dataset feeds "
-            f"per-window z-scored windows (normalization 'none' in encoder.json)"
-        )
-    differing = diff_fields(schema.encoder, encoder.backbone.config)
-    if differing:
-        raise SchemaMismatchError(
-            f"{run_dir}: encoder.json does not match schema.json's encoder; differing fields:\n  "
-            + "\n  ".join(differing)
-        )
-    if encoder.input_channels != expected_spec.n_features:
-        raise SchemaMismatchError(
-            f"the encoder at {run_dir} takes {encoder.input_channels} channels, the window spec has "
-            f"{expected_spec.n_features}"
-        )
-    return encoder.backbone, schema
-
-
-def supervised_schema(dataset: Dataset, config: FinetuneConfig, backbone_config: BackboneConfig) -> SSLSchema:
-    """Schema of a backbone trained from scratch on the labels: no SSL views, t* is the decision bar."""
-    no_views = AugmentConfig(
-        decision_min_frac=1.0,
-        censor_last_prob=1.0,
-        crop=False,
-        jitter_sigma=config.jitter_sigma,
-        scale_global=(1.0, 1.0),
-        scale_per_feature=(1.0, 1.0),
-        channel_dropout_p=0.0,
-        time_warp_max=0.0,
-    )
-    return SSLSchema(
-        window_spec=dataset.spec,
-        spec_fingerprint=dataset.spec.fingerprint(),
-        dataset_fingerprint=dataset.dataset_fingerprint,
-        augmentation=no_views,
-        objective=SUPERVISED_OBJECTIVE,
-        objective_config={"patterns": list(dataset.patterns), "finetune": config.model_dump(mode="json")},
-        encoder=backbone_config,
-    )
-
-
-def load_classifier(run_dir: Path) -> PatternClassifier:
-    """Rebuild the classifier of a run written by :func:`screener_ssl.runs.finetune.write_classifier_run`."""
-    run_dir = Path(run_dir)
-    path = run_dir / HEAD_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no classifier head at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    classifier = PatternClassifier(load_encoder(run_dir).backbone, tuple(state["patterns"]))
-    classifier.head.load_state_dict(state["head"])
-    return classifier.eval()
-
-
 __all__ = [
-    "ClassifierBatchSampler",
     "ClassifierResult",
     "FinetuneConfig",
     "PatternClassifier",
     "constant_bce",
     "finetune_config",
-    "load_classifier",
-    "load_pretrained_backbone",
     "predict_positions",
     "scratch_backbone",
-    "supervised_schema",
     "train_classifier",
     "val_macro_auprc",
     "val_sample",

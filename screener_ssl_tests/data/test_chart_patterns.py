@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from screener_ssl.data import dataset as ds
-from screener_ssl.data.chart_patterns import (
+from screener_ssl.data.label_sources.chart import (
     CHART_DETECTORS,
     DEFAULT_CHART_PATTERNS,
     ChartPatternConfig,
@@ -18,7 +18,7 @@ from screener_ssl.data.chart_patterns import (
     parse_chart_source,
     verify_point_in_time,
 )
-from screener_ssl.data.label_sources import EVENT_SCHEMA
+from screener_ssl.data.label_sources.base import EVENT_SCHEMA
 from screener_ssl.data.synthetic import SyntheticMarketConfig
 from screener_ssl_tests.data.test_bars import random_walk_ohlcv
 
@@ -58,7 +58,7 @@ def test_every_default_detector_is_point_in_time(name):
 
 def test_a_leaky_detector_is_refused_by_name():
     # ta-patterns 1.2.1's flag_bull changes past values when later bars are removed.
-    import screener_ssl.data.chart_patterns as chart
+    import screener_ssl.data.label_sources.chart as chart
 
     chart.CHART_DETECTORS["bull_flag_leaky"] = ("flag_bull", 30, "test only")
     try:

@@ -10,15 +10,14 @@ import polars as pl
 import pytest
 
 from screener_ssl.data.contracts import EVENT_COLUMNS
-from screener_ssl.data.label_sources import (
-    EVENT_SCHEMA,
+from screener_ssl.data.label_sources.base import EVENT_SCHEMA
+from screener_ssl.data.label_sources.candlesticks import (
     TALIB_PATTERN_BARS,
     TALIB_PATTERN_SIGN,
     TALIB_PATTERNS,
-    LabelsSchemaError,
-    read_label_events,
     talib_events,
 )
+from screener_ssl.data.label_sources.file import LabelsSchemaError, read_label_events
 from screener_ssl_tests.data.test_bars import random_walk_ohlcv
 
 BARS = random_walk_ohlcv(n_tickers=3, n_days=400, seed=5)
@@ -207,3 +206,38 @@ def test_empty_cell_names_file_and_column(tmp_path: Path):
     path.write_text("ticker,pattern,start_date,end_date\nAAA,,2021-01-04,2021-01-08\n")
     with pytest.raises(LabelsSchemaError, match=r"holes\.csv.*'pattern'.*empty"):
         read_label_events(path)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_every_label_source_is_registered_and_a_setting_finds_its_source(tmp_path: Path):
+    from screener_ssl.data.label_sources import find_label_source, label_source_names
+
+    assert {"synthetic", "talib", "chart", "file"} <= set(label_source_names())
+    assert find_label_source("talib") == (find_label_source("talib")[0], None)
+    assert find_label_source("chart:double_top")[0].name == "chart"
+    assert find_label_source("chart:double_top")[1] == "double_top"
+    path = tmp_path / "labels"
+    path.mkdir()
+    assert find_label_source(str(path))[0].name == "file"  # an existing folder
+    assert find_label_source("mine.csv")[0].name == "file"  # written as a file, even before it exists
+    assert find_label_source("file:mine")[1] == "mine"
+
+
+def test_an_unknown_label_source_lists_the_known_ones():
+    from screener_ssl.data.label_sources import find_label_source
+
+    with pytest.raises(ValueError, match=r"unknown label source 'talibb'(?s:.*)chart(?s:.*)file(?s:.*)synthetic(?s:.*)talib"):
+        find_label_source("talibb")
+
+
+def test_a_label_file_builds_events_through_the_registry(tmp_path: Path):
+    from screener_ssl.data.label_sources import resolve_label_events
+
+    path = tmp_path / "events.parquet"
+    EVENTS.write_parquet(path)
+    events, patterns, description = resolve_label_events(str(path), tmp_path, lambda: BARS)
+    assert events.equals(read_label_events(path))
+    assert patterns == tuple(sorted(EVENTS["pattern"].unique().to_list()))
+    assert description == f"label file {path}"

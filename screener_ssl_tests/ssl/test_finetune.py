@@ -18,17 +18,10 @@ from screener_ssl.store.fingerprint import fingerprint
 from screener_ssl.ssl.augment import AugmentConfig
 from screener_ssl.ssl.backbones.base import BackboneConfig
 from screener_ssl.ssl.encoder import load_encoder
-from screener_ssl.ssl.finetune import (
-    HEAD_FILE,
-    ClassifierBatchSampler,
-    FinetuneConfig,
-    load_classifier,
-    load_pretrained_backbone,
-    predict_positions,
-    scratch_backbone,
-    train_classifier,
-)
+from screener_ssl.ssl.classifier_sampler import ClassifierBatchSampler
+from screener_ssl.ssl.finetune import FinetuneConfig, predict_positions, scratch_backbone, train_classifier
 from screener_ssl.runs.finetune import write_classifier_run
+from screener_ssl.runs.run_dirs import HEAD_FILE, load_classifier, load_pretrained_backbone
 from screener_ssl.runs.pretrain import pretrain_partition
 from screener_ssl.ssl.schema import SchemaMismatchError, SSLSchema
 from screener_ssl.ssl.trainer import NonFiniteLossError, TrainConfig

@@ -15,7 +15,8 @@ from torch import nn
 
 from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone
 from screener_ssl.ssl.objectives import SSLBatch, View, build_objective, get_objective_class, objective_names
-from screener_ssl.ssl.objectives._heads import effective_rank, l2_normalized_std, pool_views
+from screener_ssl.ssl.checks import effective_rank
+from screener_ssl.ssl.objectives._heads import l2_normalized_std, pool_views
 from screener_ssl.ssl.objectives.barlow import BarlowConfig, BarlowHead, barlow_loss, cross_correlation
 from screener_ssl.ssl.objectives.byol import BYOL, cosine_momentum, ema_update
 from screener_ssl.ssl.objectives.contrastive import (

@@ -12,7 +12,8 @@ import torch
 
 from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
 from screener_ssl.ssl.objectives import SSLBatch, View, build_objective
-from screener_ssl.ssl.objectives._heads import effective_rank, l2_normalized_std
+from screener_ssl.ssl.checks import effective_rank
+from screener_ssl.ssl.objectives._heads import l2_normalized_std
 from screener_ssl_tests.ssl.test_objectives_multiview import (
     MULTIVIEW_OBJECTIVES,
     SMALL_HEADS,

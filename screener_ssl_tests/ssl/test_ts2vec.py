@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from screener_ssl.ssl.backbones.base import BackboneConfig, build_backbone
 from screener_ssl.ssl.encoder import Encoder
 from screener_ssl.ssl.objectives import SSLBatch, View, build_objective, get_objective_class
-from screener_ssl.ssl.objectives._heads import effective_rank, l2_normalized_std
+from screener_ssl.ssl.checks import effective_rank
+from screener_ssl.ssl.objectives._heads import l2_normalized_std
 from screener_ssl.ssl.objectives.ts2vec import (
     TS2VecConfig,
     gather_crop,

@@ -54,21 +54,46 @@ class SSLBackbone(nn.Module):
         values = torch.where(observed, x, torch.zeros_like(x))
         return torch.cat([values, obs], dim=-1)
 
+    def checked_inputs(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """:meth:`model_inputs` of windows with the channel count this backbone was built for."""
+        inp = self.model_inputs(x, observed)
+        assert x.shape[-1] == self.input_channels, (
+            f"{self.config.kind} backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
+        )
+        return inp
+
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def pooled(
-        self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        decision_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Embedding at window position ``decision_pos [B]`` ``[B, D]`` (default: the last position)."""
-        h = self.forward(x, observed)
-        if decision_pos is None:
-            return h[:, -1]
-        idx = decision_pos.to(torch.long).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
-        return h.gather(1, idx).squeeze(1)
+    def pooled(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Embedding ``[B, D]`` at the window's last position (the decision bar)."""
+        return self.forward(x, observed)[:, -1]
+
+
+class StackedBackbone(SSLBackbone):
+    """``Linear(2C -> H)``, the subclass's causal stack at width H (:meth:`build_stack`, :meth:`stack`),
+    then ``LayerNorm + Linear(H -> D)`` per step. Modules are created in that order (so a seed gives
+    the same weights as a backbone that creates them inline)."""
+
+    def __init__(self, input_channels: int, config: BackboneConfig) -> None:
+        super().__init__(input_channels, config)
+        self.input_proj = nn.Linear(2 * input_channels, config.hidden_dim)
+        self.build_stack(config)
+        self.output_norm = nn.LayerNorm(config.hidden_dim)
+        self.output_proj = nn.Linear(config.hidden_dim, config.embed_dim)
+
+    def build_stack(self, config: BackboneConfig) -> None:  # pragma: no cover
+        """Create the stack's modules (width ``config.hidden_dim``)."""
+        raise NotImplementedError
+
+    def stack(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """``[B, T, H] -> [B, T, H]``, causal."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, D]``."""
+        h = self.input_proj(self.checked_inputs(x, observed))  # [B, T, H]
+        return self.output_proj(self.output_norm(self.stack(h)))  # [B, T, D]
 
 
 _REGISTRY: dict[str, type[SSLBackbone]] = {}

@@ -78,11 +78,8 @@ class PatchTransformerBackbone(SSLBackbone):
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, D]``."""
-        inp = self.model_inputs(x, observed)  # [B, T, 2C]
+        inp = self.checked_inputs(x, observed)  # [B, T, 2C]
         batch, steps, features = inp.shape
-        assert features == 2 * self.input_channels, (
-            f"patch_transformer backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
-        )
         patch_len = self.patch_len
         n_patches = -(-steps // patch_len)
         if n_patches > MAX_PATCHES:

@@ -32,10 +32,7 @@ class RawWindowBackbone(SSLBackbone):
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, lags * 2C]``."""
-        inp = self.model_inputs(x, observed)  # [B, T, 2C]
-        assert inp.shape[-1] == 2 * self.input_channels, (
-            f"raw_window backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
-        )
+        inp = self.checked_inputs(x, observed)  # [B, T, 2C]
         batch, steps, width = inp.shape
         # Left padding only: step t reads steps t-lags+1 .. t, never a later one.
         padded = F.pad(inp, (0, 0, self.lags - 1, 0))  # [B, T + lags - 1, 2C]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, register_backbone
+from screener_ssl.ssl.backbones.base import BackboneConfig, StackedBackbone, register_backbone
 
 # Discretisation steps, log-uniform: the slowest mode of S4D-Lin decays as exp(-dt t / 2),
 # so dt in [0.01, 0.5] gives memory timescales 2 / dt from 4 to 200 bars -- the span of a
@@ -91,27 +91,16 @@ class S4DLayer(nn.Module):
 
 
 @register_backbone("ssm")
-class SSMBackbone(SSLBackbone):
+class SSMBackbone(StackedBackbone):
     """Stacked S4D blocks: ``Linear(2C -> H)``, ``n_layers`` pre-norm residual S4D layers, ``LayerNorm + Linear(H -> D)``."""
 
-    def __init__(self, input_channels: int, config: BackboneConfig) -> None:
-        super().__init__(input_channels, config)
-        hidden = config.hidden_dim
-        self.input_proj = nn.Linear(2 * input_channels, hidden)
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(config.n_layers))
+    def build_stack(self, config: BackboneConfig) -> None:
+        self.norms = nn.ModuleList(nn.LayerNorm(config.hidden_dim) for _ in range(config.n_layers))
         self.layers = nn.ModuleList(
-            S4DLayer(hidden, config.state_dim, config.dropout) for _ in range(config.n_layers)
+            S4DLayer(config.hidden_dim, config.state_dim, config.dropout) for _ in range(config.n_layers)
         )
-        self.output_norm = nn.LayerNorm(hidden)
-        self.output_proj = nn.Linear(hidden, config.embed_dim)
 
-    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, D]``."""
-        inp = self.model_inputs(x, observed)  # [B, T, 2C]
-        assert inp.shape[-1] == 2 * self.input_channels, (
-            f"ssm backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
-        )
-        h = self.input_proj(inp)  # [B, T, H]
+    def stack(self, h: torch.Tensor) -> torch.Tensor:
         for norm, layer in zip(self.norms, self.layers, strict=True):
             h = h + layer(norm(h))
-        return self.output_proj(self.output_norm(h))  # [B, T, D]
+        return h

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from screener_ssl.ssl.backbones.base import BackboneConfig, SSLBackbone, register_backbone
+from screener_ssl.ssl.backbones.base import BackboneConfig, StackedBackbone, register_backbone
 
 
 class CausalConv1d(nn.Module):
@@ -87,36 +87,25 @@ def _causal_taps(z: torch.Tensor, conv: nn.Conv1d, stride: int, n_out: int) -> t
 
 
 @register_backbone("tcn")
-class TCNBackbone(SSLBackbone):
+class TCNBackbone(StackedBackbone):
     """Causal dilated TCN: ``Linear(2C -> H)``, ``n_layers`` temporal blocks, ``LayerNorm + Linear(H -> D)``."""
 
-    def __init__(self, input_channels: int, config: BackboneConfig) -> None:
-        super().__init__(input_channels, config)
-        hidden = config.hidden_dim
-        self.input_proj = nn.Linear(2 * input_channels, hidden)
+    def build_stack(self, config: BackboneConfig) -> None:
         self.blocks = nn.ModuleList(
-            TemporalBlock(hidden, config.kernel_size, dilation=2**i, dropout=config.dropout)
+            TemporalBlock(config.hidden_dim, config.kernel_size, dilation=2**i, dropout=config.dropout)
             for i in range(config.n_layers)
         )
-        self.output_norm = nn.LayerNorm(hidden)
-        self.output_proj = nn.Linear(hidden, config.embed_dim)
+
+    def stack(self, h: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            h = block(h)
+        return h
 
     @property
     def receptive_field(self) -> int:
         """Bars that output step ``t`` can see, ``t`` included: ``1 + 2 (k - 1) (2^L - 1)``."""
         k, n_layers = self.config.kernel_size, self.config.n_layers
         return 1 + 2 * (k - 1) * (2**n_layers - 1)
-
-    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        """``x: [B, T, C]`` float, ``observed: [B, T, C]`` bool -> ``[B, T, D]``."""
-        inp = self.model_inputs(x, observed)  # [B, T, 2C]
-        assert inp.shape[-1] == 2 * self.input_channels, (
-            f"tcn backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
-        )
-        h = self.input_proj(inp)  # [B, T, H]
-        for block in self.blocks:
-            h = block(h)
-        return self.output_proj(self.output_norm(h))  # [B, T, D]
 
     def cone_lengths(self) -> list[int]:
         """Positions each block reads, first block first (block ``l`` at stride ``2**l``); ends at 1 output.
@@ -140,10 +129,7 @@ class TCNBackbone(SSLBackbone):
         its zero padding, so those taps are skipped (:func:`_causal_taps`) rather than
         computed on zero rows and masked.
         """
-        inp = self.model_inputs(x, observed)  # [B, T, 2C]
-        assert inp.shape[-1] == 2 * self.input_channels, (
-            f"tcn backbone built for {self.input_channels} channels, got x with {x.shape[-1]}"
-        )
+        inp = self.checked_inputs(x, observed)  # [B, T, 2C]
         k = self.config.kernel_size
         steps = inp.shape[1]
         lengths = self.cone_lengths()[1:] + [1]  # outputs each block must deliver
@@ -162,13 +148,6 @@ class TCNBackbone(SSLBackbone):
         assert h.shape[1] == 1, f"cone ended with {h.shape[1]} positions, expected 1"
         return self.output_proj(self.output_norm(h[:, 0]))  # [B, D]
 
-    def pooled(
-        self,
-        x: torch.Tensor,
-        observed: torch.Tensor,
-        decision_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Embedding at ``decision_pos`` ``[B, D]``; at the last position through :meth:`last_step`."""
-        if decision_pos is None:
-            return self.last_step(x, observed)
-        return super().pooled(x, observed, decision_pos)
+    def pooled(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Embedding ``[B, D]`` at the last position, through :meth:`last_step`."""
+        return self.last_step(x, observed)

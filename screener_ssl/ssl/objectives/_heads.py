@@ -1,16 +1,19 @@
-"""Shared pieces of the multi-view objectives: projector/predictor MLPs, view pooling, collapse diagnostics.
+"""Shared pieces of the multi-view objectives: projector/predictor MLPs, view pooling, the forward of
+an objective whose head scores the pooled pair (:class:`PairHeadObjective`), collapse diagnostics.
 
 Not an objective module (leading underscore: not auto-registered).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from screener_ssl.ssl.backbones.base import SSLBackbone
-from screener_ssl.ssl.checks import effective_rank  # noqa: F401  (the one definition, next to the collapse check)
-from screener_ssl.ssl.batch import SSLBatch, View
+from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch, View
+from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig
 
 
 def mlp_head(
@@ -70,6 +73,34 @@ def pool_views(backbone: SSLBackbone, views: list[View]) -> list[torch.Tensor]:
         observed = torch.cat([v.observed for v in views], dim=0)
         return list(backbone.pooled(x, observed).chunk(len(views), dim=0))
     return [backbone.pooled(v.x, v.observed) for v in views]
+
+
+class PairHeadObjective(Objective):
+    """A two-view objective whose head scores the pooled pair (VICReg, Barlow Twins, InfoNCE).
+
+    The forward pools the first two views at the decision bar and returns
+    ``head(h_a, h_b, *head_inputs(batch)) -> (loss, logs)`` with the loss logged. Subclasses set
+    ``head_cls`` (built as ``head_cls(backbone.embed_dim, config)``) and, when the head reads more
+    than the pair, override :meth:`head_inputs`.
+    """
+
+    n_views = 2
+    head_cls: ClassVar[type[nn.Module]]
+
+    def __init__(self, backbone: SSLBackbone, config: ObjectiveConfig) -> None:
+        super().__init__(backbone, config)
+        self.head = self.head_cls(backbone.embed_dim, config)
+
+    def head_inputs(self, batch: SSLBatch) -> tuple:
+        """What the head reads besides the pooled pair. Default: nothing."""
+        return ()
+
+    def forward(self, batch: SSLBatch) -> ObjectiveOutput:
+        require_views(batch, self.n_views, self.name)
+        h_a, h_b = pool_views(self.backbone, batch.views[:2])
+        loss, logs = self.head(h_a, h_b, *self.head_inputs(batch))
+        logs["loss"] = float(loss.detach())
+        return ObjectiveOutput(loss=loss, logs=logs)
 
 
 def check_pair(z_a: torch.Tensor, z_b: torch.Tensor, what: str) -> None:

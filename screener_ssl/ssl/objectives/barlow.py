@@ -6,10 +6,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from screener_ssl.ssl.backbones.base import SSLBackbone
-from screener_ssl.ssl.objectives._heads import check_pair, l2_normalized_std, mlp_head, pool_views, require_views
-from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
-from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
+from screener_ssl.ssl.objectives._heads import PairHeadObjective, check_pair, l2_normalized_std, mlp_head
+from screener_ssl.ssl.objectives.base import ObjectiveConfig, register_objective
 from screener_ssl.ssl.objectives.vicreg import off_diagonal
 
 
@@ -96,7 +94,7 @@ class BarlowHead(nn.Module):
 
 
 @register_objective
-class BarlowTwins(Objective):
+class BarlowTwins(PairHeadObjective):
     """Barlow Twins (Zbontar et al., ICML 2021), following facebookresearch/barlowtwins ``main.py``.
 
     The two views' projections are standardized per dimension over the batch (each view with
@@ -105,16 +103,6 @@ class BarlowTwins(Objective):
     """
 
     name = "barlow"
-    n_views = 2
     config_cls = BarlowConfig
+    head_cls = BarlowHead
 
-    def __init__(self, backbone: SSLBackbone, config: BarlowConfig) -> None:
-        super().__init__(backbone, config)
-        self.head = BarlowHead(backbone.embed_dim, config)
-
-    def forward(self, batch: SSLBatch) -> ObjectiveOutput:
-        require_views(batch, self.n_views, self.name)
-        h_a, h_b = pool_views(self.backbone, batch.views[:2])
-        loss, logs = self.head(h_a, h_b)
-        logs["loss"] = float(loss.detach())
-        return ObjectiveOutput(loss=loss, logs=logs)

@@ -32,6 +32,9 @@ config (``ObjectiveConfig`` subclass) and an ``Objective`` subclass with
 ``name``, ``n_views``, ``config_cls`` and ``forward``, decorated with
 :func:`register_objective`; then an entry under ``objectives:`` in the sweep file.
 Modules of this package are imported (and so registered) automatically.
+A two-view objective whose head scores the pooled pair subclasses
+:class:`screener_ssl.ssl.objectives._heads.PairHeadObjective` and sets ``head_cls`` instead of
+writing ``forward`` (see ``vicreg.py``).
 
 To add a baseline: the same, one module here plus the sweep entry. A baseline
 that is probed untrained subclasses

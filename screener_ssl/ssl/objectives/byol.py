@@ -49,6 +49,15 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
         t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
 
 
+def ema_step(step: int, total_steps: int, base_momentum: float, *pairs: tuple[nn.Module, nn.Module]) -> float:
+    """After optimizer step ``step`` of ``total_steps``: the cosine-scheduled momentum, with every
+    ``(target, online)`` pair's target moved toward its online network by it (:func:`ema_update`)."""
+    momentum = cosine_momentum(step, total_steps, base_momentum)
+    for target, online in pairs:
+        ema_update(target, online, momentum)
+    return momentum
+
+
 @register_objective
 class BYOL(Objective):
     """BYOL (Grill et al., NeurIPS 2020), following google-deepmind/deepmind-research ``byol/byol_experiment.py``.
@@ -96,6 +105,7 @@ class BYOL(Objective):
 
     def on_after_step(self, step: int, total_steps: int) -> None:
         """EMA update after optimizer step ``step`` (0-based) of ``total_steps``."""
-        self.momentum = cosine_momentum(step, total_steps, self.config.base_momentum)
-        ema_update(self.target_backbone, self.backbone, self.momentum)
-        ema_update(self.target_projector, self.projector, self.momentum)
+        self.momentum = ema_step(
+            step, total_steps, self.config.base_momentum,
+            (self.target_backbone, self.backbone), (self.target_projector, self.projector),
+        )

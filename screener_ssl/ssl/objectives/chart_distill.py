@@ -43,7 +43,8 @@ from torch import nn
 
 from screener_ssl.data.contracts import FEATURE_NAMES
 from screener_ssl.ssl.backbones.base import SSLBackbone
-from screener_ssl.ssl.objectives._heads import effective_rank, l2_normalized_std, require_views
+from screener_ssl.ssl.checks import effective_rank
+from screener_ssl.ssl.objectives._heads import l2_normalized_std, require_views
 from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
 from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
 from screener_ssl.ssl.objectives.vicreg import VICRegConfig, VICRegHead

@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from screener_ssl.ssl.backbones.base import SSLBackbone
-from screener_ssl.ssl.objectives._heads import check_pair, l2_normalized_std, mlp_head, pool_views, require_views
-from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
-from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
+from screener_ssl.ssl.objectives._heads import PairHeadObjective, check_pair, l2_normalized_std, mlp_head
+from screener_ssl.ssl.batch import SSLBatch
+from screener_ssl.ssl.objectives.base import ObjectiveConfig, register_objective
 
 
 class InfoNCEConfig(ObjectiveConfig):
@@ -243,7 +242,7 @@ class ContrastiveHead(nn.Module):
 
 
 @register_objective
-class InfoNCE(Objective):
+class InfoNCE(PairHeadObjective):
     """InfoNCE / NT-Xent (Chen et al., SimCLR, ICML 2020), following google-research/simclr ``objective.py``.
 
     Cosine similarity of L2-normalized projections divided by a temperature; every other view
@@ -252,8 +251,8 @@ class InfoNCE(Objective):
     """
 
     name = "infonce"
-    n_views = 2
     config_cls = InfoNCEConfig
+    head_cls = ContrastiveHead
 
     @classmethod
     def sampler_settings(cls, config: dict) -> dict:
@@ -261,17 +260,9 @@ class InfoNCE(Objective):
         k = int(config.get("positive_expansion_k", 0) or 0)
         return {"neighbors_per_anchor": 1 if k > 0 else 0, "neighbor_radius": k}
 
-    def __init__(self, backbone: SSLBackbone, config: InfoNCEConfig) -> None:
-        super().__init__(backbone, config)
-        self.head = ContrastiveHead(backbone.embed_dim, config)
-
-    def forward(self, batch: SSLBatch) -> ObjectiveOutput:
-        require_views(batch, self.n_views, self.name)
-        h_a, h_b = pool_views(self.backbone, batch.views[:2])
-        window_length = batch.views[0].x.shape[1]
-        loss, logs = self.head(h_a, h_b, batch.ticker_id, batch.decision_row, window_length)
-        logs["loss"] = float(loss.detach())
-        return ObjectiveOutput(loss=loss, logs=logs)
+    def head_inputs(self, batch: SSLBatch) -> tuple:
+        # Which rows are negatives: same-ticker windows overlapping in time are not.
+        return batch.ticker_id, batch.decision_row, batch.views[0].x.shape[1]
 
 
 @register_objective

@@ -31,7 +31,7 @@ from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.objectives._heads import l2_normalized_std, mlp_head, require_views
 from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
 from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
-from screener_ssl.ssl.objectives.byol import cosine_momentum, ema_update, regression_loss
+from screener_ssl.ssl.objectives.byol import ema_step, regression_loss
 from screener_ssl.ssl.objectives.contrastive import info_nce_loss, same_ticker_overlap, soft_negative_weights
 
 
@@ -193,6 +193,7 @@ class CPC(Objective):
 
     def on_after_step(self, step: int, total_steps: int) -> None:
         if self.config.loss == "predictive":
-            self.momentum = cosine_momentum(step, total_steps, self.config.base_momentum)
-            ema_update(self.ema_backbone, self.backbone, self.momentum)
-            ema_update(self.ema_projector, self.target_projector, self.momentum)
+            self.momentum = ema_step(
+                step, total_steps, self.config.base_momentum,
+                (self.ema_backbone, self.backbone), (self.ema_projector, self.target_projector),
+            )

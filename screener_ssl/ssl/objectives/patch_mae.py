@@ -40,7 +40,7 @@ from screener_ssl.ssl.backbones.base import SSLBackbone
 from screener_ssl.ssl.objectives._heads import l2_normalized_std
 from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
 from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
-from screener_ssl.ssl.objectives.byol import cosine_momentum, ema_update
+from screener_ssl.ssl.objectives.byol import ema_step
 from screener_ssl.ssl.objectives.contrastive import ContrastiveHead, InfoNCEConfig
 
 MAX_DECODER_PATCHES = 512
@@ -276,5 +276,4 @@ class PatchMAE(Objective):
 
     def on_after_step(self, step: int, total_steps: int) -> None:
         if self.config.target == "latent":
-            self.momentum = cosine_momentum(step, total_steps, self.config.base_momentum)
-            ema_update(self.ema_backbone, self.backbone, self.momentum)
+            self.momentum = ema_step(step, total_steps, self.config.base_momentum, (self.ema_backbone, self.backbone))

@@ -7,10 +7,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from screener_ssl.ssl.backbones.base import SSLBackbone
-from screener_ssl.ssl.objectives._heads import check_pair, l2_normalized_std, mlp_head, pool_views, require_views
-from screener_ssl.ssl.batch import ObjectiveOutput, SSLBatch
-from screener_ssl.ssl.objectives.base import Objective, ObjectiveConfig, register_objective
+from screener_ssl.ssl.objectives._heads import PairHeadObjective, check_pair, l2_normalized_std, mlp_head
+from screener_ssl.ssl.objectives.base import ObjectiveConfig, register_objective
 
 
 class VICRegConfig(ObjectiveConfig):
@@ -93,7 +91,7 @@ class VICRegHead(nn.Module):
 
 
 @register_objective
-class VICReg(Objective):
+class VICReg(PairHeadObjective):
     """VICReg (Bardes, Ponce & LeCun, ICLR 2022), following facebookresearch/vicreg ``main_vicreg.py``.
 
     Both views of a window (same decision bar) are pooled at the decision bar, expanded by a
@@ -103,16 +101,6 @@ class VICReg(Objective):
     """
 
     name = "vicreg"
-    n_views = 2
     config_cls = VICRegConfig
+    head_cls = VICRegHead
 
-    def __init__(self, backbone: SSLBackbone, config: VICRegConfig) -> None:
-        super().__init__(backbone, config)
-        self.head = VICRegHead(backbone.embed_dim, config)
-
-    def forward(self, batch: SSLBatch) -> ObjectiveOutput:
-        require_views(batch, self.n_views, self.name)
-        h_a, h_b = pool_views(self.backbone, batch.views[:2])
-        loss, logs = self.head(h_a, h_b)
-        logs["loss"] = float(loss.detach())
-        return ObjectiveOutput(loss=loss, logs=logs)

@@ -1,98 +1,19 @@
-"""Label events from outside the synthetic market: a user file, or TA-Lib candlestick rules.
+"""Label source ``talib``: TA-Lib candlestick rules run per ticker on the validated bars.
 
-A label event is one row of ``EVENT_COLUMNS``: ``ticker: str, pattern: str,
-start_date: date, end_date: date`` (DESIGN.md section 2, "Labels"). The label of a
-decision date D counts events that *end* before D, so an event's ``end_date`` must be
-the first bar on which the whole pattern is visible.
-
-* :func:`read_label_events` reads a user file (Parquet or CSV) with those columns.
-* :func:`talib_events` runs TA-Lib candlestick functions per ticker on validated bars.
-  Each function only reads the current and earlier bars, so an event is known on its
-  ``end_date`` (the completing bar) and never needs a later bar; the tests prove it by
-  truncating the history.
+Each function only reads the current and earlier bars, so an event is known on its
+``end_date`` (the completing bar) and never needs a later bar; the tests prove it by
+truncating the history.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
-from screener_ssl.data.bars import (
-    _cast_date_column,
-    _cast_text_column,
-    _read_raw_table,
-    _sorted_by_ticker_date,
-    _table_files,
-)
-from screener_ssl.data.contracts import BAR_COLUMNS, EVENT_COLUMNS, PRICE_COLUMNS
+from screener_ssl.data.bars import _sorted_by_ticker_date
+from screener_ssl.data.contracts import BAR_COLUMNS, PRICE_COLUMNS
+from screener_ssl.data.label_sources.base import EVENT_SCHEMA, LabelEvents, LabelInputs, register_label_source
 
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "ticker": pl.String(),
-    "pattern": pl.String(),
-    "start_date": pl.Date(),
-    "end_date": pl.Date(),
-}
-
-
-class LabelsSchemaError(ValueError):
-    """A label file lacks a column, holds bad values or an event ending before it starts."""
-
-
-# --------------------------------------------------------------------------- user file
-
-
-def _read_event_file(file: Path) -> pl.DataFrame:
-    table = _read_raw_table(file, EVENT_COLUMNS, LabelsSchemaError, "labels")
-    events = pl.DataFrame(
-        [
-            _cast_text_column(table, "ticker", file, LabelsSchemaError),
-            _cast_text_column(table, "pattern", file, LabelsSchemaError),
-            _cast_date_column(table, "start_date", file, LabelsSchemaError),
-            _cast_date_column(table, "end_date", file, LabelsSchemaError),
-        ]
-    )
-    for column in EVENT_COLUMNS:
-        null_rows = events.with_row_index("row").filter(pl.col(column).is_null())
-        if null_rows.height:
-            raise LabelsSchemaError(
-                f"labels file {file}: column {column!r} is empty in {null_rows.height} row(s), "
-                f"first at data row {null_rows['row'][0]}; every event needs all of "
-                f"{list(EVENT_COLUMNS)}"
-            )
-    backwards = events.filter(pl.col("end_date") < pl.col("start_date"))
-    if backwards.height:
-        first = backwards.row(0, named=True)
-        raise LabelsSchemaError(
-            f"labels file {file}: {backwards.height} event(s) end before they start, e.g. "
-            f"ticker {first['ticker']!r} pattern {first['pattern']!r}: "
-            f"end_date {first['end_date']} < start_date {first['start_date']}"
-        )
-    return events
-
-
-def read_label_events(path: str | Path) -> pl.DataFrame:
-    """Read label events from a Parquet (.parquet/.pq) or CSV file, or a folder of them.
-
-    The file needs ``EVENT_COLUMNS`` (extra columns are dropped); dates may be Date,
-    Datetime or 'YYYY-MM-DD' text.
-
-    Returns:
-        Events with the dtypes of ``EVENT_SCHEMA``, sorted by (ticker, end_date, pattern,
-        start_date).
-
-    Raises:
-        LabelsSchemaError: naming the file and column for a missing column, a value that is
-            empty or cannot be parsed, and naming the ticker for an event with
-            ``end_date < start_date``.
-    """
-    files = _table_files(Path(path), LabelsSchemaError, "labels")
-    events = pl.concat([_read_event_file(file) for file in files], how="vertical")
-    return events.sort("ticker", "end_date", "pattern", "start_date")
-
-
-# --------------------------------------------------------------------------- TA-Lib
 
 # Our pattern name -> TA-Lib candlestick function.
 TALIB_PATTERNS: dict[str, str] = {
@@ -219,3 +140,8 @@ def talib_events(bars: pl.DataFrame) -> pl.DataFrame:
             )
         )
     return pl.concat(frames, how="vertical").sort("ticker", "end_date", "pattern")
+
+
+@register_label_source("talib", reads="the validated bars (TA-Lib candlestick functions)")
+def talib_labels(inputs: LabelInputs) -> LabelEvents:
+    return LabelEvents(talib_events(inputs.load_bars()), tuple(TALIB_PATTERNS), "TA-Lib candlestick functions")

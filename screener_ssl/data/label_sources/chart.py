@@ -1,4 +1,4 @@
-"""Chart-pattern label events on real bars from ta-patterns' point-in-time detectors.
+"""Label source ``chart``: chart-pattern label events on real bars from ta-patterns' point-in-time detectors.
 
 ``ta_patterns.chart_patterns`` (pure numpy, MIT) ships pivot- and trendline-based
 detectors; each returns one signed int8 per bar (+1 bullish, -1 bearish, 0 none)
@@ -25,6 +25,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from screener_ssl.data.contracts import BAR_COLUMNS, PRICE_COLUMNS
+from screener_ssl.data.label_sources.base import EVENT_SCHEMA, LabelEvents, LabelInputs, register_label_source
 
 # Our pattern name -> (ta-patterns detector, lookback bars of that detector's defaults, what it means).
 CHART_DETECTORS: dict[str, tuple[str, int, str]] = {
@@ -42,12 +43,6 @@ CHART_DETECTORS: dict[str, tuple[str, int, str]] = {
     "bear_flag": ("flag_bear", 30, "a sharp drop (pole: >= 5 % over 10 bars) then a shallow upward channel (bearish)"),
 }
 DEFAULT_CHART_PATTERNS: tuple[str, ...] = tuple(CHART_DETECTORS)
-CHART_SCHEMA: dict[str, pl.DataType] = {
-    "ticker": pl.String(),
-    "pattern": pl.String(),
-    "start_date": pl.Date(),
-    "end_date": pl.Date(),
-}
 
 
 class ChartPatternConfig(BaseModel):
@@ -174,6 +169,16 @@ def chart_pattern_events(bars: pl.DataFrame, config: ChartPatternConfig | None =
             "start_date": ordered["date"].gather(start_all),
             "end_date": ordered["date"].gather(end_all),
         },
-        schema=CHART_SCHEMA,
+        schema=EVENT_SCHEMA,
     )
     return events.sort("ticker", "end_date", "pattern")
+
+
+@register_label_source(
+    "chart", reads="the validated bars (ta-patterns chart detectors; default: every detector)",
+    argument="<pattern>,<pattern>",
+)
+def chart_labels(inputs: LabelInputs) -> LabelEvents:
+    config = parse_chart_source(inputs.setting)
+    events = chart_pattern_events(inputs.load_bars(), config)
+    return LabelEvents(events, config.patterns, f"ta-patterns chart detectors ({config.mode}): {', '.join(config.patterns)}")
