@@ -23,6 +23,7 @@ from screener_ssl.probe.label_budgets import (
     write_label_budget_artifacts,
 )
 from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.metric_names import MACRO
 from screener_ssl.probe.probe import ProbeResult, run_probe, write_probe_artifacts
 from screener_ssl.runs.label_budgets import probe_label_budgets
 from screener_ssl.runs.sweep import SweepPoint
@@ -61,7 +62,7 @@ def probe_run(
     budgets = None
     if config.label_budgets:
         budgets = probe_label_budgets(
-            point, dataset, run_dir, config, full=result.metrics["macro"], finetune_source=finetune_source,
+            point, dataset, run_dir, config, full=result.metrics[MACRO], finetune_source=finetune_source,
             log=log, embedded=result.embeddings,
         )
         result.metrics[BUDGET_METRICS_KEY] = to_jsonable(budgets.metrics)
@@ -90,5 +91,5 @@ def probe_reference_encoders(
         log(f"probing the reference encoder {name!r} of {run_dir}")
         result = run_probe(encoder, dataset, config, augment=augment, log=log)
         write_probe_artifacts(result, Path(run_dir) / name)
-        out[name] = result.metrics["macro"]
+        out[name] = result.metrics[MACRO]
     return out

@@ -44,13 +44,14 @@ from screener_ssl.data.features import compute_shape_features
 from screener_ssl.data.recent_bars import bars_needed, load_latest_bars
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.head import HEAD_FILE, ProbeHead
+from screener_ssl.probe.metric_names import VAL_MACRO_AUPRC_COLUMN
 from screener_ssl.ssl.encoder import encoder_for_head, load_encoder
 from screener_ssl.ssl.schema import load_schema
 
 # Models are chosen on val; the test AUPRC is reported, never used to choose.
-VAL_AUPRC_COLUMN = "probe_metrics.val.macro_auprc"
+VAL_AUPRC_COLUMN = VAL_MACRO_AUPRC_COLUMN
 # A run's reference encoders (e.g. a distillation teacher) are candidates too, from their own val AUPRC.
-REFERENCE_VAL_AUPRC = re.compile(r"^reference\.(?P<name>[^.]+)\.probe_metrics\.val\.macro_auprc$")
+REFERENCE_VAL_AUPRC = re.compile(r"^reference\.(?P<name>[^.]+)\." + re.escape(VAL_MACRO_AUPRC_COLUMN) + "$")
 SCORE_COLUMNS: dict[str, pl.DataType] = {
     "ticker": pl.String(),
     "date": pl.Date(),
