@@ -24,7 +24,6 @@ is the same command.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from screener_ssl.instance import open_instance
 from screener_ssl.run_launcher import free_run_slots, pool_slot_holders
 from screener_ssl.defs.staleness import run_subset
 from screener_ssl.runs.sweep import Sweep
+from screener_ssl.store.environment import dagster_home
 
 PARTITIONED_JOBS = (SWEEP_JOB, FINETUNE_JOB)
 
@@ -221,7 +221,7 @@ def pools_command(run_ids: list[str]) -> int:
     instance = open_instance()
     for run_id in run_ids:
         if instance.get_run_by_id(run_id) is None and not any(h.run_id == run_id for h in pool_slot_holders(instance)):
-            print(f"screener-ssl: error: no run {run_id} in the instance at {os.environ['DAGSTER_HOME']}",
+            print(f"screener-ssl: error: no run {run_id} in the instance at {dagster_home()}",
                   file=sys.stderr)
             return 2
         free_run_slots(instance, run_id, "freed with screener-ssl pools --free")
@@ -236,8 +236,7 @@ def pools_command(run_ids: list[str]) -> int:
 
 def main(argv: list[str] | None = None, defs: dg.Definitions | None = None) -> int:
     args = _parser().parse_args(argv)
-    if "DAGSTER_HOME" not in os.environ:
-        os.environ["DAGSTER_HOME"] = str(Path.cwd())
+    dagster_home(default=Path.cwd())
     if args.command == "pools":
         return pools_command(args.free)
     if defs is None:
@@ -254,7 +253,7 @@ def main(argv: list[str] | None = None, defs: dg.Definitions | None = None) -> i
             keys, _ = select_keys(sweep, args.variant, args.partition)
             command = backfill_command(sweep, args.job, keys)
             print(f"submitting {args.job} for {len(command[-2].split(','))} partitions to the run queue of "
-                  f"{os.environ['DAGSTER_HOME']}")
+                  f"{dagster_home()}")
             return subprocess.run(command).returncode
         select = [a.strip() for a in args.select.split(",") if a.strip()]
         runs, notes = plan(defs, sweep, select, args.variant, args.partition)
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None, defs: dg.Definitions | None = None) -> i
         return 2
     for note in notes:
         print(note)
-    print(f"{len(runs)} runs into the instance at DAGSTER_HOME={os.environ['DAGSTER_HOME']} (sweep {sweep.source})")
+    print(f"{len(runs)} runs into the instance at DAGSTER_HOME={dagster_home()} (sweep {sweep.source})")
     return materialize(defs, open_instance(), runs, args.log_level)
 
 

@@ -13,7 +13,8 @@ from screener_ssl.defs.data import assets as data_assets
 from screener_ssl.defs.probe import assets as probe_assets
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.scan import assets as scan_assets
-from screener_ssl.defs.sweep_partitions import NIGHTLY_CRON, build_sweep_definitions
+from screener_ssl.defs.resources import NIGHTLY_CRON
+from screener_ssl.defs.sweep_partitions import build_sweep_definitions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,9 @@ def build_definitions(
     """The same graph as :data:`defs` for explicit settings (tests, scripts); ``executor`` as in defs/execution.py."""
     return dg.Definitions.merge(
         dg.Definitions(assets=dg.load_assets_from_modules([data_assets, probe_assets, scan_assets])),
-        build_sweep_definitions(settings, nightly_cron, nightly_variants),
+        build_sweep_definitions(
+            settings.model_copy(update={"nightly_cron": nightly_cron, "nightly_variants": ",".join(nightly_variants or [])})
+        ),
         dg.Definitions(executor=executor),
     )
 

@@ -34,6 +34,7 @@ from screener_ssl.instance import open_instance
 from screener_ssl.defs.staleness import run_subset
 from screener_ssl.probe.probe import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
+from screener_ssl.store.environment import dagster_home, project_variables, set_worker_thread_counts
 from screener_ssl.tracking.leaderboard import board_budgets, format_leaderboard
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
@@ -88,7 +89,7 @@ def _print_scan(settings: ScreenerSettings) -> None:
 
 def demo_definitions() -> dg.Definitions:
     """The project's definitions for the settings in this process's environment (built once per settings)."""
-    return _definitions(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SCREENER_SSL_"))))
+    return _definitions(tuple(sorted(project_variables().items())))
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,9 +121,7 @@ def run_partition(key: str) -> tuple[str, float, float]:
 
 
 def _worker_init(threads: int) -> None:
-    # Before torch is imported in this process: its thread pools read these at start.
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = str(threads)
+    set_worker_thread_counts(threads)  # before torch is imported in this process
 
 
 def max_point_threads(sweep: Sweep, keys: list[str]) -> int:
@@ -204,14 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("DAGSTER_HOME", str(Path.cwd()))
+    dagster_home(default=Path.cwd())
     defs = demo_definitions()
 
     settings: ScreenerSettings = defs.resources["settings"]
     # Storage created up front (the workers open it concurrently), killed runs' pool slots freed.
     instance = open_instance()
     started = time.perf_counter()
-    print(f"data root {settings.root}; bars {settings.bars}; labels {settings.labels}; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
+    print(f"data root {settings.root}; bars {settings.bars}; labels {settings.labels}; DAGSTER_HOME {dagster_home()}")
     _run_job(defs, instance, DATA_JOB, DATA_ASSETS, None)
     _print_data_summary(settings)
     if not args.data_only:

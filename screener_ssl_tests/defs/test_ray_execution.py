@@ -17,6 +17,7 @@ import torch
 
 from screener_ssl.definitions import build_definitions
 from screener_ssl.defs.execution import RaySettings, StepResources, executor_from_env
+from screener_ssl.store.environment import project_variables
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl_tests.defs.conftest import TINY_SWEEP
 from screener_ssl_tests.defs.servers import REPO, RayHead, postgres_url  # noqa: F401  (fixture)
@@ -31,7 +32,7 @@ KILL_SWEEP = TINY_SWEEP.replace("variants: {base: {}, full: {train: {steps: 8}}}
 
 def ray_sweep_job() -> dg.JobDefinition:
     """The project's sweep job, built from the environment like definitions.py (every Ray step rebuilds it)."""
-    return build_definitions(ScreenerSettings.from_env(), executor=executor_from_env()).resolve_job_def(
+    return build_definitions(ScreenerSettings.from_env(), executor=executor_from_env(project_variables())).resolve_job_def(
         "sweep_partition_job"
     )
 

@@ -1,7 +1,6 @@
 """Probe metrics per partition, the finetuned classifier, and the consolidated experiment index."""
 
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -34,6 +33,7 @@ from screener_ssl.tracking.latest import latest_partition_run, record_partition_
 from screener_ssl.tracking.leaderboard import board_budgets, leaderboard, leaderboard_records, ordered_board
 from screener_ssl.tracking.board import table_schema, verdict_table
 from screener_ssl.tracking.report_html import PER_PATTERN_COLUMNS, REPORT_FILE, per_pattern_rows, write_report
+from screener_ssl.store.environment import thread_variables
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -219,7 +219,7 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
                     "sweep_point_fingerprint": settings.load_sweep().point_fingerprint(objective, variant),
                 },
                 log=context.log.info,
-                environ=os.environ,
+                environ=thread_variables(),
             )
         except SchemaMismatchError as exc:
             raise dg.Failure(description=f"cannot finetune {source}: {exc}") from exc
