@@ -11,10 +11,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from screener_ssl.cli import PlannedRun, main, plan
+from screener_ssl.cli import main
 from screener_ssl.definitions import build_definitions
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import sweep_run_tags
+from screener_ssl.pipeline import PlannedRun, plan
 from screener_ssl_tests.defs.conftest import TINY_SWEEP
 
 REPO = Path(__file__).resolve().parents[2]
