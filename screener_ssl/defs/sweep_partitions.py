@@ -10,8 +10,10 @@ from screener_ssl.defs.ssl.assets import build_ssl_assets
 from screener_ssl.defs.staleness import build_stale_partitions_sensor, build_staleness_checks
 from screener_ssl.defs.sweep_file import build_sweep_file_asset, build_sweep_file_sensor
 
-def build_sweep_definitions(settings: ScreenerSettings) -> dg.Definitions:
-    """Partitioned assets, the sweep jobs, the nightly schedule and its follow-up sensor for the sweep file ``settings`` names."""
+@dg.definitions
+def sweep_definitions() -> dg.Definitions:
+    """Partitioned assets, the sweep jobs, the nightly schedule and the sensors for the sweep file the settings name."""
+    settings = ScreenerSettings.from_env()
     sweep = settings.load_sweep()
     partitions = sweep_partitions(sweep)
     jobs = build_sweep_jobs(sweep, partitions)
@@ -23,8 +25,3 @@ def build_sweep_definitions(settings: ScreenerSettings) -> dg.Definitions:
         sensors=[build_nightly_followup_sensor(sweep, jobs), build_sweep_file_sensor(), build_stale_partitions_sensor()],
         resources={"settings": settings, "warehouse": warehouse_resource(settings)},
     )
-
-
-@dg.definitions
-def sweep_definitions() -> dg.Definitions:
-    return build_sweep_definitions(ScreenerSettings.from_env())
