@@ -1,33 +1,13 @@
 """The one Definitions object, loaded from the ``defs`` folder (the ``dg`` layout).
 
 Top-level assets live in ``defs/data``, ``defs/probe`` and ``defs/scan``; the sweep's
-objective x variant assets, jobs, schedule and the settings resource come from
-``defs/sweep_partitions.py``, which reads the settings (and so the sweep) once.
+objective x variant assets, jobs, schedule, sensors and the resources come from
+``defs/sweep_partitions.py`` and the executor from ``defs/execution.py``, each reading the
+settings (``ScreenerSettings.from_env``: the ``SCREENER_SSL_*`` variables) when the folder is loaded.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
-from screener_ssl.defs.data import assets as data_assets
-from screener_ssl.defs.probe import assets as probe_assets
-from screener_ssl.defs.resources import ScreenerSettings
-from screener_ssl.defs.scan import assets as scan_assets
-from screener_ssl.defs.sweep_partitions import NIGHTLY_CRON, build_sweep_definitions
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def build_definitions(
-    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None,
-    executor: dg.ExecutorDefinition | None = None,
-) -> dg.Definitions:
-    """The same graph as :data:`defs` for explicit settings (tests, scripts); ``executor`` as in defs/execution.py."""
-    return dg.Definitions.merge(
-        dg.Definitions(assets=dg.load_assets_from_modules([data_assets, probe_assets, scan_assets])),
-        build_sweep_definitions(settings, nightly_cron, nightly_variants),
-        dg.Definitions(executor=executor),
-    )
-
-
-defs = dg.load_from_defs_folder(project_root=PROJECT_ROOT)
+defs = dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent)

@@ -12,14 +12,9 @@ metrics, writing artifacts).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import os
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from multiprocessing import get_context
 from pathlib import Path
 
 import dagster as dg
@@ -31,16 +26,16 @@ from screener_ssl.defs.partitions import split_partition_key
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import DATA_JOB, FINETUNE_JOB, INDEX_JOB, SWEEP_JOB, sweep_run_tags
 from screener_ssl.instance import open_instance
-from screener_ssl.defs.staleness import run_subset
+from screener_ssl.pipeline import (
+    PlannedRun, concurrent_partitions, launch, load_definitions, max_point_threads, run_partitions,
+)
 from screener_ssl.probe.config import ProbeConfig
 from screener_ssl.runs.sweep import Sweep
+from screener_ssl.store.environment import dagster_home
 from screener_ssl.tracking.leaderboard import board_budgets, format_leaderboard
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
-TORCH_POOL = "torch"  # the pool of the training and probing steps (defs/ssl, defs/probe)
 DEMO_TAGS = {"screener_ssl/launched_by": "make demo"}
-# INFO keeps training progress (step, loss, windows/s) and drops Dagster's step bookkeeping.
-RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _print_data_summary(settings: ScreenerSettings) -> None:
@@ -60,17 +55,16 @@ def _run_job(
     defs: dg.Definitions, instance: dg.DagsterInstance, job: str, selection: list[str], partition: str | None
 ) -> None:
     """A step around the sweep (data, finetuning, index) as a run of its named job, limited to ``selection``."""
-    settings: ScreenerSettings = defs.resources["settings"]
-    tags = dict(DEMO_TAGS) | (sweep_run_tags(settings.load_sweep(), partition) if partition else {})
-    result = run_subset(defs.resolve_job_def(job), selection).execute_in_process(
-        partition_key=partition,
-        instance=instance,
-        run_config=RUN_CONFIG,
-        tags=tags,
-        raise_on_error=True,
-    )
+    result = launch(defs, instance, PlannedRun(job, tuple(selection), partition), tags=_tags(defs, partition),
+                    raise_on_error=True)
     if not result.success:
         raise SystemExit(f"run of {job} for {selection} ({partition}) failed")
+
+
+def _tags(defs: dg.Definitions, partition: str | None) -> dict[str, str]:
+    """The demo's runs say who launched them; a partition's run carries the sweep's tags of its point."""
+    settings: ScreenerSettings = defs.resources["settings"]
+    return dict(DEMO_TAGS) | (sweep_run_tags(settings.load_sweep(), partition) if partition else {})
 
 
 def _print_scan(settings: ScreenerSettings) -> None:
@@ -84,103 +78,6 @@ def _print_scan(settings: ScreenerSettings) -> None:
     )
     for row in alerts.head(5).iter_rows(named=True):
         print(f"  {row['ticker']:>8}  {row['pattern']:<22} score {row['score']:.3f}")
-
-
-def demo_definitions() -> dg.Definitions:
-    """The project's definitions for the settings in this process's environment (built once per settings)."""
-    return _definitions(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SCREENER_SSL_"))))
-
-
-@functools.lru_cache(maxsize=4)
-def _definitions(settings_env: tuple[tuple[str, str], ...]) -> dg.Definitions:
-    from screener_ssl.definitions import build_definitions
-
-    return build_definitions(ScreenerSettings.from_env(dict(settings_env)))
-
-
-def run_partition(key: str) -> tuple[str, float, float]:
-    """One sweep partition as a run of ``sweep_partition_job`` in this process: (key, wall s, CPU s).
-
-    The worker of ``--jobs``: it loads the definitions and the instance itself (DAGSTER_HOME
-    and the settings come from the environment it inherits).
-    """
-    defs = demo_definitions()
-    settings: ScreenerSettings = defs.resources["settings"]
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = defs.resolve_job_def(SWEEP_JOB).execute_in_process(
-        partition_key=key,
-        tags=sweep_run_tags(settings.load_sweep(), key) | DEMO_TAGS,
-        instance=dg.DagsterInstance.get(),
-        run_config=RUN_CONFIG,
-        raise_on_error=True,
-    )
-    if not result.success:
-        raise SystemExit(f"run of {SWEEP_JOB} for partition {key} failed")
-    return key, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _worker_init(threads: int) -> None:
-    # Before torch is imported in this process: its thread pools read these at start.
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = str(threads)
-
-
-def max_point_threads(sweep: Sweep, keys: list[str]) -> int:
-    return max((sweep.point(*split_partition_key(key)).train.threads for key in keys), default=1)
-
-
-def concurrent_partitions(requested: int, cores: int, threads: int) -> int:
-    """Partitions run at once: as asked, but never more torch threads than cores."""
-    return max(1, min(requested, cores // max(threads, 1)))
-
-
-@contextlib.contextmanager
-def pool_slots(instance: dg.DagsterInstance, pool: str, slots: int) -> Iterator[None]:
-    """``pool`` holds at least ``slots`` slots while the block runs, then its limit is as before.
-
-    The instance's pools let one torch step run at a time (dagster.yaml) so two multi-threaded
-    runs cannot oversubscribe the cores; the demo's concurrent partitions are single-threaded.
-    """
-    storage = instance.event_log_storage
-    if slots <= 1 or not storage.supports_global_concurrency_limits:
-        yield
-        return
-    before = storage.get_concurrency_info(pool)
-    if before.limit is not None and before.limit >= slots:
-        yield
-        return
-    storage.set_concurrency_slots(pool, slots)
-    try:
-        yield
-    finally:
-        if before.limit is None or before.using_default_limit:
-            storage.delete_concurrency_limit(pool)  # back to the instance's default limit
-        else:
-            storage.set_concurrency_slots(pool, before.limit)
-
-
-def run_partitions(keys: list[str], jobs: int, threads: int, instance: dg.DagsterInstance) -> None:
-    """Every key through :func:`run_partition`, ``jobs`` at a time (in this process when 1)."""
-    started = time.perf_counter()
-
-    def done(i: int, key: str, wall: float, cpu: float) -> None:
-        print(f"[{i}/{len(keys)}] {key} done in {wall:.0f}s ({cpu:.0f} CPU s; "
-              f"{time.perf_counter() - started:.0f}s into the sweep)", flush=True)
-
-    if jobs <= 1:
-        for i, key in enumerate(keys, 1):
-            done(i, *run_partition(key))
-        return
-    with pool_slots(instance, TORCH_POOL, jobs), ProcessPoolExecutor(
-        max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)
-    ) as pool:
-        pending: set[Future] = {pool.submit(run_partition, key) for key in keys}
-        finished = 0
-        while pending:
-            complete, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in complete:
-                finished += 1
-                done(finished, *future.result())
 
 
 def reference_partition(sweep: Sweep, objective: str, variant: str) -> str | None:
@@ -204,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("DAGSTER_HOME", str(Path.cwd()))
-    defs = demo_definitions()
+    dagster_home(default=Path.cwd())
+    defs = load_definitions()
 
     settings: ScreenerSettings = defs.resources["settings"]
     # Storage created up front (the workers open it concurrently), killed runs' pool slots freed.
     instance = open_instance()
     started = time.perf_counter()
-    print(f"data root {settings.root}; bars {settings.bars}; labels {settings.labels}; DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
+    print(f"data root {settings.root}; bars {settings.bars}; labels {settings.labels}; DAGSTER_HOME {dagster_home()}")
     _run_job(defs, instance, DATA_JOB, DATA_ASSETS, None)
     _print_data_summary(settings)
     if not args.data_only:
@@ -225,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.variant == "base":
             print(base_budget_note(sweep, keys))
-        run_partitions(keys, jobs, threads, instance)
+        started_sweep = time.perf_counter()
+
+        def done(i: int, key: str, wall: float, cpu: float) -> None:
+            print(f"[{i}/{len(keys)}] {key} done in {wall:.0f}s ({cpu:.0f} CPU s; "
+                  f"{time.perf_counter() - started_sweep:.0f}s into the sweep)", flush=True)
+
+        run_partitions(keys, jobs, threads, instance, tags=lambda key: sweep_run_tags(sweep, key) | DEMO_TAGS, done=done)
         finetune = args.finetune
         if finetune is None:
             finetune = [k for k in [reference_partition(sweep, "masked_recon", args.variant)] if k]

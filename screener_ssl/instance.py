@@ -12,13 +12,13 @@ pool slots of runs that ended or were killed, and reports those of runs that may
 from __future__ import annotations
 
 import fcntl
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
 from screener_ssl.run_launcher import release_dead_runs_slots
+from screener_ssl.store.environment import dagster_home
 
 INIT_LOCK = ".screener_ssl-instance.lock"
 
@@ -36,7 +36,7 @@ def initialize_storage(instance: dg.DagsterInstance) -> None:
 
 def open_instance(home: str | Path | None = None, log: Callable[[str], None] = print) -> dg.DagsterInstance:
     """The instance at ``home`` (default ``$DAGSTER_HOME``), its storage initialized, dead runs' pool slots freed."""
-    home = Path(home or os.environ["DAGSTER_HOME"]).resolve()
+    home = Path(home or dagster_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     with open(home / INIT_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time creates the storage

@@ -14,7 +14,6 @@ health checks and stopping; this module only picks the resources and the health-
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
@@ -22,6 +21,8 @@ from dagster._core.definitions.executor_definition import multiple_process_execu
 from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster._core.executor.step_delegating import StepDelegatingExecutor, StepHandlerContext
 from pydantic import BaseModel, ConfigDict, Field
+
+from screener_ssl.store.environment import project_variables
 
 EXECUTOR_ENV = "SCREENER_SSL_EXECUTOR"
 EXECUTORS = ("default", "ray")
@@ -112,18 +113,17 @@ def ray_step_executor(settings: RaySettings) -> dg.ExecutorDefinition:
     return ray
 
 
-def executor_from_env(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
-    """The executor named by SCREENER_SSL_EXECUTOR; None keeps Dagster's default (multiprocess)."""
-    env = os.environ if environ is None else environ
-    kind = env.get(EXECUTOR_ENV, "default") or "default"
+def executor_from_env(environ: Mapping[str, str]) -> dg.ExecutorDefinition | None:
+    """The executor ``environ``'s SCREENER_SSL_EXECUTOR names; None keeps Dagster's default (multiprocess)."""
+    kind = environ.get(EXECUTOR_ENV, "default") or "default"
     if kind not in EXECUTORS:
         raise ValueError(f"{EXECUTOR_ENV}={kind!r}: expected one of {EXECUTORS}")
     if kind == "ray":
-        return ray_step_executor(RaySettings.from_env(env))
+        return ray_step_executor(RaySettings.from_env(environ))
     return None
 
 
 @dg.definitions
 def execution_definitions() -> dg.Definitions:
     """The executor of the code location (the dg layout picks this up from the defs folder)."""
-    return dg.Definitions(executor=executor_from_env())
+    return dg.Definitions(executor=executor_from_env(project_variables()))

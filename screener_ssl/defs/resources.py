@@ -1,4 +1,8 @@
-"""Configuration, carried by one resource; environment variables are read here and nowhere deeper."""
+"""Configuration, carried by one resource, read from the environment's ``SCREENER_SSL_*`` variables.
+
+:meth:`ScreenerSettings.from_env` is the one place the project's settings come from the process
+environment (through :mod:`screener_ssl.store.environment`, the only module that touches it).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import functools
 import hashlib
 import importlib
 import inspect
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +20,9 @@ from dagster_duckdb import DuckDBResource
 from screener_ssl.data.dataset import WAREHOUSE
 from screener_ssl.data.warehouse import connect_with_retry
 from screener_ssl.runs.sweep import DEFAULT_SWEEP, Sweep, SweepError, load_sweep
+from screener_ssl.store.environment import project_variables
+
+NIGHTLY_CRON = "0 2 * * *"
 
 
 @functools.lru_cache(maxsize=8)
@@ -32,10 +38,17 @@ class ScreenerSettings(dg.ConfigurableResource):
     bars_date_format: str = ""  # strftime layout of non-ISO CSV dates, e.g. '%m/%d/%Y'; empty = ISO only
     labels: str = "synthetic"  # 'synthetic', 'talib', 'chart' / 'chart:<pattern>,...' or a label file
     sweep: str = ""  # sweep file; empty = the bundled sweeps/default.yaml
+    nightly_cron: str = NIGHTLY_CRON  # cron of the nightly sweep schedule
+    nightly_variants: str = "full"  # comma-separated variants the nightly sweep runs; empty = every variant
 
     @property
     def root(self) -> Path:
         return Path(self.data_dir).resolve()
+
+    @property
+    def nightly_variant_list(self) -> list[str] | None:
+        """The nightly sweep's variants; None = every variant of the sweep."""
+        return [v for v in self.nightly_variants.split(",") if v] or None
 
     def load_sweep(self) -> Sweep:
         """The sweep file, parsed once per file version (every asset of a run reads the same one)."""
@@ -48,13 +61,16 @@ class ScreenerSettings(dg.ConfigurableResource):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ScreenerSettings":
-        env = os.environ if environ is None else environ
+        """The settings of the ``SCREENER_SSL_*`` variables in ``environ`` (default: this process's)."""
+        env = project_variables() if environ is None else environ
         return cls(
             data_dir=env.get("SCREENER_SSL_DATA_DIR", "data"),
             bars=env.get("SCREENER_SSL_BARS", "synthetic"),
             bars_date_format=env.get("SCREENER_SSL_BARS_DATE_FORMAT", ""),
             labels=env.get("SCREENER_SSL_LABELS", "synthetic"),
             sweep=env.get("SCREENER_SSL_SWEEP", ""),
+            nightly_cron=env.get("SCREENER_SSL_NIGHTLY_CRON", NIGHTLY_CRON),
+            nightly_variants=env.get("SCREENER_SSL_NIGHTLY_VARIANTS", "full"),
         )
 
 

@@ -20,6 +20,7 @@ and scan once every run of the night has finished, so the leaderboard includes a
 import dagster as dg
 
 from screener_ssl.defs.partitions import finetunable_keys, finetune_partitions, split_partition_key
+from screener_ssl.defs.sensors import running_sensor
 from screener_ssl.defs.staleness import staleness_check_keys
 from screener_ssl.runs.sweep import Sweep
 
@@ -159,11 +160,10 @@ def nightly_followup_requests(sweep: Sweep, instance: dg.DagsterInstance) -> lis
 def build_nightly_followup_sensor(sweep: Sweep, jobs: list) -> dg.SensorDefinition:
     """``jobs``: the finetune and index jobs of :func:`build_sweep_jobs` (a sensor names the jobs it may launch)."""
 
-    @dg.sensor(
-        name="nightly_sweep_followup",
+    @running_sensor(
+        "nightly_sweep_followup",
+        every_seconds=60,
         jobs=[j for j in jobs if j.name in (FINETUNE_JOB, INDEX_JOB)],
-        minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"After nightly_sweep: {FINETUNE_JOB} for each finetunable partition whose sweep run "
         f"succeeded, then {INDEX_JOB} once every run of the night has finished.",
     )

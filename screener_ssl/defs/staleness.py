@@ -33,6 +33,7 @@ from dagster._core.loader import LoadingContextForTest
 from screener_ssl.data.dataset import WINDOWED_DIR
 from screener_ssl.defs.metadata import table_value
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.sensors import running_sensor
 from screener_ssl.defs.sweep_file import point_fingerprints
 from screener_ssl.tracking.board import leaderboard_records, table_schema
 from screener_ssl.tracking.currency import leaderboard_rows, out_of_date_rows, with_currency
@@ -235,10 +236,9 @@ def staleness_evaluations(
 
 
 def build_stale_partitions_sensor() -> dg.SensorDefinition:
-    @dg.sensor(
-        name="stale_partitions_sensor",
-        minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+    @running_sensor(
+        "stale_partitions_sensor",
+        every_seconds=60,
         description="Re-evaluates partitions_current on each partitioned sweep asset (no run) when its set of stale "
         "partitions changes, and experiment_index's index_current when its set of out-of-date leaderboard rows "
         "changes, so a card shows a failed check while anything it reports is stale.",

@@ -21,6 +21,7 @@ import warnings
 import dagster as dg
 
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.defs.sensors import running_sensor
 from screener_ssl.runs.sweep import Sweep
 
 SWEEP_FILE = dg.AssetKey("sweep_file")
@@ -52,10 +53,9 @@ def build_sweep_file_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefi
 
 
 def build_sweep_file_sensor() -> dg.SensorDefinition:
-    @dg.sensor(
-        name="sweep_file_sensor",
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+    @running_sensor(
+        "sweep_file_sensor",
+        every_seconds=30,
         description="Observes sweep_file when a sweep point's fingerprint changed, so the edited partitions "
         "and their downstream show stale before anything runs.",
     )

@@ -1,7 +1,5 @@
 """The sweep's assets, jobs and schedule, partitioned by exactly the sweep file's points, read once from the settings resource."""
 
-import os
-
 import dagster as dg
 
 from screener_ssl.defs.partitions import sweep_partitions
@@ -12,13 +10,10 @@ from screener_ssl.defs.ssl.assets import build_ssl_assets
 from screener_ssl.defs.staleness import build_stale_partitions_sensor, build_staleness_checks
 from screener_ssl.defs.sweep_file import build_sweep_file_asset, build_sweep_file_sensor
 
-NIGHTLY_CRON = "0 2 * * *"
-
-
-def build_sweep_definitions(
-    settings: ScreenerSettings, nightly_cron: str = NIGHTLY_CRON, nightly_variants: list[str] | None = None
-) -> dg.Definitions:
-    """Partitioned assets, the sweep jobs, the nightly schedule and its follow-up sensor for the sweep file ``settings`` names."""
+@dg.definitions
+def sweep_definitions() -> dg.Definitions:
+    """Partitioned assets, the sweep jobs, the nightly schedule and the sensors for the sweep file the settings name."""
+    settings = ScreenerSettings.from_env()
     sweep = settings.load_sweep()
     partitions = sweep_partitions(sweep)
     jobs = build_sweep_jobs(sweep, partitions)
@@ -26,16 +21,7 @@ def build_sweep_definitions(
         assets=[build_sweep_file_asset(partitions), *build_ssl_assets(partitions), *build_probe_assets(partitions)],
         asset_checks=build_staleness_checks(),
         jobs=jobs,
-        schedules=[build_nightly_schedule(sweep, nightly_cron, nightly_variants)],
+        schedules=[build_nightly_schedule(sweep, settings.nightly_cron, settings.nightly_variant_list)],
         sensors=[build_nightly_followup_sensor(sweep, jobs), build_sweep_file_sensor(), build_stale_partitions_sensor()],
         resources={"settings": settings, "warehouse": warehouse_resource(settings)},
-    )
-
-
-@dg.definitions
-def sweep_definitions() -> dg.Definitions:
-    return build_sweep_definitions(
-        ScreenerSettings.from_env(),
-        nightly_cron=os.environ.get("SCREENER_SSL_NIGHTLY_CRON", NIGHTLY_CRON),
-        nightly_variants=[v for v in os.environ.get("SCREENER_SSL_NIGHTLY_VARIANTS", "full").split(",") if v] or None,
     )

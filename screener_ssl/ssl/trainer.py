@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import warnings
@@ -21,6 +20,7 @@ from screener_ssl.ssl.device import DEVICE_PATTERN, autocast, batch_to_device, r
 from screener_ssl.ssl.sampler import WindowSampler
 from screener_ssl.ssl.snapshots import DEFAULT_CURVE_FRACS, check_curve_fracs
 from screener_ssl.ssl.schema import diff_fields
+from screener_ssl.store.environment import default_thread_counts
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,8 +83,7 @@ class TrainResult:
 
 def seed_everything(seed: int, threads: int) -> None:
     """Seed python, numpy and torch and pin torch's intra-op threads (recorded with the run)."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
+    default_thread_counts(threads)
     torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed % (2**32))

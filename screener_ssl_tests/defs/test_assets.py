@@ -13,8 +13,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from screener_ssl.definitions import build_definitions
 from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl_tests.defs.project import load_defs
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 PARTITION_ASSETS = ["ssl_schema", "pretrained_encoder", "probe_metrics"]
@@ -23,7 +23,7 @@ MAX_PROBE_METADATA_BYTES = 64_000
 
 
 def _defs(**kw) -> dg.Definitions:
-    return build_definitions(ScreenerSettings.from_env(), **kw)
+    return load_defs(**kw)
 
 
 def _materialize(defs, instance, selection, partition=None):

@@ -11,10 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from screener_ssl.cli import PlannedRun, main, plan
-from screener_ssl.definitions import build_definitions
-from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl.cli import main
 from screener_ssl.defs.schedules import sweep_run_tags
+from screener_ssl.pipeline import PlannedRun, plan
+from screener_ssl_tests.defs.project import load_defs
 from screener_ssl_tests.defs.conftest import TINY_SWEEP
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ objectives:
 
 
 def _defs() -> dg.Definitions:
-    return build_definitions(ScreenerSettings.from_env())
+    return load_defs()
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

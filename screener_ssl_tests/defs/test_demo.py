@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from screener_ssl import demo
+from screener_ssl import demo, pipeline
 
 DEMO_SWEEP = """
 dataset:
@@ -71,7 +71,7 @@ def test_demo_runs_named_tagged_partitions_two_at_a_time(tiny_env, capsys) -> No
         "screener_ssl/point_fingerprint"
     ]
     # The torch pool is back on the instance's default limit.
-    info = instance.event_log_storage.get_concurrency_info(demo.TORCH_POOL)
+    info = instance.event_log_storage.get_concurrency_info(pipeline.TORCH_POOL)
     assert info.limit == 1 and info.using_default_limit
 
     board = Path(tiny_env["SCREENER_SSL_DATA_DIR"]) / "models" / "_leaderboard.parquet"
@@ -82,10 +82,10 @@ def test_demo_runs_named_tagged_partitions_two_at_a_time(tiny_env, capsys) -> No
 
 
 def test_concurrency_never_runs_more_torch_threads_than_cores() -> None:
-    assert demo.concurrent_partitions(2, cores=2, threads=1) == 2
-    assert demo.concurrent_partitions(2, cores=2, threads=2) == 1
-    assert demo.concurrent_partitions(4, cores=16, threads=2) == 4
-    assert demo.concurrent_partitions(2, cores=1, threads=1) == 1
+    assert pipeline.concurrent_partitions(2, cores=2, threads=1) == 2
+    assert pipeline.concurrent_partitions(2, cores=2, threads=2) == 1
+    assert pipeline.concurrent_partitions(4, cores=16, threads=2) == 4
+    assert pipeline.concurrent_partitions(2, cores=1, threads=1) == 1
 
 
 def test_reference_partition_is_the_first_seed(tiny_env) -> None:
@@ -96,4 +96,4 @@ def test_reference_partition_is_the_first_seed(tiny_env) -> None:
     assert demo.reference_partition(sweep, "masked_recon", "base") == "masked_recon|base-s0"
     assert demo.reference_partition(sweep, "masked_recon", "full") == "masked_recon|full"
     assert demo.reference_partition(sweep, "vicreg", "base") is None
-    assert demo.max_point_threads(sweep, sweep.partition_keys("full")) == 2
+    assert pipeline.max_point_threads(sweep, sweep.partition_keys("full")) == 2

@@ -19,10 +19,9 @@ from screener_ssl_tests.defs.test_staleness import POINTS, _defs, _materialize, 
 
 # The definitions the code location loads: the project's graph for the settings in the environment.
 DEFS_FILE = """
-from screener_ssl.definitions import build_definitions
-from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl_tests.defs.project import load_defs
 
-defs = build_definitions(ScreenerSettings.from_env())
+defs = load_defs()
 """
 
 ASSET_NODES = """

@@ -8,9 +8,8 @@ import dagster as dg
 import yaml
 from dagster._core.test_utils import create_run_for_test
 
-from screener_ssl.definitions import build_definitions
-from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.schedules import NIGHTLY_RUNS_TAG, NIGHTLY_TAG, sweep_run_tags
+from screener_ssl_tests.defs.project import load_defs
 
 NIGHT = datetime.datetime(2026, 11, 27, 2, tzinfo=datetime.timezone.utc)
 # The tiny sweep's base points; raw_features has no weights, so it is never finetuned.
@@ -20,7 +19,7 @@ SWEEP_ASSETS = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics
 
 
 def _defs(**kw) -> dg.Definitions:
-    return build_definitions(ScreenerSettings.from_env(), **kw)
+    return load_defs(**kw)
 
 
 def test_every_sweep_asset_belongs_to_a_named_job_and_partitioned_runs_carry_the_sweep_tags(tiny_env):
@@ -169,7 +168,7 @@ def test_the_staleness_check_judges_only_with_the_code_locations_whole_graph(tin
 
     from screener_ssl.defs.staleness import _whole_graph
 
-    defs = build_definitions(ScreenerSettings.from_env())
+    defs = load_defs()
     assert _whole_graph(SimpleNamespace(repository_def=defs.get_repository_def())) is not None
     # A job executed on its own (e.g. a reconstructable job on Ray) has only its own assets: no verdict from it.
     alone = repository_def_from_target_def(defs.resolve_job_def("sweep_partition_job"))

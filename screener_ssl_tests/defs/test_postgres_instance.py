@@ -11,8 +11,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from screener_ssl.definitions import build_definitions
-from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl_tests.defs.project import load_defs
 from screener_ssl_tests.defs.servers import REPO, postgres_url  # noqa: F401  (fixture)
 
 PG_CONFIG = REPO / "deploy" / "postgres" / "dagster.yaml"
@@ -47,7 +46,7 @@ def _materialize(defs, instance, selection, partition=None):
 
 def train_partition(home: str, partition: str, barrier) -> str:
     """One run materializing pretrained_encoder for ``partition`` (in a child process); returns its run id."""
-    defs = build_definitions(ScreenerSettings.from_env())
+    defs = load_defs()
     with dg.DagsterInstance.from_config(home) as instance:
         barrier.wait(timeout=300)  # both runs start together, whatever each child's import time
         return _materialize(defs, instance, ["pretrained_encoder"], partition)
@@ -56,7 +55,7 @@ def train_partition(home: str, partition: str, barrier) -> str:
 def test_data_assets_and_a_partition_materialize_through_postgres(pg_home, postgres_url):  # noqa: F811
     import psycopg2
 
-    defs = build_definitions(ScreenerSettings.from_env())
+    defs = load_defs()
     with dg.DagsterInstance.from_config(str(pg_home)) as instance:
         storages = {type(s).__name__ for s in (instance.run_storage, instance.event_log_storage,
                                                instance.schedule_storage)}
@@ -73,7 +72,7 @@ def test_data_assets_and_a_partition_materialize_through_postgres(pg_home, postg
 
 
 def test_two_runs_in_the_torch_pool_queue_rather_than_overlap(pg_home):
-    defs = build_definitions(ScreenerSettings.from_env())
+    defs = load_defs()
     with dg.DagsterInstance.from_config(str(pg_home)) as instance:
         _materialize(defs, instance, DATA_ASSETS + ["ssl_schema"], "masked_recon|base")
         _materialize(defs, instance, ["ssl_schema"], "vicreg|base")

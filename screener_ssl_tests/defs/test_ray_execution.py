@@ -15,9 +15,8 @@ import dagster as dg
 import pytest
 import torch
 
-from screener_ssl.definitions import build_definitions
 from screener_ssl.defs.execution import RaySettings, StepResources, executor_from_env
-from screener_ssl.defs.resources import ScreenerSettings
+from screener_ssl_tests.defs.project import load_defs
 from screener_ssl_tests.defs.conftest import TINY_SWEEP
 from screener_ssl_tests.defs.servers import REPO, RayHead, postgres_url  # noqa: F401  (fixture)
 
@@ -31,7 +30,7 @@ KILL_SWEEP = TINY_SWEEP.replace("variants: {base: {}, full: {train: {steps: 8}}}
 
 def ray_sweep_job() -> dg.JobDefinition:
     """The project's sweep job, built from the environment like definitions.py (every Ray step rebuilds it)."""
-    return build_definitions(ScreenerSettings.from_env(), executor=executor_from_env()).resolve_job_def(
+    return load_defs().resolve_job_def(
         "sweep_partition_job"
     )
 
@@ -82,7 +81,7 @@ def _local_reference(root: Path, partitions, monkeypatch) -> tuple[dict[str, str
     """The same partitions on the local path (in-process), one after the other: their data versions, seconds."""
     monkeypatch.setenv("SCREENER_SSL_DATA_DIR", str(root))
     monkeypatch.delenv("SCREENER_SSL_EXECUTOR")
-    defs = build_definitions(ScreenerSettings.from_env())
+    defs = load_defs()
     instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize(list(defs.assets), selection=DATA_ASSETS, instance=instance, resources=defs.resources).success
     versions = {}
@@ -197,7 +196,7 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes_from_its_checkpoint
     monkeypatch.setenv("SCREENER_SSL_SWEEP", str(sweep))
     root = Path(ray_env["SCREENER_SSL_DATA_DIR"])
     monkeypatch.delenv("SCREENER_SSL_EXECUTOR")
-    defs = build_definitions(ScreenerSettings.from_env())
+    defs = load_defs()
     assert dg.materialize(list(defs.assets), selection=DATA_ASSETS, instance=dg.DagsterInstance.ephemeral(),
                           resources=defs.resources).success
     monkeypatch.setenv("SCREENER_SSL_EXECUTOR", "ray")

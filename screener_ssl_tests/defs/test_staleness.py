@@ -8,9 +8,9 @@ import dagster as dg
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from screener_ssl.definitions import build_definitions
 from screener_ssl.defs.resources import ScreenerSettings
 from screener_ssl.defs.staleness import staleness_evaluations
+from screener_ssl_tests.defs.project import load_defs
 
 DATA_ASSETS = ["ohlcv_bars", "shape_features", "windowed_dataset", "pattern_labels"]
 SWEEP_RUN = ["sweep_file", "ssl_schema", "pretrained_encoder", "probe_metrics"]
@@ -19,7 +19,7 @@ POINTS = ["masked_recon|base", "raw_features|base"]
 
 
 def _defs() -> dg.Definitions:
-    return build_definitions(ScreenerSettings.from_env())
+    return load_defs()
 
 
 def _materialize(defs, instance, selection, partition=None):

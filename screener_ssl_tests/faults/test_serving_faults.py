@@ -201,8 +201,7 @@ def test_a_crafted_minirocket_state_runs_nothing_through_load_encoder_or_the_sca
 def test_a_crafted_minirocket_state_runs_nothing_through_the_probe_asset(tmp_path, monkeypatch):
     import dagster as dg
 
-    from screener_ssl.definitions import build_definitions
-    from screener_ssl.defs.resources import ScreenerSettings
+    from screener_ssl_tests.defs.project import load_defs
     from screener_ssl.tracking.latest import latest_partition_run
 
     sweep_file = tmp_path / "sweep.yaml"
@@ -223,7 +222,7 @@ def test_a_crafted_minirocket_state_runs_nothing_through_the_probe_asset(tmp_pat
         "SCREENER_SSL_BARS": "synthetic", "SCREENER_SSL_LABELS": "synthetic",
     }.items():
         monkeypatch.setenv(key, value)
-    defs = build_definitions(ScreenerSettings.from_env())
+    defs = load_defs()
     instance = dg.DagsterInstance.ephemeral()
 
     def materialize(selection, partition=None):

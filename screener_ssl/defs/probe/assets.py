@@ -1,7 +1,6 @@
 """Probe metrics per partition, the finetuned classifier, and the consolidated experiment index."""
 
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -38,6 +37,7 @@ from screener_ssl.tracking.latest import latest_partition_run, record_partition_
 from screener_ssl.tracking.leaderboard import board_budgets, leaderboard, leaderboard_records, ordered_board
 from screener_ssl.tracking.board import table_schema, verdict_table
 from screener_ssl.tracking.report_html import PER_PATTERN_COLUMNS, REPORT_FILE, per_pattern_rows, write_report
+from screener_ssl.store.environment import thread_variables
 
 # Dagster marks an asset stale only when a direct input changed, so the probes name the
 # dataset and the sweep point they read, not only the encoder: a new window spec or an
@@ -157,21 +157,28 @@ def probe_run_dir(
     )
 
 
-def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
-    @dg.asset(
+def _probe_asset(name: str, partitions: dg.PartitionsDefinition, code_version: str, schema_check: str):
+    """A partitioned probe asset: in the torch pool, on the sweep point, the dataset and the encoder it probes.
+
+    ``schema_check``: what its ``schema_matches`` check says it verifies.
+    """
+    return dg.asset(
+        name=name,
         group_name="probe",
         kinds={"torch", "parquet"},
         owners=OWNERS,
         partitions_def=partitions,
         deps=PARTITION_DEPS,
-        code_version=PROBE_CODE_VERSION,
+        code_version=code_version,
         pool="torch",
-        check_specs=[
-            partitioned_check(
-                "schema_matches", "probe_metrics", partitions,
-                description="The probed encoder was trained on the windowed dataset being probed (fingerprints)",
-            )
-        ],
+        check_specs=[partitioned_check("schema_matches", name, partitions, description=schema_check)],
+    )
+
+
+def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
+    @_probe_asset(
+        "probe_metrics", partitions, PROBE_CODE_VERSION,
+        "The probed encoder was trained on the windowed dataset being probed (fingerprints)",
     )
     def probe_metrics(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """Frozen encoder -> one-vs-rest head per pattern; test AUPRC (CI), alerts/day, earliest detection, stability, calibration."""
@@ -190,21 +197,11 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
 
     finetunable = finetune_partitions(partitions)
 
-    @dg.asset(
-        group_name="probe",
-        kinds={"torch", "parquet"},
-        owners=OWNERS,
-        # Only the partitions whose objective has weights: the others can never be filled.
-        partitions_def=finetunable,
-        deps=PARTITION_DEPS,
-        code_version=source_version("screener_ssl.ssl.finetune", "screener_ssl.runs.finetune") + PROBE_CODE_VERSION,
-        pool="torch",
-        check_specs=[
-            partitioned_check(
-                "schema_matches", "finetuned_classifier", finetunable,
-                description="The finetuned encoder was trained on the windowed dataset being probed",
-            )
-        ],
+    # Only the partitions whose objective has weights: the others can never be filled.
+    @_probe_asset(
+        "finetuned_classifier", finetunable,
+        source_version("screener_ssl.ssl.finetune", "screener_ssl.runs.finetune") + PROBE_CODE_VERSION,
+        "The finetuned encoder was trained on the windowed dataset being probed",
     )
     def finetuned_classifier(context: dg.AssetExecutionContext, settings: ScreenerSettings) -> dg.MaterializeResult:
         """The pretrained encoder finetuned end to end with a pattern head (schema-locked), then probed and indexed."""
@@ -225,7 +222,7 @@ def build_probe_assets(partitions: dg.PartitionsDefinition) -> list:
                     "sweep_point_fingerprint": settings.load_sweep().point_fingerprint(objective, variant),
                 },
                 log=context.log.info,
-                environ=os.environ,
+                environ=thread_variables(),
             )
         except SchemaMismatchError as exc:
             raise dg.Failure(description=f"cannot finetune {source}: {exc}") from exc

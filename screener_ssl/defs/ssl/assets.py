@@ -1,7 +1,6 @@
 """Partitioned SSL assets: the schema each run is locked to, and the pretrained encoder."""
 
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +19,7 @@ from screener_ssl.ssl.schema import SSLSchema, diff_fields
 from screener_ssl.store.artifacts import atomic_write_text
 from screener_ssl.tracking.latest import record_partition_run
 from screener_ssl.tracking.names import check_name
+from screener_ssl.store.environment import thread_variables
 
 SSL_CODE_VERSION = source_version(
     "screener_ssl.ssl.objectives",
@@ -112,7 +112,7 @@ def build_ssl_assets(partitions: dg.PartitionsDefinition) -> list:
                 "sweep_point_fingerprint": sweep.point_fingerprint(objective, variant),
             },
             log=context.log.info,
-            environ=os.environ,
+            environ=thread_variables(),
         )
         record_partition_run(settings.root, objective, variant, outcome.run_dir, outcome.data_version)
 
