@@ -162,6 +162,8 @@ def render(documents: list[dict]) -> str:
         device = _device(document)
         devices.add(device.split(":")[0])
         for script, size, what, value, target, met in renderer(document):
+            # A partition key (objective|variant) has a pipe, which would split a Markdown cell.
+            what, value = (text.replace("|", "\\|") for text in (what, value))
             lines.append(
                 f"| `{script}` | {size} | {what} | {value} | {target} | {met} | {_load(document)} | "
                 f"{_threads(document)} | {device} | `{document['_file']}` |"
