@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,10 @@ def test_full_point_and_cuda_smoke_documents_render(tmp_path):
         "sampler_check": {"batch_size": 256, "same_windows": True, "clean_max_abs_diff": 2e-7, "ok": True},
     }
     table = report.render([{**full, "_file": "full_point.json"}, {**smoke, "_file": "cuda_smoke.json"}])
-    assert "| `full_point` | 4,000 × 128 | vicreg|full-s0: train + probe, end to end | 61 s (train loop 40 s" in table
+    assert "| `full_point` | 4,000 × 128 | vicreg\\|full-s0: train + probe, end to end | 61 s (train loop 40 s" in table
+    # The partition key's pipe is escaped: every row has the header's ten cells.
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert {len(re.split(r"(?<!\\)\|", row)) for row in rows} == {12}
     assert "| cuda | `full_point.json` |" in table
     assert "18 / 19 ok (failed: x) | all | **no** |" in table
     assert "device sampler vs CPU sampler, same seed | windows equal, clean values within 2.0e-07" in table
