@@ -28,7 +28,7 @@ from screener_ssl.probe.head_fit import fit_probe_head
 from screener_ssl.probe.bootstrap import pooled_macro_comparison
 from screener_ssl.probe.plots import label_efficiency_png
 from screener_ssl.probe.config import ProbeConfig
-from screener_ssl.probe.positions import eval_positions, stratified_subsample, train_window_count
+from screener_ssl.probe.positions import eval_positions, stratified_subsample, train_matrix_rows, train_window_count
 from screener_ssl.probe.probe import _predictions_frame, bootstrap_design
 from screener_ssl.ssl.encoder import Encoder, embed_positions
 from screener_ssl.store.artifacts import atomic_write_bytes, atomic_write_parquet
@@ -97,10 +97,14 @@ def run_label_budgets(
     started = time.perf_counter()
     cache: dict[str, np.ndarray] = {}
 
+    union_fits = False
     if frozen:
-        # Every draw's train rows embedded once, then looked up per draw.
+        # Every draw's train rows embedded once and looked up per draw, when the union of the
+        # draws fits the train-matrix budget; otherwise each draw's rows (each within the budget)
+        # are embedded for its own head, so a wide embedding never holds the union.
         train_sets = {d.key: draw_train_positions(dataset, config, d, encoder.embed_dim) for d in draws}
         union = np.unique(np.concatenate(list(train_sets.values())))
+        union_fits = len(union) <= train_matrix_rows(config, encoder.embed_dim)
         reuse = embedded is not None and all(
             embedded.get(split) is not None and embedded[split].shape[0] == len(pos)
             for split, pos in (("val", val_pos), ("test", test_pos))
@@ -108,10 +112,14 @@ def run_label_budgets(
         cache = {
             "val": embedded["val"] if reuse else embed_positions(encoder, dataset, val_pos, config.batch_size),
             "test": embedded["test"] if reuse else embed_positions(encoder, dataset, test_pos, config.batch_size),
-            "train": embed_positions(encoder, dataset, union, config.batch_size),
         }
+        if union_fits:
+            cache["train"] = embed_positions(encoder, dataset, union, config.batch_size)
         log(
-            f"label budgets: embedded {len(union)} labelled train windows once"
+            (f"label budgets: embedded {len(union)} labelled train windows once" if union_fits else
+             f"label budgets: the {len(union)} labelled train windows of all draws exceed "
+             f"train_matrix_budget_gib={config.train_matrix_budget_gib} at D={encoder.embed_dim}; "
+             "each draw's are embedded for its own head")
             + (", val and test reused from the full-label probe" if reuse else f", {len(val_pos)} val, {len(test_pos)} test")
         )
 
@@ -123,7 +131,8 @@ def run_label_budgets(
         if frozen:
             model = encoder
             train_pos = train_sets[draw.key]
-            emb_train = cache["train"][np.searchsorted(union, train_pos)]
+            emb_train = (cache["train"][np.searchsorted(union, train_pos)] if union_fits
+                         else embed_positions(encoder, dataset, train_pos, config.batch_size))
             emb_val, emb_test = cache["val"], cache["test"]
         else:
             model = encoder.build(draw)

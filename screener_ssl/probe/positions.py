@@ -92,6 +92,11 @@ def train_positions(
 MIN_TRAIN_WINDOWS = 10
 
 
+def train_matrix_rows(config: ProbeConfig, embed_dim: int) -> int:
+    """How many float32 rows of width ``embed_dim`` the train-matrix budget holds."""
+    return int(config.train_matrix_budget_gib * 2**30) // (4 * max(int(embed_dim), 1))
+
+
 def train_window_count(config: ProbeConfig, embed_dim: int, log: Callable[[str], None] = print) -> int:
     """Train windows to embed: ``max(max_train_windows, train_windows_per_dim x D)``, capped by the
     matrix budget (``train_matrix_budget_gib`` of float32 ``[windows, D]``); logs when the budget binds.
@@ -100,7 +105,7 @@ def train_window_count(config: ProbeConfig, embed_dim: int, log: Callable[[str],
     """
     wanted = max(config.max_train_windows, config.train_windows_per_dim * embed_dim)
     row_bytes = 4 * max(int(embed_dim), 1)
-    fits = int(config.train_matrix_budget_gib * 2**30) // row_bytes
+    fits = train_matrix_rows(config, embed_dim)
     if fits < MIN_TRAIN_WINDOWS:
         raise ValueError(
             f"probe: a train matrix of {MIN_TRAIN_WINDOWS} windows x D={embed_dim} float32 exceeds "

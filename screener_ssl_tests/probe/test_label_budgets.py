@@ -21,6 +21,7 @@ from screener_ssl.data.label_budget import (
 from screener_ssl.data.windows import WindowSpec
 from screener_ssl.probe.label_budgets import RetrainPerDraw, draw_train_positions, run_label_budgets
 from screener_ssl.probe.config import ProbeConfig
+from screener_ssl.probe.positions import eval_positions
 from screener_ssl.probe.probe import run_probe
 from screener_ssl.runs import label_budgets as runs_budgets
 from screener_ssl.runs.pretrain import pretrain_partition
@@ -138,6 +139,42 @@ def test_reusing_the_full_probes_val_and_test_embeddings_changes_nothing(dataset
     test = full.predictions.filter(pl.col("split") == "test").select("ticker", "decision_row")
     assert test.equals(reused.predictions.filter((pl.col("budget") == 3) & (pl.col("draw") == 0)).select(
         "ticker", "decision_row"))
+
+
+def test_a_union_of_draws_over_the_matrix_budget_is_never_embedded_whole(dataset, monkeypatch):
+    """A wide embedding: each draw's rows fit the train-matrix budget, the union of all draws
+    does not, so the union is not embedded at once; the heads and their scores do not change."""
+    from screener_ssl.probe import label_budgets as lb
+
+    dim = raw_encoder().embed_dim
+    draws = label_draws(dataset, (3, 6), 3, seed=0)
+    loose = ProbeConfig(**FAST, **BUDGETS)
+    heads = {d.key: draw_train_positions(dataset, loose, d, dim) for d in draws}
+    largest = max(len(p) for p in heads.values())
+    union = len(np.unique(np.concatenate(list(heads.values()))))
+    assert union > largest  # the draws differ, so the union is wider than any one head
+    tight = ProbeConfig(**{**FAST, **BUDGETS, "train_matrix_budget_gib": largest * 4 * dim / 2**30})
+    # Each draw's head rows fit the tight budget as they are.
+    assert all(len(draw_train_positions(dataset, tight, d, dim)) == len(heads[d.key]) for d in draws)
+
+    sizes: list[int] = []
+    real = lb.embed_positions
+
+    def counting(encoder, data, positions, batch_size):
+        sizes.append(len(positions))
+        return real(encoder, data, positions, batch_size)
+
+    monkeypatch.setattr(lb, "embed_positions", counting)
+    logs: list[str] = []
+    bounded = run_label_budgets(raw_encoder(), dataset, tight, log=logs.append)
+    train_calls = [n for n in sizes if n not in {len(p) for p in eval_positions(dataset, tight)}]
+    assert train_calls and max(train_calls) <= largest
+    assert any("exceed train_matrix_budget_gib" in line for line in logs)
+    sizes.clear()
+    whole = run_label_budgets(raw_encoder(), dataset, loose, log=QUIET)
+    assert union in sizes  # with room, the union is embedded once
+    assert bounded.predictions.equals(whole.predictions)
+    assert bounded.metrics["per_budget"] == whole.metrics["per_budget"]
 
 
 def test_run_probe_with_labelled_rows_reads_only_those_labels(dataset):
