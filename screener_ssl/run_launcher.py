@@ -7,7 +7,9 @@ out-of-memory kill) stays STARTED and keeps its concurrency slot in the ``torch`
 health check: a STARTED run is FAILED when every process that recorded itself in the run's
 engine events (run worker, step workers; ``pid`` metadata) is gone from this host. The run
 monitor then marks it failed and, after ``free_slots_after_run_end_seconds``, frees its slots
-(``dagster.yaml``, section ``run_monitoring``).
+(``dagster.yaml``, section ``run_monitoring``). Before a launch it creates the slots of the
+project's pools if they are missing (:func:`initialize_pools`), so two runs launched together on
+a fresh instance cannot each create a slot of a pool of limit 1.
 
 It is meant for a single-host instance (``dagster dev`` with local storage): pids are looked
 up on the machine the monitor runs on.
@@ -20,13 +22,16 @@ reported with the run id and the command that frees it (``screener-ssl pools --f
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DagsterEventType, DefaultRunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster import DagsterEventType, DagsterInstance, DefaultRunLauncher
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 # Allowed gap between a process's start and the run's start before a pid counts as reused.
@@ -78,6 +83,12 @@ class MonitoredRunLauncher(DefaultRunLauncher):
         """Pids from the run's engine events (``pid`` metadata), in the order they were logged."""
         return _run_pids(self._instance, run.run_id)
 
+    def launch_run(self, context: LaunchRunContext) -> None:
+        """Launch as the default launcher does, the project's pools created first (see :func:`initialize_pools`)."""
+        with instance_lock(self._instance.root_directory):
+            initialize_pools(self._instance)
+        super().launch_run(context)
+
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         pids = self.run_pids(run)
         if not pids:
@@ -96,6 +107,35 @@ class MonitoredRunLauncher(DefaultRunLauncher):
 # --------------------------------------------------------------------------- pool slots on the CLI path
 
 POOLS = ("torch", "duckdb")  # the project's pools (dagster.yaml, defs/ssl, defs/probe, defs/data)
+INIT_LOCK = ".screener_ssl-instance.lock"  # in DAGSTER_HOME: storage and pools are created under it
+_PROCESS_LOCK = threading.Lock()  # the file lock serializes processes; this, a launcher's threads
+
+
+def initialize_pools(instance: DagsterInstance, pools: tuple[str, ...] = POOLS) -> list[str]:
+    """Create the slots of every pool in ``pools`` that has none yet, at the instance's default limit.
+
+    Returns the pools it created. A pool already set up (by an earlier call, a run, or a limit a
+    user set in the UI or with ``dagster instance concurrency set``) is left as it is.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
+        return []
+    existing = set(storage.get_concurrency_keys())
+    created = [pool for pool in pools if pool not in existing]
+    for pool in created:
+        storage.initialize_concurrency_limit_to_default(pool)
+    return created
+
+
+@contextmanager
+def instance_lock(home: str | Path) -> Iterator[None]:
+    """The exclusive lock in ``home`` under which storage and pools are created (one process at a time)."""
+    with _PROCESS_LOCK, open(Path(home) / INIT_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import dagster as dg
 import pytest
 import yaml
 
+from screener_ssl.instance import open_instance
+from screener_ssl.run_launcher import POOLS
 from screener_ssl_tests.defs.project import load_defs
 from screener_ssl_tests.defs.servers import REPO, postgres_url  # noqa: F401  (fixture)
 
@@ -71,9 +73,18 @@ def test_data_assets_and_a_partition_materialize_through_postgres(pg_home, postg
         assert reader.get_latest_materialization_event(dg.AssetKey("windowed_dataset")) is not None
 
 
+def test_open_instance_creates_each_pool_at_its_limit(pg_home):
+    with open_instance(pg_home, log=lambda _m: None) as instance:
+        for pool in POOLS:
+            info = instance.event_log_storage.get_concurrency_info(pool)
+            assert (info.limit, info.slot_count) == (1, 1), (pool, info)
+
+
 def test_two_runs_in_the_torch_pool_queue_rather_than_overlap(pg_home):
     defs = load_defs()
-    with dg.DagsterInstance.from_config(str(pg_home)) as instance:
+    # Opened as the command line and the demo open it: the pools' slots exist before any run claims
+    # one (two first claims at once on a fresh instance could each create a slot).
+    with open_instance(pg_home, log=lambda _m: None) as instance:
         _materialize(defs, instance, DATA_ASSETS + ["ssl_schema"], "masked_recon|base")
         _materialize(defs, instance, ["ssl_schema"], "vicreg|base")
     partitions = ("masked_recon|base", "vicreg|base")
