@@ -111,20 +111,19 @@ INIT_LOCK = ".screener_ssl-instance.lock"  # in DAGSTER_HOME: storage and pools 
 _PROCESS_LOCK = threading.Lock()  # the file lock serializes processes; this, a launcher's threads
 
 
-def initialize_pools(instance: DagsterInstance, pools: tuple[str, ...] = POOLS) -> list[str]:
+def initialize_pools(instance: DagsterInstance, pools: tuple[str, ...] = POOLS) -> None:
     """Create the slots of every pool in ``pools`` that has none yet, at the instance's default limit.
 
-    Returns the pools it created. A pool already set up (by an earlier call, a run, or a limit a
+    A pool already set up (by an earlier call, a run, or a limit a
     user set in the UI or with ``dagster instance concurrency set``) is left as it is.
     """
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
-        return []
+        return
     existing = set(storage.get_concurrency_keys())
-    created = [pool for pool in pools if pool not in existing]
-    for pool in created:
-        storage.initialize_concurrency_limit_to_default(pool)
-    return created
+    for pool in pools:
+        if pool not in existing:
+            storage.initialize_concurrency_limit_to_default(pool)
 
 
 @contextmanager
